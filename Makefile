@@ -1,0 +1,64 @@
+# Two commands matter: `make demo` and `make test` (see README.md).
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(CURDIR)/$(VENV)/bin
+STAMP := $(VENV)/.installed
+
+export PATH := $(BIN):$(PATH)
+export DVC_NO_ANALYTICS := 1
+export PREFECT_SERVER_ANALYTICS_ENABLED := false
+export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 120
+export DO_NOT_TRACK := 1
+export BENTOML_DO_NOT_TRACK := true
+export GX_ANALYTICS_ENABLED := false
+
+.PHONY: install data demo test lint bench clean-artifacts sample
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@echo "installing into $(VENV) (torch + the MLOps stack: first time about 5 minutes, ~8 GB)"
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	@touch $(STAMP)
+
+# Restore data/ from the DVC remote bundled in the repo (offline, content-addressed).
+data: $(STAMP)
+	dvc pull --quiet data.dvc
+
+demo: data
+	dvc repro
+	@echo
+	@echo "== outputs =="
+	@for d in $$(python -c "from emotions.config import load_params; print(' '.join(load_params().datasets))"); do \
+	  echo "dataset $$d:"; \
+	  echo "  manifest     artifacts/$$d/manifest.parquet"; \
+	  echo "  quarantine   artifacts/$$d/quarantine.csv"; \
+	  echo "  annotations  artifacts/$$d/annotation_stats.json"; \
+	  echo "  validation   artifacts/$$d/validation/result.json"; \
+	  echo "  data docs    $$(python -c "import json;print(json.load(open('artifacts/$$d/validation/result.json')).get('data_docs',''))")"; \
+	  echo "  variants     artifacts/$$d/variants/{full,balanced,test}/split.parquet"; \
+	  echo "  cache        artifacts/$$d/cache/ (frames.npy, fbank.npy, index.parquet, stats.json)"; \
+	done
+	@dvc status
+
+test: $(STAMP)
+	ruff check .
+	python -m pytest -q
+
+lint: $(STAMP)
+	ruff check .
+	ruff format --check .
+
+bench: data
+	dvc repro
+	python benchmarks/loader.py --root data --variants artifacts/emotions/variants --cache artifacts/emotions/cache
+
+# Regenerate the bundled sample corpus and push it into the in-repo DVC remote.
+sample: $(STAMP)
+	rm -rf data
+	emotions synth data
+	dvc add data
+	dvc push data.dvc

@@ -1,0 +1,194 @@
+"""Typed parameters loaded from params.yaml.
+
+One schema for DVC and the code: DVC reads the same file for its ``params:`` dependencies, and
+every stage validates it here first, so a typo (an unknown key) or a wrong type stops the run
+with a message that names the key instead of surfacing as a KeyError deep in a stage.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+Polarity = Literal["positive", "negative", "neutral"]
+Layout = Literal["emotions", "videoemotion8", "ekman6", "folder", "csv"]
+VariantName = Literal["full", "balanced", "test"]
+
+
+class ConfigError(ValueError):
+    """params.yaml is missing, unreadable or does not match the schema."""
+
+
+class Strict(BaseModel):
+    """Base for every params section: unknown keys are errors, not silently ignored."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SynthConfig(Strict):
+    """The sample-corpus generator (`emotions synth`)."""
+
+    clips_per_class: int = Field(40, ge=1)
+    seed: int = 7
+    duration_s: tuple[float, float] = (2.0, 4.0)
+    width: int = Field(96, ge=16)
+    height: int = Field(160, ge=16)
+    fps: int = Field(15, ge=1)
+    audio_sample_rate: int = 16000
+    conflict_share: float = Field(0.1, ge=0.0, le=1.0)
+    annotators_stage1: int = Field(5, ge=1)
+    annotators_stage2: int = Field(3, ge=1)
+    platforms: list[str] = ["douyin", "kuaishou", "tiktok"]
+
+
+class IngestConfig(Strict):
+    """Probing and annotation aggregation."""
+
+    workers: int = Field(2, ge=1)
+    timeout_s: float = Field(60.0, gt=0)
+    max_file_mb: float = Field(512.0, gt=0)
+    # A clip whose first-stage agreement is below this went to (or needs) the second stage.
+    second_stage_below: float = Field(0.6, ge=0.0, le=1.0)
+    extensions: list[str] = [".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v", ".flv"]
+
+
+class ValidateConfig(Strict):
+    """Great Expectations suite thresholds over the manifest."""
+
+    duration_s: tuple[float, float] = (0.5, 600.0)
+    fps: tuple[float, float] = (5.0, 240.0)
+    min_audio_share: float = Field(0.5, ge=0.0, le=1.0)
+    min_clips_per_class: int = Field(5, ge=1)
+
+
+class SplitShares(Strict):
+    val: float = Field(0.15, ge=0.0, lt=1.0)
+    test: float = Field(0.15, gt=0.0, lt=1.0)
+
+
+class TestVariantConfig(Strict):
+    val: float = Field(0.1, ge=0.0, lt=1.0)
+    test: float = Field(0.4, gt=0.0, lt=1.0)
+    # Test clips are drawn only from clips at least this well agreed on.
+    min_agreement: float = Field(0.8, ge=0.0, le=1.0)
+
+
+class VariantsConfig(Strict):
+    """The eMotions family of splits."""
+
+    full: SplitShares = SplitShares()
+    balanced: SplitShares = SplitShares()
+    test: TestVariantConfig = TestVariantConfig()
+
+
+class AudioFeatures(Strict):
+    sample_rate: int = 16000
+    n_mels: int = Field(128, ge=8)
+    frame_shift_ms: float = 10.0
+    frame_length_ms: float = 25.0
+    # Log-mel frames kept per clip (padded or cropped): 400 frames = 4 s at a 10 ms shift.
+    target_frames: int = Field(400, ge=16)
+
+
+class PreprocessConfig(Strict):
+    """Decode-once cache."""
+
+    num_frames: int = Field(8, ge=1)
+    # Short side is resized to `resize`, then a centre `crop` square is kept.
+    resize: int = Field(72, ge=8)
+    crop: int = Field(64, ge=8)
+    frame_sampling: Literal["exact", "keyframe"] = "exact"
+    audio: AudioFeatures = AudioFeatures()
+    workers: int = Field(2, ge=1)
+    timeout_s: float = Field(120.0, gt=0)
+    # A Dask scheduler address ("tcp://host:8786"); null runs local worker processes.
+    dask_address: str | None = None
+
+    @model_validator(mode="after")
+    def _crop_fits(self) -> PreprocessConfig:
+        if self.crop > self.resize:
+            raise ValueError(
+                f"preprocess.crop ({self.crop}) exceeds preprocess.resize ({self.resize})"
+            )
+        return self
+
+
+class DatasetConfig(Strict):
+    """One dataset the pipeline runs on."""
+
+    layout: Layout
+    root: str
+    taxonomy: str = "emotions6"
+    variants: list[VariantName] = ["full"]
+
+
+class Params(Strict):
+    """Everything in params.yaml."""
+
+    seed: int = 42
+    taxonomies: dict[str, dict[str, Polarity]]
+    datasets: dict[str, DatasetConfig]
+    synth: SynthConfig = SynthConfig()
+    ingest: IngestConfig = IngestConfig()
+    validate_: ValidateConfig = Field(ValidateConfig(), alias="validate")
+    variants: VariantsConfig = VariantsConfig()
+    preprocess: PreprocessConfig = PreprocessConfig()
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @model_validator(mode="after")
+    def _taxonomies_exist(self) -> Params:
+        for name, dataset in self.datasets.items():
+            if dataset.taxonomy not in self.taxonomies:
+                raise ValueError(
+                    f"datasets.{name}.taxonomy: '{dataset.taxonomy}' is not one of "
+                    f"taxonomies ({', '.join(sorted(self.taxonomies))})"
+                )
+        return self
+
+    def taxonomy_for(self, dataset: str) -> dict[str, Polarity]:
+        """Class → polarity mapping of a dataset, in the declared class order."""
+        return dict(self.taxonomies[self.dataset(dataset).taxonomy])
+
+    def dataset(self, name: str) -> DatasetConfig:
+        try:
+            return self.datasets[name]
+        except KeyError:
+            known = ", ".join(sorted(self.datasets)) or "none"
+            raise ConfigError(f"unknown dataset '{name}' (params.yaml defines: {known})") from None
+
+
+def _describe(error: ValidationError, source: str) -> str:
+    lines = [f"{source}: {error.error_count()} problem(s)"]
+    for item in error.errors():
+        key = ".".join(str(part) for part in item["loc"]) or "(top level)"
+        if item["type"] == "extra_forbidden":
+            lines.append(f"  {key}: unknown key")
+        else:
+            lines.append(f"  {key}: {item['msg']} (got {item.get('input')!r})")
+    return "\n".join(lines)
+
+
+def parse_params(raw: dict, source: str = "params") -> Params:
+    """Validate an already-parsed mapping; raises ConfigError naming every bad key."""
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as error:
+        raise ConfigError(_describe(error, source)) from None
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    """Read and validate params.yaml."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: not found (run from the repository root or pass --params)")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: not valid YAML: {error}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    return parse_params(raw, str(path))
