@@ -38,7 +38,7 @@ demo: data
 	  echo "  quarantine   artifacts/$$d/quarantine.csv"; \
 	  echo "  annotations  artifacts/$$d/annotation_stats.json"; \
 	  echo "  validation   artifacts/$$d/validation/result.json"; \
-	  echo "  data docs    $$(python -c "import json;print(json.load(open('artifacts/$$d/validation/result.json')).get('data_docs',''))")"; \
+	  echo "  data docs    $$(python -c "import json;print(json.load(open('artifacts/$$d/validation/result.json')).get('data_docs_index',''))")"; \
 	  echo "  variants     artifacts/$$d/variants/{full,balanced,test}/split.parquet"; \
 	  echo "  cache        artifacts/$$d/cache/ (frames.npy, fbank.npy, index.parquet, stats.json)"; \
 	done

@@ -86,13 +86,16 @@ def cmd_validate(args: argparse.Namespace, params: Params) -> None:
 def cmd_variants(args: argparse.Namespace, params: Params) -> None:
     import pandas as pd
 
-    from emotions.data.variants import make_variants, write_variants
+    from emotions.data.variants import SplitError, make_variants, write_variants
 
     dataset = params.dataset(args.dataset)
     manifest = pd.read_parquet(_artifacts(args.dataset) / "manifest.parquet")
-    variants = make_variants(
-        manifest, list(dataset.variants), config=params.variants, seed=params.seed
-    )
+    try:
+        variants = make_variants(
+            manifest, list(dataset.variants), config=params.variants, seed=params.seed
+        )
+    except SplitError as error:
+        raise StageError(str(error)) from None
     written = write_variants(variants, _artifacts(args.dataset) / "variants")
     for name, path in written.items():
         counts = variants[name]["split"].value_counts().to_dict()
@@ -112,6 +115,55 @@ def cmd_preprocess(args: argparse.Namespace, params: Params) -> None:
     print(f"preprocess: {result}")
 
 
+def cmd_train(args: argparse.Namespace, params: Params) -> None:
+    from emotions.train import train_run
+
+    summary = train_run(params, args.run, resume=not args.no_resume)
+    print(
+        f"train {args.run}: {summary['epochs']} epochs, best val weighted F1 "
+        f"{summary['best_val_weighted_f1']:.3f} at epoch {summary['best_epoch']}"
+    )
+
+
+def cmd_evaluate(args: argparse.Namespace, params: Params) -> None:
+    from emotions.evaluate import evaluate_run
+
+    metrics = evaluate_run(params, args.run)
+    shown = ("accuracy", "weighted_f1", "macro_f1", "polarity_accuracy", "ece")
+    scores = ", ".join(f"{key}={metrics[key]:.3f}" for key in shown)
+    print(f"evaluate {args.run}: {scores}, n_test={metrics['n_test']}")
+
+
+def cmd_predict(args: argparse.Namespace, params: Params) -> None:
+    import json
+
+    from emotions.inference import ModelFolderError, Predictor
+
+    try:
+        predictor = Predictor(args.model, threads=args.threads)
+    except ModelFolderError as error:
+        raise StageError(str(error)) from None
+    failures = 0
+    for result in predictor.predict_files(args.files, batch_size=args.batch_size):
+        failures += "error" in result
+        print(json.dumps(result, ensure_ascii=False), flush=True)
+    if failures == len(args.files):
+        raise StageError(f"no prediction: all {failures} file(s) failed")
+
+
+def cmd_ablate(args: argparse.Namespace, params: Params) -> None:
+    from emotions.ablate import ablate
+
+    rows = ablate(params)
+    print(f"ablate: {len(rows)} cells -> reports/ablation.md")
+
+
+def cmd_report(args: argparse.Namespace, params: Params) -> None:
+    from emotions.report import write_report
+
+    print(f"report: {write_report(params)}")
+
+
 Command = Callable[[argparse.Namespace, Params], None]
 
 
@@ -128,7 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--seed", type=int, default=None)
     synth.add_argument("--layout", choices=["emotions", "folder"], default="emotions")
     synth.add_argument("--taxonomy", default="emotions6")
-    synth.set_defaults(run=cmd_synth)
+    synth.set_defaults(run_command=cmd_synth)
 
     ingest = sub.add_parser("ingest", help="probe a corpus into manifest.parquet + quarantine.csv")
     ingest.add_argument(
@@ -138,29 +190,53 @@ def build_parser() -> argparse.ArgumentParser:
     ingest.add_argument("--out", required=True)
     ingest.add_argument("--dataset", default=None, help="take the taxonomy from this dataset")
     ingest.add_argument("--taxonomy", default="emotions6")
-    ingest.set_defaults(run=cmd_ingest)
+    ingest.set_defaults(run_command=cmd_ingest)
 
     validate = sub.add_parser("validate", help="Great Expectations suite over a manifest")
     validate.add_argument("--dataset", required=True)
     validate.add_argument("--manifest", default=None)
     validate.add_argument("--out", default=None)
-    validate.set_defaults(run=cmd_validate)
+    validate.set_defaults(run_command=cmd_validate)
 
     variants = sub.add_parser("variants", help="seeded full / balanced / test-oriented splits")
     variants.add_argument("--dataset", required=True)
-    variants.set_defaults(run=cmd_variants)
+    variants.set_defaults(run_command=cmd_variants)
 
     prep = sub.add_parser("preprocess", help="decode every clip once into a memory-mapped cache")
     prep.add_argument("--dataset", required=True)
-    prep.set_defaults(run=cmd_preprocess)
+    prep.set_defaults(run_command=cmd_preprocess)
+
+    train = sub.add_parser("train", help="train AV-CANet for one run (resumes after a kill)")
+    train.add_argument("--run", required=True, help="a key under runs: in params.yaml")
+    train.add_argument("--no-resume", action="store_true", help="ignore an unfinished checkpoint")
+    train.add_argument("--resume", action="store_true", help="resume (the default; kept explicit)")
+    train.set_defaults(run_command=cmd_train)
+
+    evaluate = sub.add_parser("evaluate", help="test metrics, calibration and plots for one run")
+    evaluate.add_argument("--run", required=True)
+    evaluate.set_defaults(run_command=cmd_evaluate)
+
+    predict = sub.add_parser("predict", help="predict emotions of video files (JSON lines)")
+    predict.add_argument("--model", required=True, help="a trained model folder")
+    predict.add_argument("files", nargs="+")
+    predict.add_argument("--batch-size", type=int, default=8)
+    predict.add_argument("--threads", type=int, default=2, help="decoder threads per file")
+    predict.set_defaults(run_command=cmd_predict, needs_params=False)
+
+    ablate = sub.add_parser("ablate", help="retrain with modality / fusion / loss switched off")
+    ablate.set_defaults(run_command=cmd_ablate)
+
+    report = sub.add_parser("report", help="the paper-style results table from metrics/")
+    report.set_defaults(run_command=cmd_report)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        params = load_params(args.params)
-        args.run(args, params)
+        needs_params = getattr(args, "needs_params", True)
+        params = load_params(args.params) if needs_params else None
+        args.run_command(args, params)
     except (ConfigError, StageError) as error:
         print(f"emotions {args.command}: {error}", file=sys.stderr)
         return 2

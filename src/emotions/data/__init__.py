@@ -1,0 +1,1 @@
+"""The data plane: sources, probing, annotations, validation, variants, decode-once cache, loader."""

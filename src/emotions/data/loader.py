@@ -1,0 +1,256 @@
+"""A torch Dataset over the decode-once cache.
+
+Reading a sample is a slice of two memory-mapped arrays (well under a millisecond), so data
+loading never limits training. The arrays are opened lazily in whichever process first reads a
+sample (each DataLoader worker opens its own), which keeps the dataset cheap to pickle and
+avoids sharing file handles across fork/spawn.
+
+Sample contract (what the model and the collate function expect)::
+
+    {"video": uint8 (T, C, crop, crop), "audio": float32 (target_frames, n_mels),
+     "has_audio": bool, "label": int64 index into ``classes``, "clip_id": str}
+
+The augmentation (:func:`make_sample`) is a plain function so the benchmark and anything that
+decodes on the fly apply exactly what training applies to cached clips.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import Dataset
+
+from emotions.data.preprocess import (
+    FBANK,
+    FRAMES,
+    INDEX,
+    STATS,
+    CacheError,
+    require_complete,
+)
+
+
+@dataclass(frozen=True)
+class SpecAugment:
+    """SpecAugment masks (Park et al. 2019) drawn inside the valid part of the log-mel.
+
+    Widths are maxima; each mask's width is uniform in [0, max] (torchaudio's semantics),
+    capped by the clip's valid length so a short clip is not wiped out.
+    """
+
+    time_mask: int = 48  # frames (10 ms each)
+    freq_mask: int = 24  # mel bins
+    time_masks: int = 2
+    freq_masks: int = 2
+
+    def apply(self, audio: torch.Tensor, valid: int, seed: int) -> torch.Tensor:
+        """Mask ``audio`` (time, mels) in place over its first ``valid`` rows; masked = 0.
+
+        torchaudio's transforms draw the masks on all-ones proxies, (1, valid) for time and
+        (mels, 1) for frequency: the draws depend only on the masked axis' length, so the masks
+        are the ones the transforms would apply to the spectrogram, and one ``masked_fill_``
+        then applies all of them in one pass over the spectrogram instead of four.
+        """
+        if valid <= 0:
+            return audio
+        mels = audio.shape[1]
+        time_mask = _masking("time", min(self.time_mask, valid))
+        freq_mask = _masking("freq", min(self.freq_mask, mels))
+        keep_time, keep_freq = torch.ones(1, valid), torch.ones(mels, 1)
+        # torchaudio draws from the global CPU generator: seed it for this sample and restore
+        # it afterwards (torch.manual_seed would also seed CUDA/XPU, ~1 ms of lazy-call work).
+        with torch.random.fork_rng(devices=[]):
+            torch.default_generator.manual_seed(seed)
+            for _ in range(self.time_masks):
+                keep_time = time_mask(keep_time)
+            for _ in range(self.freq_masks):
+                keep_freq = freq_mask(keep_freq)
+        dropped = (keep_time.T == 0) | (keep_freq.T == 0)  # (valid, mels)
+        audio[:valid].masked_fill_(dropped, 0.0)
+        return audio
+
+
+@functools.lru_cache(maxsize=512)
+def _masking(axis: str, width: int) -> torch.nn.Module:
+    import torchaudio.transforms as transforms
+
+    return transforms.TimeMasking(width) if axis == "time" else transforms.FrequencyMasking(width)
+
+
+def crop_video(frames: np.ndarray, crop: int, rng: np.random.Generator | None) -> np.ndarray:
+    """(T, R, R, 3) → (T, crop, crop, 3): the same random crop and flip for all T frames when
+    ``rng`` is given (training), else the centre crop."""
+    size = frames.shape[1]
+    if crop > size:
+        raise ValueError(f"crop {crop} is larger than the cached frames ({size})")
+    if rng is None:
+        top = left = (size - crop) // 2
+        return np.ascontiguousarray(frames[:, top : top + crop, left : left + crop])
+    top, left = (int(v) for v in rng.integers(0, size - crop + 1, size=2))
+    out = frames[:, top : top + crop, left : left + crop]
+    if rng.random() < 0.5:
+        out = out[:, :, ::-1]
+    return np.ascontiguousarray(out)
+
+
+def normalize_fbank(fbank: np.ndarray, valid: int, mean: float, std: float) -> np.ndarray:
+    """float32 copy with the valid rows standardised; padding stays 0 (= the mean)."""
+    out = np.zeros(fbank.shape, dtype=np.float32)
+    out[:valid] = (fbank[:valid].astype(np.float32) - mean) / std
+    return out
+
+
+def make_sample(
+    frames: np.ndarray,
+    fbank: np.ndarray,
+    audio_frames: int,
+    *,
+    crop: int,
+    rng: np.random.Generator | None,
+    mean: float,
+    std: float,
+    normalize: bool = True,
+    spec_augment: SpecAugment | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cropped (T, C, H, W) uint8 video and (time, mels) float32 audio for one clip.
+
+    ``rng`` given means training: random crop and flip, and ``spec_augment`` if set.
+    """
+    video = torch.from_numpy(crop_video(frames, crop, rng)).permute(0, 3, 1, 2).contiguous()
+    if normalize:
+        audio_np = normalize_fbank(fbank, audio_frames, mean, std)
+    else:
+        audio_np = np.array(fbank, dtype=np.float32)
+    audio = torch.from_numpy(audio_np)
+    if rng is not None and spec_augment is not None:
+        audio = spec_augment.apply(audio, audio_frames, int(rng.integers(2**63)))
+    return video, audio
+
+
+@dataclass
+class _Arrays:
+    frames: np.ndarray
+    fbank: np.ndarray
+
+
+class CachedClipDataset(Dataset):
+    """The clips of one split of one variant, read from a finished cache."""
+
+    def __init__(
+        self,
+        cache_dir: str | Path,
+        split_file: str | Path,
+        split: str,
+        *,
+        crop: int,
+        train: bool,
+        classes: list[str] | None = None,
+        normalize: bool = True,
+        spec_augment: SpecAugment | None = None,
+        seed: int = 0,
+    ) -> None:
+        """``classes`` fixes the label order (pass the taxonomy's); without it the sorted
+        labels of the whole split file are used, so train/val/test agree with each other."""
+        self.cache_dir = require_complete(cache_dir)
+        self.crop, self.train = crop, train
+        self.normalize, self.spec_augment, self.seed = normalize, spec_augment, seed
+        stats = json.loads((self.cache_dir / STATS).read_text(encoding="utf-8"))
+        self.mean, self.std = float(stats["fbank_mean"]), float(stats["fbank_std"])
+        cached_size = int(stats["shapes"]["frames"][2])
+        if crop > cached_size:
+            raise ValueError(f"crop {crop} exceeds the cached frame size {cached_size}")
+
+        table = pd.read_parquet(split_file, columns=["clip_id", "label", "split"])
+        self.classes = list(classes) if classes is not None else sorted(table["label"].unique())
+        unknown = sorted(set(table["label"]) - set(self.classes))
+        if unknown:
+            raise ValueError(f"{split_file}: labels {unknown} are not in classes {self.classes}")
+        table["clip_id"] = table["clip_id"].astype(str)
+        chosen = table[table["split"] == split]
+        if chosen.empty:
+            raise ValueError(f"{split_file}: no clips in split '{split}'")
+        index = pd.read_parquet(self.cache_dir / INDEX, columns=["clip_id", "row", "audio_frames"])
+        merged = chosen.merge(index, on="clip_id", how="inner")
+        self.missing = len(chosen) - len(merged)
+        if self.missing:
+            warnings.warn(
+                f"{self.missing} of {len(chosen)} '{split}' clips are not in the cache "
+                f"{self.cache_dir} (failed to decode, see failures.csv); skipping them",
+                stacklevel=2,
+            )
+        if merged.empty:
+            raise CacheError(f"{self.cache_dir}: none of the '{split}' clips are cached")
+        position = {name: i for i, name in enumerate(self.classes)}
+        self.clip_ids: list[str] = merged["clip_id"].astype(str).tolist()
+        self.rows = merged["row"].to_numpy(np.int64)
+        self.audio_frames = merged["audio_frames"].to_numpy(np.int64)
+        self.labels = merged["label"].map(position).to_numpy(np.int64)
+        self._arrays: _Arrays | None = None
+        self.epoch: int | None = None
+        self._rng: np.random.Generator | None = None
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        arrays = self._open()
+        row = int(self.rows[i])
+        valid = int(self.audio_frames[i])
+        video, audio = make_sample(
+            arrays.frames[row],
+            arrays.fbank[row],
+            valid,
+            crop=self.crop,
+            rng=self._generator(i) if self.train else None,
+            mean=self.mean,
+            std=self.std,
+            normalize=self.normalize,
+            spec_augment=self.spec_augment,
+        )
+        return {
+            "video": video,
+            "audio": audio,
+            "has_audio": torch.tensor(valid > 0),
+            "label": torch.tensor(int(self.labels[i]), dtype=torch.int64),
+            "clip_id": self.clip_ids[i],
+        }
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_arrays"] = None  # reopened (memory-mapped) in the receiving process
+        state["_rng"] = None
+        return state
+
+    def _open(self) -> _Arrays:
+        if self._arrays is None:
+            self._arrays = _Arrays(
+                frames=np.load(self.cache_dir / FRAMES, mmap_mode="r"),
+                fbank=np.load(self.cache_dir / FBANK, mmap_mode="r"),
+            )
+        return self._arrays
+
+    def set_epoch(self, epoch: int) -> None:
+        """Make augmentation a function of (seed, epoch, index) alone.
+
+        Call it before building each epoch's DataLoader (non-persistent workers receive a fresh
+        copy): the same sample then gets the same crop, flip and masks whatever the worker
+        count or the order, so a resumed run sees exactly what an uninterrupted one saw.
+        """
+        self.epoch = epoch
+
+    def _generator(self, i: int) -> np.random.Generator:
+        if self.epoch is not None:
+            return np.random.default_rng([self.seed, self.epoch, i])
+        # No epoch given: one stream per process. torch seeds every DataLoader worker
+        # differently each epoch, so mixing its seed in still varies the augmentation.
+        if self._rng is None:
+            self._rng = np.random.default_rng([self.seed, torch.initial_seed()])
+        return self._rng

@@ -1,0 +1,142 @@
+"""Dataset adapters: how each on-disk layout names its clips and their labels.
+
+An adapter only *lists*: it walks its layout and yields a ``Candidate`` per clip (path relative to
+the root as found, label as given, platform, votes) or a ``Reject`` for something it can already
+tell is unusable (a video nobody annotated, an annotated clip with no file). Everything that is
+the same for every layout (path safety, label resolution against the taxonomy, probing,
+duplicates) happens once, in ``emotions.data.ingest``, so a new layout is one small module and
+one line in ``LAYOUTS`` below.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import re
+import unicodedata
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
+
+import pandas as pd
+
+# layout name → "module:Class". Imported lazily so listing layouts costs nothing.
+LAYOUTS: dict[str, str] = {
+    "emotions": "emotions.data.sources.emotions:EmotionsSource",
+    "videoemotion8": "emotions.data.sources.videoemotion8:VideoEmotion8Source",
+    "ekman6": "emotions.data.sources.ekman6:Ekman6Source",
+    "folder": "emotions.data.sources.folder:FolderSource",
+    "csv": "emotions.data.sources.csv:CsvSource",
+}
+
+# Words people use for the same class. Applied only when the label itself is not a class, so a
+# taxonomy that has both "happiness" and "joy" keeps them apart.
+COMMON_SYNONYMS: dict[str, str] = {
+    "happiness": "joy",
+    "happy": "joy",
+    "angry": "anger",
+    "sad": "sadness",
+    "fearful": "fear",
+    "afraid": "fear",
+    "scared": "fear",
+    "surprised": "surprise",
+    "disgusted": "disgust",
+    "trusting": "trust",
+}
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A clip the layout names. ``votes`` (columns stage, annotator, label) replaces ``label``."""
+
+    path: str
+    label: str | None
+    platform: str | None = None
+    votes: pd.DataFrame | None = None
+
+
+@dataclass(frozen=True)
+class Reject:
+    """Something the layout names that cannot become a clip, with the quarantine reason."""
+
+    path: str
+    reason: str
+
+
+Record = Candidate | Reject
+
+
+def normalise_label(raw: object) -> str:
+    """Case-, width- and separator-insensitive form of a label: "Happy_Face " → "happy face"."""
+    text = unicodedata.normalize("NFKC", str(raw)).strip().casefold()
+    return re.sub(r"[\s_\-]+", " ", text)
+
+
+class Source(ABC):
+    """One on-disk layout."""
+
+    name: ClassVar[str]
+    synonyms: ClassVar[Mapping[str, str]] = COMMON_SYNONYMS
+
+    @abstractmethod
+    def scan(self, root: Path) -> Iterator[Record]:
+        """Yield every candidate clip and every reject under ``root``; never modify ``root``."""
+
+    def resolve_label(self, raw: object, classes: Mapping[str, object]) -> str | None:
+        """The taxonomy class ``raw`` names (exact key spelling), or None when it names none."""
+        by_form = {normalise_label(name): name for name in classes}
+        form = normalise_label(raw)
+        if form in by_form:
+            return by_form[form]
+        alias = self.synonyms.get(form)
+        if alias is not None:
+            return by_form.get(normalise_label(alias))
+        return None
+
+
+def is_hidden(name: str) -> bool:
+    """Dot-files (.DS_Store, editor and encoder left-overs) are never clips and never reported."""
+    return name.startswith(".")
+
+
+def walk_files(root: Path, folder: Path) -> Iterator[str | Reject]:
+    """Every non-hidden file under ``folder`` as a root-relative POSIX path, in sorted order.
+
+    Symlinked sub-folders are not descended (that is how loops and double counting happen); one
+    that points out of the root is reported, since its content would otherwise be silently lost.
+    Symlinked files are listed: the ingest stage resolves and checks them.
+    """
+    root_resolved = root.resolve()
+    for dirpath, dirnames, filenames in os.walk(folder):
+        here = Path(dirpath)
+        kept = []
+        for name in sorted(dirnames):
+            if is_hidden(name):
+                continue
+            sub = here / name
+            if sub.is_symlink():
+                if not sub.resolve().is_relative_to(root_resolved):
+                    yield Reject(sub.relative_to(root).as_posix(), "outside root (linked folder)")
+                continue
+            kept.append(name)
+        dirnames[:] = kept
+        for name in sorted(filenames):
+            if not is_hidden(name):
+                yield (here / name).relative_to(root).as_posix()
+
+
+def available_layouts() -> list[str]:
+    return list(LAYOUTS)
+
+
+def get_source(layout: str) -> Source:
+    """An adapter instance for ``layout``; a ValueError names the known layouts."""
+    try:
+        target = LAYOUTS[layout]
+    except KeyError:
+        known = ", ".join(LAYOUTS)
+        raise ValueError(f"unknown layout '{layout}' (known layouts: {known})") from None
+    module_name, class_name = target.split(":")
+    return getattr(importlib.import_module(module_name), class_name)()

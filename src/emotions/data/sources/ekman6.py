@@ -1,0 +1,26 @@
+"""Ekman-6 (Xu et al., 2016): one folder per Ekman basic emotion.
+
+Folders are "anger", "disgust", "fear", "joy", "sadness", "surprise"; copies of the set circulate
+with Ekman's own wording ("happiness") and with capitals, so both are accepted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import ClassVar
+
+from emotions.data.sources import COMMON_SYNONYMS
+from emotions.data.sources.folder import FolderSource
+
+CLASSES = ("anger", "disgust", "fear", "joy", "sadness", "surprise")
+
+
+class Ekman6Source(FolderSource):
+    name = "ekman6"
+    dataset_classes = CLASSES
+    synonyms: ClassVar[Mapping[str, str]] = {
+        **COMMON_SYNONYMS,
+        "happiness": "joy",
+        "enjoyment": "joy",
+        "surprize": "surprise",
+    }

@@ -1,0 +1,42 @@
+"""VideoEmotion-8 (Jiang et al., AAAI 2014): one folder per Plutchik class.
+
+The published tree names its folders with capitals ("Anger", "Anticipation", "Disgust", "Fear",
+"Joy", "Sadness", "Surprise", "Trust"); labels are matched case- and separator-insensitively,
+and the common words for the same feelings map onto Plutchik's names.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import ClassVar
+
+from emotions.data.sources import COMMON_SYNONYMS
+from emotions.data.sources.folder import FolderSource
+
+CLASSES = ("anger", "anticipation", "disgust", "fear", "joy", "sadness", "surprise", "trust")
+
+
+class VideoEmotion8Source(FolderSource):
+    name = "videoemotion8"
+    dataset_classes = CLASSES
+    synonyms: ClassVar[Mapping[str, str]] = {
+        **COMMON_SYNONYMS,
+        # Plutchik's milder and stronger intensities of the same primary emotion.
+        "interest": "anticipation",
+        "vigilance": "anticipation",
+        "expectation": "anticipation",
+        "acceptance": "trust",
+        "admiration": "trust",
+        "serenity": "joy",
+        "ecstasy": "joy",
+        "annoyance": "anger",
+        "rage": "anger",
+        "apprehension": "fear",
+        "terror": "fear",
+        "pensiveness": "sadness",
+        "grief": "sadness",
+        "distraction": "surprise",
+        "amazement": "surprise",
+        "boredom": "disgust",
+        "loathing": "disgust",
+    }

@@ -1,0 +1,360 @@
+"""The eMotions family of splits: ``full``, ``balanced`` and ``test``.
+
+Every variant assigns each clip to train, val or test. What makes this more than a shuffle:
+
+* **No leakage.** Short-form platforms are full of re-uploads. Clips with identical content
+  (same ``sha256``) and near-duplicates (``visual_hash`` within ``NEAR_DUPLICATE_BITS`` bits of
+  Hamming distance) are joined into one group with union-find (transitively: A≈B and B≈C puts
+  all three together), and a group always goes to a single split, so a model is never scored
+  on a clip it has effectively seen in training.
+* **Stratified by label.** Per class, test and val get ``round(share × clips)`` clips (at least
+  one each), train gets the rest; every class therefore appears in every split. Groups are
+  dealt whole, so with multi-clip groups the counts are close to, not exactly, the targets.
+  A group whose clips carry different labels counts as its majority label.
+* **Seeded.** The same manifest (in any row order) and seed give identical frames; each variant
+  draws from its own stream, so asking for one variant does not change another.
+
+A class needs at least one independent group per non-empty split (3 for train/val/test) or
+``make_variants`` raises ``SplitError`` naming the class; drop or enlarge the class instead of
+training on a split that cannot measure it.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import zlib
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from emotions.config import SplitShares, VariantsConfig
+
+VARIANTS: tuple[str, ...] = ("full", "balanced", "test")
+SPLITS: tuple[str, ...] = ("train", "val", "test")
+OUTPUT_COLUMNS: tuple[str, ...] = ("clip_id", "path", "label", "polarity", "agreement", "split")
+REQUIRED_COLUMNS: tuple[str, ...] = ("clip_id", "path", "label", "polarity", "agreement", "sha256")
+SPLIT_FILE = "split.parquet"
+
+# A 64-bit dHash of the same shot re-encoded, resized or lightly cropped differs in a few bits;
+# unrelated frames differ in ~32. Six bits keeps re-uploads together without merging unrelated
+# clips.
+NEAR_DUPLICATE_BITS = 6
+# Hash comparisons per step of the pairwise Hamming scan (bounds memory to ~32 MB).
+_CELLS = 4_000_000
+
+
+class SplitError(ValueError):
+    """The manifest cannot be split as asked (a class too small, bad shares, bad input)."""
+
+
+class _UnionFind:
+    """Disjoint sets over row indices, with path halving and union by size."""
+
+    def __init__(self, n: int) -> None:
+        self.parent = np.arange(n)
+        self.size = np.ones(n, dtype=np.int64)
+
+    def find(self, item: int) -> int:
+        parent = self.parent
+        while parent[item] != item:
+            parent[item] = parent[parent[item]]
+            item = parent[item]
+        return int(item)
+
+    def union(self, a: int, b: int) -> None:
+        root_a, root_b = self.find(a), self.find(b)
+        if root_a == root_b:
+            return
+        if self.size[root_a] < self.size[root_b]:
+            root_a, root_b = root_b, root_a
+        self.parent[root_b] = root_a
+        self.size[root_a] += self.size[root_b]
+
+
+def _parse_hashes(manifest: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """``visual_hash`` as uint64 plus a mask of rows that have one."""
+    n = len(manifest)
+    values = np.zeros(n, dtype=np.uint64)
+    known = np.zeros(n, dtype=bool)
+    if "visual_hash" not in manifest.columns:
+        return values, known
+    for row, (clip_id, text) in enumerate(
+        zip(manifest["clip_id"], manifest["visual_hash"], strict=True)
+    ):
+        if pd.isna(text) or str(text) == "":
+            continue
+        try:
+            if len(str(text)) != 16:
+                raise ValueError
+            values[row] = np.uint64(int(str(text), 16))
+        except ValueError:
+            raise SplitError(
+                f"clip {clip_id!r}: visual_hash {text!r} is not 16 hex digits"
+            ) from None
+        known[row] = True
+    return values, known
+
+
+def _popcount(values: np.ndarray) -> np.ndarray:
+    """Set bits per uint64 (``np.bitwise_count`` exists from numpy 2.0 on)."""
+    if hasattr(np, "bitwise_count"):
+        return np.bitwise_count(values)
+    as_bytes = values[..., None].view(np.uint8)
+    return _BYTE_BITS[as_bytes].sum(axis=-1, dtype=np.uint8)
+
+
+_BYTE_BITS = np.array([bin(value).count("1") for value in range(256)], dtype=np.uint8)
+
+
+def _near_pairs(hashes: np.ndarray, max_bits: int) -> tuple[np.ndarray, np.ndarray]:
+    """All pairs (i < j) whose hashes differ in at most ``max_bits`` bits.
+
+    An exact blocked scan of the upper triangle: O(n²) vectorised popcounts (a few seconds for
+    30k clips) in blocks of about ``_CELLS`` comparisons, which keeps memory flat and the code
+    obviously correct.
+    """
+    firsts: list[np.ndarray] = []
+    seconds: list[np.ndarray] = []
+    n = len(hashes)
+    block = max(1, _CELLS // max(n, 1))
+    for start in range(0, n, block):
+        rows_hashes = hashes[start : start + block]
+        later = hashes[start:]
+        distance = _popcount(rows_hashes[:, None] ^ later[None, :])
+        rows, cols = np.nonzero(distance <= max_bits)
+        keep = rows < cols
+        firsts.append(rows[keep] + start)
+        seconds.append(cols[keep] + start)
+    if not firsts:
+        return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
+    return np.concatenate(firsts), np.concatenate(seconds)
+
+
+def duplicate_groups(
+    manifest: pd.DataFrame, *, near_duplicate_bits: int = NEAR_DUPLICATE_BITS
+) -> np.ndarray:
+    """A group number per row: rows sharing a sha256 or a near-identical visual_hash share one.
+
+    Groups are numbered by their first row, so the numbering follows the frame's row order.
+    """
+    n = len(manifest)
+    sets = _UnionFind(n)
+    first_of: dict[str, int] = {}
+    for row, digest in enumerate(manifest["sha256"]):
+        if pd.isna(digest):
+            continue
+        key = str(digest).lower()
+        if key in first_of:
+            sets.union(first_of[key], row)
+        else:
+            first_of[key] = row
+    hashes, known = _parse_hashes(manifest)
+    rows = np.flatnonzero(known)
+    if near_duplicate_bits >= 0 and len(rows) > 1:
+        first, second = _near_pairs(hashes[rows], near_duplicate_bits)
+        for a, b in zip(rows[first], rows[second], strict=True):
+            sets.union(int(a), int(b))
+    roots = np.array([sets.find(row) for row in range(n)], dtype=np.int64)
+    _, numbers = np.unique(roots, return_inverse=True)
+    # Renumber in order of first appearance so the ids do not depend on union order.
+    order: dict[int, int] = {}
+    return np.array([order.setdefault(int(number), len(order)) for number in numbers])
+
+
+def _rng(seed: int, name: str) -> np.random.Generator:
+    """One independent, stable stream per (seed, variant)."""
+    return np.random.default_rng([seed % 2**64, zlib.crc32(name.encode("utf-8"))])
+
+
+def _quota(share: float, count: int) -> int:
+    return 0 if share <= 0 else max(1, round(share * count))
+
+
+def _assign(
+    frame: pd.DataFrame,
+    shares: SplitShares,
+    rng: np.random.Generator,
+    *,
+    variant: str,
+    near_duplicate_bits: int,
+    test_eligible: np.ndarray | None = None,
+) -> pd.Series:
+    """Split label per row: whole duplicate groups, stratified by each group's majority label.
+
+    Per class, groups are shuffled and test then val are filled up to their quota with groups
+    that fit (a group larger than what is left is skipped, so big groups land in train); if no
+    group fits, the smallest one is taken so that the class still appears in that split. At
+    least one group per later split is always kept back, train included. ``test_eligible``
+    (per row) restricts which groups may go to test: a group is eligible only if all its rows are.
+    """
+    groups = duplicate_groups(frame, near_duplicate_bits=near_duplicate_bits)
+    table = pd.DataFrame({"group": groups, "label": frame["label"].astype(str).to_numpy()})
+    table["eligible"] = True if test_eligible is None else test_eligible
+    per_group = table.groupby("group").agg(size=("label", "size"), eligible=("eligible", "all"))
+    # Majority label per group; ties go to the alphabetically first label.
+    votes = table.groupby(["group", "label"]).size().reset_index(name="votes")
+    votes = votes.sort_values(["group", "votes", "label"], ascending=[True, False, True])
+    per_group["label"] = votes.drop_duplicates("group").set_index("group")["label"]
+    needed = [split for split, share in (("test", shares.test), ("val", shares.val)) if share > 0]
+    split_of_group: dict[int, str] = {}
+    for key, members in per_group.groupby("label", sort=True):
+        label = str(key)
+        if len(members) < len(needed) + 1:
+            clips = int(members["size"].sum())
+            raise SplitError(
+                f"variant {variant!r}: class {label!r} has {clips} clip(s) in {len(members)} "
+                f"independent group(s) (exact and near duplicates count once); train, "
+                f"{' and '.join(needed)} need at least one each, so {len(needed) + 1} are "
+                f"required. Add clips of {label!r} or remove the class."
+            )
+        order = members.index.to_numpy()[rng.permutation(len(members))]
+        sizes = members.loc[order, "size"].to_numpy()
+        eligible = members.loc[order, "eligible"].to_numpy()
+        total = int(sizes.sum())
+        free = np.ones(len(order), dtype=bool)
+        for position, split in enumerate(needed):
+            share = shares.test if split == "test" else shares.val
+            candidates = free & (eligible if split == "test" else True)
+            spare = int(free.sum()) - (len(needed) - position)  # keep one per later split
+            remaining = min(_quota(share, total), int(sizes[candidates].sum()))
+            taken = 0
+            for index in np.flatnonzero(candidates):
+                if taken == spare or remaining <= 0:
+                    break
+                if sizes[index] <= remaining:
+                    split_of_group[int(order[index])] = split
+                    free[index] = False
+                    remaining -= int(sizes[index])
+                    taken += 1
+            if taken == 0 and spare > 0 and candidates.any():
+                smallest = np.flatnonzero(candidates)[np.argmin(sizes[candidates], kind="stable")]
+                split_of_group[int(order[smallest])] = split
+                free[smallest] = False
+        for index in np.flatnonzero(free):
+            split_of_group[int(order[index])] = "train"
+    return pd.Series([split_of_group[int(group)] for group in groups], index=frame.index)
+
+
+def _check_input(manifest: pd.DataFrame, names: Sequence[str]) -> None:
+    unknown = [name for name in names if name not in VARIANTS]
+    if unknown:
+        raise SplitError(f"unknown variant(s) {unknown}; known: {', '.join(VARIANTS)}")
+    missing = [column for column in REQUIRED_COLUMNS if column not in manifest.columns]
+    if missing:
+        raise SplitError(f"manifest lacks column(s): {', '.join(missing)}")
+    if manifest.empty:
+        raise SplitError("manifest is empty: nothing to split")
+    if manifest["clip_id"].isna().any() or manifest["label"].isna().any():
+        raise SplitError("manifest has rows without a clip_id or a label (run validate first)")
+    duplicated = manifest["clip_id"][manifest["clip_id"].duplicated()]
+    if not duplicated.empty:
+        raise SplitError(f"clip_id not unique, e.g. {duplicated.iloc[0]!r} (run validate first)")
+
+
+def _check_shares(name: str, shares: SplitShares) -> None:
+    if shares.val + shares.test >= 1.0:
+        raise SplitError(
+            f"variants.{name}: val ({shares.val:g}) + test ({shares.test:g}) leave no train share"
+        )
+
+
+def _finish(frame: pd.DataFrame, split: pd.Series) -> pd.DataFrame:
+    out = frame.assign(split=split)[list(OUTPUT_COLUMNS)]
+    out = out.astype({"clip_id": str, "path": str, "label": str, "polarity": str})
+    out["agreement"] = out["agreement"].astype(float)
+    return out.sort_values("clip_id", kind="stable").reset_index(drop=True)
+
+
+def _undersample(frame: pd.DataFrame, rng: np.random.Generator) -> pd.DataFrame:
+    """Every class cut down to the size of the smallest, by a seeded choice of clips."""
+    counts = frame["label"].value_counts()
+    smallest = int(counts.min())
+    keep: list[np.ndarray] = []
+    for label in sorted(counts.index):
+        rows = np.flatnonzero((frame["label"] == label).to_numpy())
+        keep.append(rng.choice(rows, size=smallest, replace=False))
+    return frame.iloc[np.sort(np.concatenate(keep))]
+
+
+def make_variants(
+    manifest: pd.DataFrame,
+    names: list[str],
+    *,
+    config: VariantsConfig,
+    seed: int,
+    near_duplicate_bits: int = NEAR_DUPLICATE_BITS,
+) -> dict[str, pd.DataFrame]:
+    """Build the requested variants; each frame has ``OUTPUT_COLUMNS``, sorted by clip_id.
+
+    * ``full``: every clip, stratified train/val/test with ``config.full`` shares.
+    * ``balanced``: each class undersampled (seeded) to the smallest class, then split with
+      ``config.balanced`` shares, so every class has the same number of clips.
+    * ``test``: test clips only from groups whose every clip has agreement ≥
+      ``config.test.min_agreement`` (stratified as far as such clips exist; a class without any
+      gets no test clips), a larger test share; the other clips go to train and val.
+    """
+    _check_input(manifest, names)
+    # Sorting first makes the result independent of the manifest's row order.
+    frame = manifest.sort_values("clip_id", kind="stable").reset_index(drop=True)
+    frame = frame.assign(label=frame["label"].astype(str))
+    out: dict[str, pd.DataFrame] = {}
+    for name in names:
+        rng = _rng(seed, name)
+        if name == "full":
+            _check_shares(name, config.full)
+            split = _assign(
+                frame, config.full, rng, variant=name, near_duplicate_bits=near_duplicate_bits
+            )
+            out[name] = _finish(frame, split)
+        elif name == "balanced":
+            _check_shares(name, config.balanced)
+            subset = _undersample(frame, rng).reset_index(drop=True)
+            split = _assign(
+                subset, config.balanced, rng, variant=name, near_duplicate_bits=near_duplicate_bits
+            )
+            out[name] = _finish(subset, split)
+        else:
+            shares = SplitShares(val=config.test.val, test=config.test.test)
+            _check_shares(name, shares)
+            agreement = pd.to_numeric(frame["agreement"], errors="coerce")
+            eligible = (agreement >= config.test.min_agreement).to_numpy()
+            if not eligible.any():
+                raise SplitError(
+                    f"variant 'test': no clip has agreement ≥ {config.test.min_agreement:g}"
+                )
+            split = _assign(
+                frame,
+                shares,
+                rng,
+                variant=name,
+                near_duplicate_bits=near_duplicate_bits,
+                test_eligible=eligible,
+            )
+            out[name] = _finish(frame, split)
+    return out
+
+
+def _write_parquet_atomic(frame: pd.DataFrame, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(handle)
+    try:
+        frame.to_parquet(tmp, index=False)
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; splits are meant to be shared
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_variants(variants: dict[str, pd.DataFrame], out_dir: Path) -> dict[str, Path]:
+    """Write ``out_dir/<name>/split.parquet`` for each variant, each file atomically."""
+    paths: dict[str, Path] = {}
+    for name, frame in variants.items():
+        path = Path(out_dir) / name / SPLIT_FILE
+        _write_parquet_atomic(frame, path)
+        paths[name] = path
+    return paths

@@ -1,0 +1,175 @@
+"""The `evaluate` stage: test-split metrics, calibration, plots and a drift reference.
+
+Temperature scaling is fitted on the validation split (one scalar, so it cannot change which
+class wins, only how confident the model says it is); ECE is reported before and after. The
+test predictions with their embeddings are kept as `predictions.parquet`, the reference the
+drift monitor compares live traffic against.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import DataLoader
+
+from emotions.checkpoints import BEST, META, atomic_write_json, load_checkpoint
+from emotions.config import Params
+from emotions.metrics import (
+    classification_summary,
+    confusion_matrix,
+    expected_calibration_error,
+    per_class_scores,
+    polarity_accuracy,
+)
+from emotions.runtime import resolve_runtime
+from emotions.train import RunPaths, build_dataset, predict_split
+
+
+def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
+    """The temperature minimising validation NLL (1.0 when there is nothing to fit on)."""
+    if len(labels) == 0:
+        return 1.0
+    logits_t = torch.as_tensor(logits, dtype=torch.float64)
+    labels_t = torch.as_tensor(labels, dtype=torch.long)
+    log_t = torch.zeros(1, dtype=torch.float64, requires_grad=True)
+    optimizer = torch.optim.LBFGS([log_t], lr=0.1, max_iter=100)
+
+    def closure() -> torch.Tensor:
+        optimizer.zero_grad()
+        loss = torch.nn.functional.cross_entropy(logits_t / log_t.exp(), labels_t)
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    return float(np.clip(log_t.exp().item(), 0.05, 20.0))
+
+
+def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    return torch.softmax(torch.as_tensor(logits, dtype=torch.float64) / temperature, dim=1).numpy()
+
+
+def load_trained_model(model_dir: Path) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """Rebuild a trained AV-CANet from its folder (model.json + best.pt)."""
+    import json
+
+    from emotions.models.avcanet import AVCANet
+    from emotions.models.settings import ModelSettings, without_weights
+
+    meta_path = model_dir / META
+    if not meta_path.is_file():
+        raise FileNotFoundError(f"{model_dir}: no {META}; is this a trained model folder?")
+    meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    settings = without_weights(ModelSettings.model_validate(meta["model"]))
+    model = AVCANet(settings, num_classes=len(meta["classes"]))
+    model.load_state_dict(load_checkpoint(model_dir / BEST)["model"])
+    model.eval()
+    return model, meta
+
+
+def evaluate_run(
+    params: Params,
+    run: str,
+    *,
+    paths: RunPaths | None = None,
+    metrics_path: Path | None = None,
+    plots_dir: Path | None = None,
+    eval_dir: Path | None = None,
+) -> dict[str, Any]:
+    """Evaluate the best checkpoint of a run on its test split and write every output."""
+    spec = params.run(run)
+    paths = paths or RunPaths.for_run(params, run)
+    metrics_path = metrics_path or Path("metrics") / spec.dataset / f"{spec.variant}.json"
+    plots_dir = plots_dir or Path("plots") / spec.dataset / spec.variant
+    eval_dir = eval_dir or Path("artifacts") / "eval" / spec.dataset / spec.variant
+    runtime = resolve_runtime("cpu" if params.train.device == "cpu" else "auto", "fp32")
+    model, meta = load_trained_model(paths.model_dir)
+    model.to(runtime.device)
+    classes, polarity = meta["classes"], meta["polarity"]
+    batch = params.train.batch_size
+
+    def run_split(split: str) -> dict[str, np.ndarray]:
+        dataset = build_dataset(params, run, paths, split, train=False)
+        return predict_split(model, DataLoader(dataset, batch_size=batch), runtime, desc=split)
+
+    val = run_split("val")
+    test = run_split("test")
+    if len(test["labels"]) == 0:
+        raise RuntimeError(f"run {run}: the test split of {paths.split} is empty")
+    temperature = fit_temperature(val["logits"], val["labels"]) if len(val["labels"]) else 1.0
+    raw_probs = softmax(test["logits"])
+    probs = softmax(test["logits"], temperature)
+    labels, predicted = test["labels"], probs.argmax(1)
+    matrix = confusion_matrix(labels, predicted, len(classes))
+    per_class = per_class_scores(matrix)
+    metrics: dict[str, Any] = {
+        **classification_summary(labels, predicted, len(classes)),
+        "polarity_accuracy": polarity_accuracy(labels, predicted, polarity),
+        "ece": expected_calibration_error(probs, labels, params.evaluate.ece_bins),
+        "ece_uncalibrated": expected_calibration_error(raw_probs, labels, params.evaluate.ece_bins),
+        "temperature": temperature,
+        "n_test": len(labels),
+        "per_class": {
+            name: {
+                key: float(per_class[key][i]) for key in ("precision", "recall", "f1", "support")
+            }
+            for i, name in enumerate(classes)
+        },
+    }
+    atomic_write_json(metrics, metrics_path)
+    _write_plots(plots_dir, matrix, classes, labels, predicted, test["clip_ids"])
+    _write_predictions(eval_dir, test, probs, classes)
+    return metrics
+
+
+def _write_plots(plots_dir: Path, matrix, classes, labels, predicted, clip_ids) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    plots_dir.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(
+        {
+            "clip_id": clip_ids,
+            "actual": [classes[i] for i in labels],
+            "predicted": [classes[i] for i in predicted],
+        }
+    ).to_csv(plots_dir / "confusion.csv", index=False)
+    figure, axis = plt.subplots(figsize=(5.5, 4.5))
+    normalised = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
+    image = axis.imshow(normalised, cmap="Blues", vmin=0, vmax=1)
+    axis.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
+    axis.set_yticks(range(len(classes)), classes)
+    axis.set_xlabel("predicted")
+    axis.set_ylabel("true")
+    for i in range(len(classes)):
+        for j in range(len(classes)):
+            axis.text(j, i, str(matrix[i, j]), ha="center", va="center", fontsize=8)
+    figure.colorbar(image, ax=axis, label="share of true class")
+    axis.set_title("test confusion matrix")
+    figure.tight_layout()
+    tmp = plots_dir / ".confusion.tmp.png"
+    figure.savefig(tmp, dpi=120)
+    plt.close(figure)
+    tmp.replace(plots_dir / "confusion.png")
+
+
+def _write_predictions(eval_dir: Path, test, probs, classes) -> None:
+    eval_dir.mkdir(parents=True, exist_ok=True)
+    embeddings = test["embeddings"].astype(np.float32)
+    columns: dict[str, Any] = {
+        "clip_id": test["clip_ids"],
+        "label": [classes[i] for i in test["labels"]],
+        "predicted": [classes[i] for i in probs.argmax(1)],
+        "confidence": probs.max(1),
+        **{f"p_{name}": probs[:, i] for i, name in enumerate(classes)},
+        "embedding_norm": np.linalg.norm(embeddings, axis=1),
+        **{f"emb_{i}": embeddings[:, i] for i in range(embeddings.shape[1])},
+    }
+    tmp = eval_dir / ".predictions.tmp.parquet"
+    pd.DataFrame(columns).to_parquet(tmp, index=False)
+    tmp.replace(eval_dir / "predictions.parquet")

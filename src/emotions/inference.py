@@ -1,0 +1,174 @@
+"""Predict emotions for arbitrary video files with a trained model folder.
+
+The one code path from an uploaded file to a prediction, shared by `emotions predict` and the
+BentoML service: `decode_clip` (the function that filled the training cache) and `make_sample`
+(the loader's eval transform), so a served model sees exactly what it was trained on.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from emotions.checkpoints import BEST, META, load_checkpoint
+from emotions.config import PreprocessConfig
+from emotions.data.decode import DecodedClip, DecodeError, decode_clip
+from emotions.data.loader import make_sample
+
+
+class ModelFolderError(FileNotFoundError):
+    """The --model folder is not a trained model (missing model.json or best.pt)."""
+
+
+class Predictor:
+    """A trained AV-CANet with its preprocessing, ready for files."""
+
+    def __init__(self, model_dir: str | Path, *, device: str = "cpu", threads: int = 1) -> None:
+        from emotions.models.avcanet import AVCANet
+        from emotions.models.settings import ModelSettings, without_weights
+
+        self.model_dir = Path(model_dir)
+        meta_path = self.model_dir / META
+        if not meta_path.is_file() or not (self.model_dir / BEST).is_file():
+            raise ModelFolderError(
+                f"{self.model_dir}: not a trained model folder (needs {META} and {BEST}; "
+                "run `emotions train` or `dvc repro` first)"
+            )
+        self.meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        self.classes: list[str] = self.meta["classes"]
+        self.polarity: list[str] = self.meta["polarity"]
+        self.preprocess = PreprocessConfig.model_validate(self.meta["preprocess"])
+        settings = without_weights(ModelSettings.model_validate(self.meta["model"]))
+        self.model = AVCANet(settings, num_classes=len(self.classes))
+        self.model.load_state_dict(load_checkpoint(self.model_dir / BEST)["model"])
+        self.device = torch.device(device)
+        self.model.to(self.device).eval()
+        self.modalities = self.model.modalities
+        self.threads = threads
+
+    def decode(self, path: str | Path) -> DecodedClip:
+        return decode_clip(path, self.preprocess, threads=self.threads)
+
+    def tensors(self, clips: Sequence[DecodedClip]) -> dict[str, torch.Tensor]:
+        videos, audios = [], []
+        for clip in clips:
+            video, audio = make_sample(
+                clip.frames,
+                clip.fbank,
+                clip.audio_frames,
+                crop=self.preprocess.crop,
+                rng=None,
+                mean=self.meta["fbank_mean"],
+                std=self.meta["fbank_std"],
+            )
+            videos.append(video)
+            audios.append(audio)
+        return {
+            "video": torch.stack(videos).to(self.device),
+            "audio": torch.stack(audios).to(self.device),
+            "has_audio": torch.tensor([c.has_audio for c in clips], device=self.device),
+        }
+
+    @torch.no_grad()
+    def predict_clips(self, clips: Sequence[DecodedClip]) -> list[dict[str, Any]]:
+        """Predictions for decoded clips, batched through the model in one forward pass."""
+        if not clips:
+            return []
+        batch = self.tensors(clips)
+        full = self.model(**batch)
+        probs = torch.softmax(full["logits"].float(), dim=1)
+        windows = torch.softmax(full["window_logits"].float(), dim=2)
+        masked = {}
+        if len(self.modalities) == 2:
+            for modality in self.modalities:
+                out = self.model(**batch, mask_modality=modality)
+                masked[modality] = torch.softmax(out["logits"].float(), dim=1)
+        results = []
+        for i, clip in enumerate(clips):
+            results.append(
+                self._describe(clip, probs[i], windows[i], {m: p[i] for m, p in masked.items()})
+            )
+        return results
+
+    def _describe(self, clip: DecodedClip, probs, windows, masked) -> dict[str, Any]:
+        best = int(probs.argmax())
+        duration = float(clip.duration_s)
+        count = windows.shape[0]
+        timeline = []
+        for w in range(count):
+            window_best = int(windows[w].argmax())
+            timeline.append(
+                {
+                    "start_s": round(duration * w / count, 3),
+                    "end_s": round(duration * (w + 1) / count, 3),
+                    "label": self.classes[window_best],
+                    "probabilities": self._as_dict(windows[w]),
+                }
+            )
+        return {
+            "label": self.classes[best],
+            "polarity": self.polarity[best],
+            "probabilities": self._as_dict(probs),
+            "timeline": timeline,
+            "modality_share": self._modality_share(clip, probs, masked),
+        }
+
+    def _modality_share(self, clip: DecodedClip, probs, masked) -> dict[str, float]:
+        """How much each modality moves the prediction: the total-variation distance between
+        the full prediction and the one with that modality masked, normalised to sum to 1."""
+        if len(self.modalities) == 1:
+            only = "visual" if self.modalities[0] == "video" else "audio"
+            return {"audio": float(only == "audio"), "visual": float(only == "visual")}
+        if not clip.has_audio:
+            return {"audio": 0.0, "visual": 1.0}
+        audio = 0.5 * float((probs - masked["audio"]).abs().sum())
+        visual = 0.5 * float((probs - masked["video"]).abs().sum())
+        total = audio + visual
+        if total <= 1e-12:
+            return {"audio": 0.5, "visual": 0.5}
+        return {"audio": round(audio / total, 4), "visual": round(visual / total, 4)}
+
+    def _as_dict(self, probs: torch.Tensor) -> dict[str, float]:
+        return {name: round(float(p), 6) for name, p in zip(self.classes, probs, strict=True)}
+
+    def predict_files(self, paths: Iterable[str | Path], batch_size: int = 8) -> Iterator[dict]:
+        """One result per path, in order: the contract dict, or {"path", "error"}."""
+        pending: list[tuple[str, DecodedClip]] = []
+        for path in paths:
+            try:
+                pending.append((str(path), self.decode(path)))
+            except (DecodeError, OSError) as error:
+                yield from self._flush(pending)
+                pending = []
+                yield {"path": str(path), "error": str(error)}
+                continue
+            if len(pending) >= batch_size:
+                yield from self._flush(pending)
+                pending = []
+        yield from self._flush(pending)
+
+    def _flush(self, pending: list[tuple[str, DecodedClip]]) -> Iterator[dict]:
+        if not pending:
+            return
+        results = self.predict_clips([clip for _, clip in pending])
+        for (path, _), result in zip(pending, results, strict=True):
+            yield {"path": path, **result}
+
+
+def summarise_input(clip: DecodedClip) -> dict[str, float]:
+    """Input statistics the drift monitor tracks (brightness, motion, loudness, duration)."""
+    frames = clip.frames.astype(np.float32)
+    motion = float(np.abs(np.diff(frames, axis=0)).mean()) if len(frames) > 1 else 0.0
+    valid = clip.fbank[: clip.audio_frames]
+    return {
+        "brightness": float(frames.mean() / 255.0),
+        "motion": motion / 255.0,
+        "loudness": float(valid.mean()) if clip.audio_frames else float("nan"),
+        "duration_s": float(clip.duration_s),
+        "has_audio": float(clip.has_audio),
+    }

@@ -1,0 +1,111 @@
+"""AV-CANet: video branch + audio branch + Local-Global Fusion, on batched tensors.
+
+Input contract (the loader's sample dict, batched): ``video`` uint8 or [0, 1] float
+(B, T, 3, H, W), ``audio`` normalised log-mel float (B, A, M), ``has_audio`` bool (B,).
+A branch the settings leave out is not built and its input is not read.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import torch
+from torch import Tensor, nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.utils.flop_counter import FlopCounterMode
+
+from emotions.models.audio import AudioBackbone
+from emotions.models.fusion import LocalGlobalFusion
+from emotions.models.settings import ModelSettings
+from emotions.models.video import VideoBackbone
+
+MaskModality = Literal["audio", "video"]
+
+
+class AVCANet(nn.Module):
+    """The audio-visual emotion classifier.
+
+    ``forward`` returns ``logits`` (B, K), ``window_logits`` (B, S, K) for the prediction
+    timeline (S = settings.windows, equal shares of the clip in time order) and ``embedding``
+    (B, D) for monitoring. ``mask_modality`` replaces one modality by its learned missing token
+    for every clip, so comparing predictions with and without it measures how much each
+    modality drives a prediction (the service's modality_share).
+    """
+
+    def __init__(self, settings: ModelSettings, num_classes: int) -> None:
+        super().__init__()
+        if num_classes < 2:
+            raise ValueError(f"num_classes must be at least 2, got {num_classes}")
+        self.settings = settings
+        self.num_classes = num_classes
+        uses = {"both": ("video", "audio"), "video": ("video",), "audio": ("audio",)}
+        self.modalities = uses[settings.modality]
+        self.video = VideoBackbone(settings.video) if "video" in self.modalities else None
+        self.audio = AudioBackbone(settings.audio) if "audio" in self.modalities else None
+        dims = {}
+        if self.video is not None:
+            dims["video"] = self.video.dim
+        if self.audio is not None:
+            dims["audio"] = self.audio.dim
+        self.fusion = LocalGlobalFusion(settings, dims, num_classes)
+
+    def forward(
+        self,
+        video: Tensor | None = None,
+        audio: Tensor | None = None,
+        has_audio: Tensor | None = None,
+        mask_modality: MaskModality | None = None,
+    ) -> dict[str, Tensor]:
+        if mask_modality is not None and mask_modality not in self.modalities:
+            raise ValueError(
+                f"mask_modality='{mask_modality}' but the model uses only "
+                f"{', '.join(self.modalities)}"
+            )
+        tokens: dict[str, Tensor] = {}
+        times: dict[str, Tensor] = {}
+        if self.video is not None:
+            if video is None:
+                raise ValueError(f"modality '{self.settings.modality}' needs a video tensor")
+            grouped, centres = self.video(video)  # B T' N D: N spatial tokens per time position
+            tokens["video"] = grouped.flatten(1, 2)
+            times["video"] = centres.repeat_interleave(grouped.shape[2])
+        if self.audio is not None:
+            if audio is None:
+                raise ValueError(f"modality '{self.settings.modality}' needs an audio tensor")
+            tokens["audio"], times["audio"] = self.audio(audio)
+
+        batch = {m: t.shape[0] for m, t in tokens.items()}
+        if len(set(batch.values())) > 1:
+            raise ValueError(f"video and audio batch sizes differ: {batch}")
+        b = next(iter(batch.values()))
+        device = next(iter(tokens.values())).device
+        present = {m: torch.ones(b, dtype=torch.bool, device=device) for m in tokens}
+        if "audio" in present and has_audio is not None:
+            if has_audio.shape != (b,):
+                raise ValueError(f"has_audio must be ({b},), got {tuple(has_audio.shape)}")
+            present["audio"] = has_audio.to(device=device, dtype=torch.bool)
+        if mask_modality is not None:
+            present[mask_modality] = torch.zeros_like(present[mask_modality])
+        return self.fusion(tokens, times, present)
+
+
+def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
+    """Number of parameters (optionally only those that require grad)."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+
+
+def estimate_flops(model: nn.Module, batch: dict[str, Any]) -> int:
+    """Forward FLOPs of ``model(**batch)`` (a multiply-add counts 2), counted by PyTorch.
+
+    Attention runs on the math SDPA backend while counting: the fused CPU kernel is not in
+    the counter's registry and would be silently left out.
+    """
+    was_training = model.training
+    model.eval()
+    try:
+        counter = FlopCounterMode(display=False)
+        with torch.no_grad(), sdpa_kernel(SDPBackend.MATH), counter:
+            model(**batch)
+    finally:
+        model.train(was_training)
+    return int(counter.get_total_flops())

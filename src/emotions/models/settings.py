@@ -1,0 +1,136 @@
+"""The model's and the loss's settings schema.
+
+Defined here rather than in ``emotions.config`` so the models stay independent of the params
+file (DESIGN.md: models take tensors and know nothing of how they are configured or trained);
+the config can embed these classes as its ``model:`` and ``loss:`` sections unchanged. Like every
+params section they forbid unknown keys, so a typo is an error instead of a silent default.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+# Normalisation the torchvision Video Swin Kinetics-400 weights were trained with (their
+# transforms use the ImageNet statistics); kept as the default so such weights see what they expect.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+VideoArch = Literal["tiny", "swin3d_t", "swin3d_s", "swin3d_b"]
+AudioSize = Literal["tiny", "small", "base"]
+Modality = Literal["both", "video", "audio"]
+Fusion = Literal["concat", "local", "global", "lgfm"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class VideoSettings(_Strict):
+    """Video Swin Transformer branch."""
+
+    arch: VideoArch = "tiny"
+    # A local Kinetics checkpoint for the chosen arch (never downloaded); None = random init.
+    weights: str | None = None
+    # The last feature map is average-pooled to spatial_pool × spatial_pool tokens per temporal
+    # position: enough tokens for cross-attention to pick regions, few enough to stay cheap.
+    spatial_pool: int = Field(2, ge=1)
+    drop_path: float = Field(0.1, ge=0.0, lt=1.0)
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+
+    @model_validator(mode="after")
+    def _std_positive(self) -> VideoSettings:
+        if min(self.std) <= 0:
+            raise ValueError(f"video.std must be positive (got {self.std})")
+        return self
+
+
+class AudioSettings(_Strict):
+    """AST-style spectrogram transformer branch."""
+
+    size: AudioSize = "tiny"
+    patch: int = Field(16, ge=2)
+    # stride < patch gives AST's overlapping patches (AST uses 10); = patch is cheaper.
+    stride: int = Field(16, ge=1)
+    # The spectrogram size the position embeddings are created for; other lengths are served
+    # by interpolating them, so a clip of another length still runs.
+    mel_bins: int = Field(128, ge=2)
+    frames: int = Field(400, ge=2)
+    drop_path: float = Field(0.1, ge=0.0, lt=1.0)
+    # A local timm ViT / AST checkpoint (never downloaded); None = random init.
+    weights: str | None = None
+
+    @model_validator(mode="after")
+    def _geometry(self) -> AudioSettings:
+        if self.stride > self.patch:
+            raise ValueError(
+                f"audio.stride ({self.stride}) exceeds audio.patch ({self.patch}): bins skipped"
+            )
+        if min(self.mel_bins, self.frames) < self.patch:
+            raise ValueError(
+                f"audio.patch ({self.patch}) is larger than the spectrogram "
+                f"({self.mel_bins} mel bins × {self.frames} frames)"
+            )
+        return self
+
+
+class ModelSettings(_Strict):
+    """AV-CANet: branches, fusion and their sizes."""
+
+    modality: Modality = "both"
+    fusion: Fusion = "lgfm"
+    # Equal-duration time windows the clip is cut into for local fusion and the timeline.
+    windows: int = Field(4, ge=1)
+    dim: int = Field(128, ge=8)
+    heads: int = Field(4, ge=1)
+    local_depth: int = Field(1, ge=1)
+    global_depth: int = Field(1, ge=1)
+    mlp_ratio: float = Field(2.0, gt=0.0)
+    dropout: float = Field(0.1, ge=0.0, lt=1.0)
+    video: VideoSettings = VideoSettings()
+    audio: AudioSettings = AudioSettings()
+
+    @model_validator(mode="after")
+    def _heads_divide_dim(self) -> ModelSettings:
+        if self.dim % self.heads:
+            raise ValueError(
+                f"model.dim ({self.dim}) is not divisible by model.heads ({self.heads})"
+            )
+        return self
+
+
+class LossSettings(_Strict):
+    """EP-CE weights; CE is the case w_pol = w_opp = 0."""
+
+    w_pol: float = Field(0.5, ge=0.0)
+    w_opp: float = Field(0.5, ge=0.0)
+    # For a neutral truth, the share of the positive + negative mass that is penalised.
+    neutral_opp_weight: float = Field(0.5, ge=0.0, le=1.0)
+
+
+def without_weights(settings: ModelSettings) -> ModelSettings:
+    """The same architecture with no pretrained-weights files.
+
+    For rebuilding a trained model whose checkpoint holds every weight: the Kinetics/ImageNet
+    files named at training time need not exist where the model is evaluated or served.
+    """
+    return settings.model_copy(
+        update={
+            "video": settings.video.model_copy(update={"weights": None}),
+            "audio": settings.audio.model_copy(update={"weights": None}),
+        }
+    )
+
+
+def paper_size() -> ModelSettings:
+    """The paper-scale configuration: Swin-T on 32×224×224, AST-base on 1024×128 (stride 10)."""
+    return ModelSettings(
+        dim=512,
+        heads=8,
+        local_depth=1,
+        global_depth=2,
+        video=VideoSettings(arch="swin3d_t", spatial_pool=7, drop_path=0.1),
+        audio=AudioSettings(size="base", patch=16, stride=10, frames=1024, mel_bins=128),
+    )

@@ -1,0 +1,173 @@
+"""Vote aggregation rules, Fleiss' kappa against the textbook example, and the stats summary."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from emotions.data.annotations import (
+    aggregate_votes,
+    annotation_stats,
+    clean_votes,
+    first_stage_kappa,
+    fleiss_kappa,
+)
+
+ORDER = ["anger", "disgust", "fear", "sadness", "joy", "surprise"]
+
+
+def votes(*rows: tuple[str, int, str, str]) -> pd.DataFrame:
+    return pd.DataFrame(rows, columns=["clip_id", "stage", "annotator", "label"])
+
+
+def ballot(clip: str, stage: int, *labels: str) -> list[tuple[str, int, str, str]]:
+    return [(clip, stage, f"s{stage}a{i}", label) for i, label in enumerate(labels)]
+
+
+def decide(rows) -> pd.DataFrame:
+    clean, _ = clean_votes(votes(*rows))
+    return aggregate_votes(clean, ORDER)
+
+
+# Fleiss (1971) as reproduced on Wikipedia's "Fleiss' kappa" page: 10 subjects, 14 raters,
+# 5 categories; P̄ = 0.378, P̄e = 0.213, κ = 0.210.
+FLEISS_EXAMPLE = np.array(
+    [
+        [0, 0, 0, 0, 14],
+        [0, 2, 6, 4, 2],
+        [0, 0, 3, 5, 6],
+        [0, 3, 9, 2, 0],
+        [2, 2, 8, 1, 1],
+        [7, 7, 0, 0, 0],
+        [3, 2, 6, 3, 0],
+        [2, 5, 3, 2, 2],
+        [6, 5, 2, 1, 0],
+        [0, 2, 2, 3, 7],
+    ]
+)
+
+
+def test_fleiss_kappa_matches_the_worked_example():
+    assert fleiss_kappa(FLEISS_EXAMPLE) == pytest.approx(0.210, abs=5e-4)
+
+
+def test_fleiss_kappa_extremes():
+    perfect = np.array([[3, 0], [0, 3], [3, 0], [0, 3]])
+    assert fleiss_kappa(perfect) == pytest.approx(1.0)
+    # Every rater picks the same single category: chance agreement is total, kappa undefined.
+    assert math.isnan(fleiss_kappa(np.array([[4, 0], [4, 0]])))
+    with pytest.raises(ValueError, match="same number of ratings"):
+        fleiss_kappa(np.array([[2, 1], [1, 1]]))
+
+
+def test_majority_of_a_single_stage():
+    decided = decide(ballot("c1", 1, "joy", "joy", "joy", "anger", "fear"))
+    row = decided.loc["c1"]
+    assert row["label"] == "joy"
+    assert row["agreement"] == pytest.approx(0.6)
+    assert row["n_votes"] == 5 and row["deciding_stage"] == 1
+
+
+def test_the_latest_stage_decides_even_against_the_first_majority():
+    rows = ballot("c1", 1, "joy", "joy", "joy", "anger", "anger") + ballot(
+        "c1", 2, "anger", "anger", "joy"
+    )
+    row = decide(rows).loc["c1"]
+    assert row["label"] == "anger"
+    assert row["deciding_stage"] == 2
+    assert row["agreement"] == pytest.approx(2 / 3)
+    assert row["n_votes"] == 8
+    assert row["first_stage_agreement"] == pytest.approx(0.6)
+
+
+def test_a_tie_in_the_deciding_stage_is_broken_by_pooled_votes():
+    rows = ballot("c1", 1, "fear", "fear", "fear", "sadness", "joy") + ballot(
+        "c1", 2, "sadness", "fear"
+    )
+    row = decide(rows).loc["c1"]
+    assert row["label"] == "fear"  # 4 pooled votes against 2
+    assert row["agreement"] == pytest.approx(0.5)
+
+
+def test_a_remaining_tie_follows_the_taxonomy_order():
+    row = decide(ballot("c1", 1, "joy", "anger")).loc["c1"]
+    assert row["label"] == "anger"  # anger precedes joy in ORDER
+    row = decide(ballot("c2", 1, "zzz", "surprise")).loc["c2"]
+    assert row["label"] == "surprise"  # unknown labels rank after every class
+
+
+def test_clean_votes_drops_bad_rows_and_keeps_an_annotators_last_vote():
+    raw = votes(
+        ("c1", 1, "ann", "joy"),
+        ("c1", 1, "ann", "anger"),  # same annotator, same stage: replaces the first
+        ("c1", "x", "bob", "joy"),  # stage is not an integer
+        ("c1", 1, "eve", ""),  # no label
+        ("c1", 1, "", "fear"),  # anonymous votes are all kept
+        ("c1", 1, "", "fear"),
+    )
+    clean, dropped = clean_votes(raw)
+    assert dropped == 3
+    assert sorted(clean["label"]) == ["anger", "fear", "fear"]
+    assert clean["stage"].dtype == "int64"
+    assert aggregate_votes(clean, ORDER).loc["c1", "label"] == "fear"
+
+
+def test_clean_votes_names_missing_columns():
+    with pytest.raises(ValueError, match="annotator"):
+        clean_votes(pd.DataFrame({"clip_id": ["a"], "stage": [1], "label": ["joy"]}))
+
+
+def test_first_stage_kappa_uses_clips_with_the_usual_vote_count():
+    rows = []
+    for i, row in enumerate(FLEISS_EXAMPLE):
+        labels = [cat for cat, n in zip("abcde", row, strict=True) for _ in range(n)]
+        rows += ballot(f"c{i}", 1, *labels)
+    rows += ballot("short", 1, "a", "b")  # 2 votes instead of 14: left out
+    rows += ballot("c0", 2, "b", "b")  # later stages do not enter the kappa
+    clean, _ = clean_votes(votes(*rows))
+    result = first_stage_kappa(clean)
+    assert result["kappa"] == pytest.approx(0.210, abs=5e-4)
+    assert result["n_clips"] == 10
+    assert result["raters_per_clip"] == 14
+    assert result["n_clips_excluded"] == 1
+
+
+def test_annotation_stats_summarises_votes_of_kept_clips():
+    rows = (
+        ballot("c1", 1, "joy", "joy", "joy")
+        + ballot("c2", 1, "anger", "fear", "anger")
+        + ballot("c3", 1, "fear", "sadness", "joy")
+        + ballot("c3", 2, "fear", "fear")
+        + ballot("c4", 1, "joy", "anger", "fear")  # low agreement, never sent on
+        + ballot("gone", 1, "joy", "joy", "joy")  # not in the manifest
+    )
+    clean, _ = clean_votes(votes(*rows))
+    decided = aggregate_votes(clean, ORDER)
+    kept = decided.drop(index="gone").reset_index()
+    manifest = kept[["clip_id", "label", "agreement"]]
+    stats = annotation_stats(manifest, clean, class_order=ORDER, second_stage_below=0.6)
+    assert stats["n_clips"] == 4 and stats["n_annotated_clips"] == 4
+    assert stats["votes_per_stage"] == {"1": 12, "2": 2}
+    assert stats["clips_per_stage"] == {"1": 4, "2": 1}
+    assert stats["clips_sent_to_stage2"] == 1
+    assert stats["clips_below_threshold_without_later_stage"] == 1  # c4 (1/3 < 0.6)
+    assert stats["label_distribution"] == {"anger": 2, "fear": 1, "joy": 1}
+    assert list(stats["label_distribution"]) == ["anger", "fear", "joy"]  # taxonomy order
+    assert stats["mean_agreement_per_class"]["fear"] == pytest.approx(1.0)
+    assert stats["mean_agreement_per_class"]["anger"] == pytest.approx((2 / 3 + 1 / 3) / 2)
+    assert stats["fleiss_kappa_stage1"]["n_clips"] == 4
+    assert stats["fleiss_kappa_stage1"]["raters_per_clip"] == 3
+
+
+def test_annotation_stats_for_a_single_label_source():
+    manifest = pd.DataFrame(
+        {"clip_id": ["a", "b"], "label": ["joy", "joy"], "agreement": [1.0, 1.0]}
+    )
+    empty = votes()
+    stats = annotation_stats(manifest, empty, class_order=ORDER, second_stage_below=0.6)
+    assert stats["n_annotated_clips"] == 0
+    assert stats["fleiss_kappa_stage1"]["kappa"] is None
+    assert stats["label_distribution"] == {"joy": 2}

@@ -1,0 +1,109 @@
+"""EP-CE loss: identities with CE, bounds of its terms, numerical stability, gradients."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from pydantic import ValidationError
+
+from emotions.models.losses import EPCELoss, polarity_accuracy
+from emotions.models.settings import LossSettings
+
+# emotions6 from params.yaml, in class order.
+EMOTIONS6 = ["negative", "negative", "negative", "negative", "positive", "neutral"]
+POS, NEG, NEU = [4], [0, 1, 2, 3], [5]
+
+
+def _batch(n: int = 16, k: int = 6, seed: int = 0, dtype: torch.dtype = torch.float32):
+    g = torch.Generator().manual_seed(seed)
+    logits = torch.randn(n, k, generator=g, dtype=dtype) * 3
+    target = torch.randint(0, k, (n,), generator=g)
+    return logits, target
+
+
+def test_zero_weights_is_exactly_cross_entropy() -> None:
+    logits, target = _batch()
+    loss = EPCELoss(EMOTIONS6, LossSettings(w_pol=0.0, w_opp=0.0))
+    assert torch.equal(loss(logits, target), F.cross_entropy(logits, target))
+
+
+def test_polarity_term_is_ce_over_summed_class_probabilities() -> None:
+    logits, target = _batch()
+    terms = EPCELoss(EMOTIONS6).terms(logits, target)
+    probs = logits.softmax(dim=1)
+    group_probs = torch.stack([probs[:, g].sum(1) for g in (POS, NEG, NEU)], dim=1)
+    group_of = torch.tensor([1, 1, 1, 1, 0, 2])[target]
+    expected = -group_probs.log().gather(1, group_of[:, None]).mean()
+    assert terms["polarity"] >= 0
+    torch.testing.assert_close(terms["polarity"], expected)
+
+
+def test_opposite_mass_definition_and_bounds() -> None:
+    settings = LossSettings(neutral_opp_weight=0.25)
+    logits, target = _batch(n=64)
+    terms = EPCELoss(EMOTIONS6, settings).terms(logits, target)
+    probs = logits.softmax(dim=1)
+    per_sample = []
+    for p, y in zip(probs, target.tolist(), strict=True):
+        if y in POS:
+            per_sample.append(p[NEG].sum())  # the neutral class is not penalised
+        elif y in NEG:
+            per_sample.append(p[POS].sum())
+        else:
+            per_sample.append(0.25 * p[POS + NEG].sum())
+    torch.testing.assert_close(terms["opposite"], torch.stack(per_sample).mean())
+    assert 0.0 <= float(terms["opposite"]) <= 1.0
+    total = terms["ce"] + settings.w_pol * terms["polarity"] + settings.w_opp * terms["opposite"]
+    torch.testing.assert_close(terms["loss"], total)
+
+
+def test_a_confident_opposite_mistake_costs_more_than_a_same_polarity_one() -> None:
+    loss = EPCELoss(EMOTIONS6)
+    target = torch.tensor([0])  # anger (negative)
+    same = torch.full((1, 6), -5.0).index_fill(1, torch.tensor([1]), 5.0)  # says disgust
+    opposite = torch.full((1, 6), -5.0).index_fill(1, torch.tensor([4]), 5.0)  # says joy
+    assert torch.isclose(F.cross_entropy(same, target), F.cross_entropy(opposite, target))
+    assert loss(opposite, target) > loss(same, target) + 1.0
+
+
+def test_taxonomy_without_neutral_skips_that_polarity() -> None:
+    polarity_of = ["positive", "negative", "negative", "positive"]
+    logits, target = _batch(k=4)
+    terms = EPCELoss(polarity_of).terms(logits, target)
+    probs = logits.softmax(dim=1)
+    p_true = torch.where(target % 3 == 0, probs[:, [0, 3]].sum(1), probs[:, [1, 2]].sum(1))
+    torch.testing.assert_close(terms["polarity"], -p_true.log().mean())
+
+
+def test_stable_for_huge_logits() -> None:
+    logits = torch.tensor([[1e4, -1e4, 0.0, 3e3, -2e3, 1e3]])
+    for y in range(6):
+        value = EPCELoss(EMOTIONS6)(logits, torch.tensor([y]))
+        assert torch.isfinite(value)
+
+
+def test_gradcheck_float64() -> None:
+    logits, target = _batch(n=5, dtype=torch.float64, seed=3)
+    loss = EPCELoss(EMOTIONS6, LossSettings(w_pol=0.7, w_opp=1.3, neutral_opp_weight=0.4))
+    assert torch.autograd.gradcheck(
+        lambda x: loss(x, target), (logits.requires_grad_(),), eps=1e-6, atol=1e-6
+    )
+
+
+def test_bad_inputs_are_clear_errors() -> None:
+    with pytest.raises(ValueError, match="unknown polarity"):
+        EPCELoss(["positive", "happy"])
+    with pytest.raises(ValueError, match=r"logits must be \(B, 6\)"):
+        EPCELoss(EMOTIONS6)(torch.zeros(2, 5), torch.zeros(2, dtype=torch.long))
+    with pytest.raises(ValidationError):
+        LossSettings(w_pol=0.5, w_polarity=1.0)
+    with pytest.raises(ValidationError):
+        LossSettings(w_opp=-1.0)
+
+
+def test_polarity_accuracy() -> None:
+    logits = torch.eye(6)[[1, 4, 5, 0]]  # predicts disgust, joy, surprise, anger
+    target = torch.tensor([0, 4, 0, 4])  # anger, joy, anger, joy
+    # disgust~anger ✓, joy ✓, surprise vs anger ✗, anger vs joy ✗
+    assert polarity_accuracy(logits, target, EMOTIONS6) == pytest.approx(0.5)
