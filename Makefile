@@ -42,6 +42,14 @@ demo: data
 	  echo "  variants     artifacts/$$d/variants/{full,balanced,test}/split.parquet"; \
 	  echo "  cache        artifacts/$$d/cache/ (frames.npy, fbank.npy, index.parquet, stats.json)"; \
 	done
+	@echo "models         artifacts/models/<dataset>/<variant>/ (best.pt, last.pt, model.json, dvclive/)"
+	@echo "metrics        $$(ls metrics/*/*.json | tr '\n' ' ')"
+	@echo "plots          $$(ls plots/*/*/confusion.png | tr '\n' ' ')"
+	@echo "reports        reports/results.md reports/ablation.md"
+	@echo
+	@cat reports/results.md
+	@echo
+	@dvc metrics show
 	@dvc status
 
 test: $(STAMP)

@@ -9,6 +9,7 @@ stderr and a non-zero exit, never a traceback.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -119,6 +120,8 @@ def cmd_train(args: argparse.Namespace, params: Params) -> None:
     from emotions.train import train_run
 
     summary = train_run(params, args.run, resume=not args.no_resume)
+    if os.environ.get("RANK", "0") != "0":
+        return  # under torchrun, rank 0 speaks for the job
     print(
         f"train {args.run}: {summary['epochs']} epochs, best val weighted F1 "
         f"{summary['best_val_weighted_f1']:.3f} at epoch {summary['best_epoch']}"

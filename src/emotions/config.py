@@ -175,6 +175,29 @@ class AblateConfig(Strict):
     epochs: int | None = Field(None, ge=1)
 
 
+class FlowConfig(Strict):
+    """The Prefect flows (flows/): retries, concurrency, the retrain schedule and promotion gate.
+
+    Read only by flows/, never by a stage, and no stage lists `flow` under `params:`, so tuning
+    the orchestration never invalidates a DVC stage.
+    """
+
+    # Attempts after the first for a stage that failed transiently (see flows/pipeline.py).
+    retries: int = Field(2, ge=0)
+    retry_delay_s: float = Field(10.0, ge=0)
+    # Independent stages running at once (each is one `dvc repro --single-item` process).
+    concurrency: int = Field(2, ge=1)
+    # How long a flow run waits for another flow run on the same repository to finish.
+    lock_wait_s: float = Field(600.0, ge=0)
+    retrain_cron: str = "0 3 * * 1"
+    # The champion/challenger gate: this run's test metric decides, by at least this margin.
+    promote_run: str = "emotions-full"
+    promote_metric: Literal["accuracy", "weighted_f1", "macro_f1", "polarity_accuracy"] = (
+        "weighted_f1"
+    )
+    promote_margin: float = Field(0.01, ge=0)
+
+
 class RunConfig(Strict):
     """One trained model: a dataset and one of its variants."""
 
@@ -209,6 +232,7 @@ class Params(Strict):
     # Named (dataset, variant) pairs that get a train + evaluate stage each.
     runs: dict[str, RunConfig] = {}
     ablate: AblateConfig = AblateConfig()
+    flow: FlowConfig = FlowConfig()
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 

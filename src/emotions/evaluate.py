@@ -148,7 +148,8 @@ def _write_plots(plots_dir: Path, matrix, classes, labels, predicted, clip_ids) 
     axis.set_ylabel("true")
     for i in range(len(classes)):
         for j in range(len(classes)):
-            axis.text(j, i, str(matrix[i, j]), ha="center", va="center", fontsize=8)
+            colour = "white" if normalised[i, j] > 0.5 else "black"
+            axis.text(j, i, str(matrix[i, j]), ha="center", va="center", fontsize=8, color=colour)
     figure.colorbar(image, ax=axis, label="share of true class")
     axis.set_title("test confusion matrix")
     figure.tight_layout()

@@ -19,6 +19,7 @@ from emotions.checkpoints import BEST, META, load_checkpoint
 from emotions.config import PreprocessConfig
 from emotions.data.decode import DecodedClip, DecodeError, decode_clip
 from emotions.data.loader import make_sample
+from emotions.data.preprocess import FBANK_DTYPE
 
 
 class ModelFolderError(FileNotFoundError):
@@ -57,9 +58,12 @@ class Predictor:
     def tensors(self, clips: Sequence[DecodedClip]) -> dict[str, torch.Tensor]:
         videos, audios = [], []
         for clip in clips:
+            # The cache stores log-mel as FBANK_DTYPE (float16): round the same way, so the
+            # model gets the very values it was trained and evaluated on, not a float32
+            # version that differs by up to ~1e-3 after normalisation.
             video, audio = make_sample(
                 clip.frames,
-                clip.fbank,
+                clip.fbank.astype(FBANK_DTYPE),
                 clip.audio_frames,
                 crop=self.preprocess.crop,
                 rng=None,

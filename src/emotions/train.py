@@ -186,13 +186,16 @@ def _epoch_loader(dataset, params: Params, runtime: Runtime, epoch: int) -> Data
     else:
         generator = torch.Generator().manual_seed(params.seed * 1000 + epoch)
         sampler = RandomSampler(dataset, generator=generator)
+    # Drop a ragged last batch only when a full one remains: decided on this rank's share of
+    # the data (len(sampler)), not the whole set, or a DDP rank holding fewer clips than one
+    # batch would get no batch at all and train on nothing.
     return DataLoader(
         dataset,
         batch_size=params.train.batch_size,
         sampler=sampler,
         num_workers=params.train.num_workers,
         pin_memory=runtime.device.type == "cuda",
-        drop_last=len(dataset) > params.train.batch_size,
+        drop_last=len(sampler) > params.train.batch_size,
         persistent_workers=False,
     )
 
@@ -278,8 +281,7 @@ def _train(
     if live is not None:
         live.step = state.epoch
     val_loader = DataLoader(val_set, batch_size=cfg.batch_size, num_workers=cfg.num_workers)
-    if runtime.is_main:
-        atomic_write_json(model_metadata(params, run, paths), paths.model_dir / META)
+    metadata = model_metadata(params, run, paths)
     started = time.perf_counter()
     while state.epoch < cfg.epochs and not state.finished:
         loader = _epoch_loader(train_set, params, runtime, state.epoch)
@@ -318,6 +320,10 @@ def _train(
         if score > state.best_score:
             state.best_score, state.best_epoch, state.bad_epochs = score, state.epoch, 0
             if runtime.is_main:
+                # model.json travels with best.pt: written at start, it would describe the new
+                # architecture next to the previous run's weights until the first epoch ends
+                # (the model folder persists across runs), and the folder would not load.
+                atomic_write_json(metadata, paths.model_dir / META)
                 atomic_torch_save(
                     {"model": model.state_dict(), "epoch": state.epoch, "score": score},
                     paths.model_dir / BEST,

@@ -1,0 +1,165 @@
+"""`emotions predict` and the Predictor: the JSON-lines contract on real-world files, and one
+preprocessing path shared with training and evaluation.
+
+The model is the session's small model (tests/smallcorpus.py); the files come from
+tests/realworld.py: several codecs and containers, no audio, a corrupt audio packet, and junk.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+from realworld import RealWorldTree, build_realworld_tree
+from smallcorpus import RUN, SmallCorpus, run_python, shared_corpus, shared_model
+from torch.utils.data import DataLoader
+
+from emotions.evaluate import load_trained_model
+from emotions.inference import Predictor
+from emotions.runtime import resolve_runtime
+from emotions.train import build_dataset, predict_split
+
+CONTRACT = {"path", "label", "polarity", "probabilities", "timeline", "modality_share"}
+WINDOW_KEYS = {"start_s", "end_s", "label", "probabilities"}
+# The formats a phone or a platform hands us; each must come through the CLI.
+FORMATS = [
+    "anger/h264_aac_stereo.mp4",
+    "joy/hevc_mp3_mono.mkv",
+    "fear/mpeg4_ac3_51.mp4",
+    "sadness/vp9_opus.webm",
+    "fear/hevc_120fps.mp4",
+    "joy/rotated_90.mp4",
+    "surprise/silent_track.mp4",
+    "disgust/no_audio.mp4",
+    "anger/corrupt_audio_packet.mp4",
+    "anger/愤怒_clip.mp4",
+]
+BROKEN = ["surprise/random_bytes.mp4", "sadness/truncated.mp4", "disgust/readme.txt"]
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory) -> Path:
+    return shared_model(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> SmallCorpus:
+    return shared_corpus(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory) -> RealWorldTree:
+    return build_realworld_tree(tmp_path_factory.mktemp("realworld"))
+
+
+def predict(model_dir: Path, files: list[Path], cwd: Path):
+    return run_python(
+        ["-m", "emotions", "predict", "--model", str(model_dir), *map(str, files)], cwd
+    )
+
+
+def test_predict_answers_every_file_in_order_with_the_contract(
+    model_dir: Path, tree: RealWorldTree, tmp_path
+):
+    good = [rel for rel in FORMATS if rel in tree.kept]
+    assert len(good) >= 6, f"too few encoders here: {tree.skipped}"
+    # Broken files in between good ones: each gets its own error line, the rest still answer.
+    order = [good[0], BROKEN[0], *good[1:4], BROKEN[1], *good[4:], BROKEN[2]]
+    files = [tree.root / rel for rel in order]
+    result = predict(model_dir, files, tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [line["path"] for line in lines] == [str(path) for path in files]
+
+    meta = json.loads((model_dir / "model.json").read_text(encoding="utf-8"))
+    classes, polarity = meta["classes"], dict(zip(meta["classes"], meta["polarity"], strict=True))
+    for rel, answer in zip(order, lines, strict=True):
+        if rel in BROKEN:
+            assert set(answer) == {"path", "error"}, answer
+            assert Path(rel).name in answer["error"]
+            continue
+        kept = tree.kept[rel]
+        assert set(answer) == CONTRACT, rel
+        probs = answer["probabilities"]
+        assert list(probs) == classes
+        assert math.isclose(sum(probs.values()), 1.0, abs_tol=1e-4)
+        assert answer["label"] == max(probs, key=probs.get)
+        assert answer["polarity"] == polarity[answer["label"]]
+
+        timeline = answer["timeline"]
+        assert len(timeline) == meta["model"]["windows"]
+        assert timeline[0]["start_s"] == 0.0
+        for before, after in itertools.pairwise(timeline):
+            assert before["end_s"] == after["start_s"]  # no gap, no overlap
+        assert abs(timeline[-1]["end_s"] - kept.duration_s) < 0.1, rel
+        for window in timeline:
+            assert set(window) == WINDOW_KEYS
+            assert window["start_s"] < window["end_s"]
+            assert math.isclose(sum(window["probabilities"].values()), 1.0, abs_tol=1e-4)
+            assert window["label"] == max(window["probabilities"], key=window["probabilities"].get)
+
+        share = answer["modality_share"]
+        assert set(share) == {"audio", "visual"}
+        assert math.isclose(share["audio"] + share["visual"], 1.0, abs_tol=1e-3)
+        assert 0.0 <= share["audio"] <= 1.0
+        if not kept.has_audio:
+            assert share == {"audio": 0.0, "visual": 1.0}, rel
+    # A clip with one broken audio packet still has audio that moves the prediction.
+    corrupt = lines[order.index("anger/corrupt_audio_packet.mp4")]
+    assert corrupt["modality_share"]["audio"] > 0.0
+
+
+def test_predict_exits_non_zero_when_every_file_fails(
+    model_dir: Path, tree: RealWorldTree, tmp_path
+):
+    files = [tree.root / rel for rel in BROKEN] + [tmp_path / "missing.mp4"]
+    result = predict(model_dir, files, tmp_path)
+    assert result.returncode != 0
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [set(line) for line in lines] == [{"path", "error"}] * len(files)
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"emotions predict: no prediction: all {len(files)} file(s) failed"
+    )
+
+
+def test_predict_with_a_folder_that_is_not_a_model(tree: RealWorldTree, tmp_path):
+    not_a_model = tmp_path / "empty-model"
+    not_a_model.mkdir()
+    result = predict(not_a_model, [tree.root / FORMATS[0]], tmp_path)
+    assert result.returncode != 0
+    assert result.stdout == ""
+    message = result.stderr.strip().splitlines()
+    assert len(message) == 1, result.stderr
+    assert message[0].startswith("emotions predict: ")
+    assert "not a trained model folder" in message[0]
+
+
+def test_predictor_matches_the_evaluate_path_on_cached_clips(model_dir: Path, corpus: SmallCorpus):
+    """Decoding a file for serving gives exactly the cached sample evaluation reads."""
+    params, paths = corpus.params(), corpus.paths(model_dir)
+    dataset = build_dataset(params, RUN, paths, "test", train=False)
+    model, _ = load_trained_model(model_dir)
+    evaluated = predict_split(
+        model, DataLoader(dataset, batch_size=8), resolve_runtime("cpu", "fp32")
+    )
+    expected = torch.softmax(torch.as_tensor(evaluated["logits"]), dim=1)
+
+    where = pd.read_parquet(paths.cache / "index.parquet").set_index("clip_id")["path"]
+    predictor = Predictor(model_dir)
+    clips = [predictor.decode(corpus.root / where[clip_id]) for clip_id in dataset.clip_ids]
+    batch = predictor.tensors(clips)
+    for i in range(len(dataset)):
+        sample = dataset[i]
+        assert torch.equal(batch["video"][i], sample["video"])
+        assert torch.equal(batch["audio"][i], sample["audio"])
+        assert bool(batch["has_audio"][i]) == bool(sample["has_audio"])
+    served = predictor.predict_clips(clips)
+    got = torch.tensor([[r["probabilities"][c] for c in predictor.classes] for r in served])
+    # Same inputs, same weights: only the 6-decimal rounding of the JSON remains.
+    torch.testing.assert_close(got, expected.float(), atol=2e-6, rtol=0)
