@@ -61,8 +61,9 @@ lint: $(STAMP)
 	ruff format --check .
 
 bench: data
-	dvc repro
+	dvc repro preprocess@emotions
 	python benchmarks/loader.py --root data --variants artifacts/emotions/variants --cache artifacts/emotions/cache
+	python benchmarks/model.py
 
 # Regenerate the bundled sample corpus and push it into the in-repo DVC remote.
 sample: $(STAMP)

@@ -243,10 +243,12 @@ def _print_table(result: dict) -> None:
         row = loader[sampling]
         label = f"on the fly, decode_clip ({sampling})"
         ratio = row["ratio"]
-        print(
-            f"{label:<44}{row['on_the_fly_clips_per_s']:>10.1f}{ratio:>8.1f}×"
-            f"  ≥{LOADER_TARGET:g}× {mark(ratio, LOADER_TARGET)}"
+        # The target is against the decord + PyAV path (exact); keyframe is the cheaper
+        # alternative a user may pick, shown for information.
+        verdict = (
+            f"≥{LOADER_TARGET:g}× {mark(ratio, LOADER_TARGET)}" if sampling == "exact" else "info"
         )
+        print(f"{label:<44}{row['on_the_fly_clips_per_s']:>10.1f}{ratio:>8.1f}×  {verdict}")
     for sampling in ("exact", "keyframe"):
         row = pre[sampling]
         print(
