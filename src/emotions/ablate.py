@@ -12,7 +12,7 @@ import itertools
 from pathlib import Path
 from typing import Any
 
-from emotions.checkpoints import atomic_write_json
+from emotions.atomic import atomic_write_json, atomic_write_text
 from emotions.config import AblationCell, Params, RunConfig
 from emotions.evaluate import evaluate_run
 from emotions.train import RunPaths, train_run
@@ -104,7 +104,4 @@ def write_ablation_report(
             f"| {row['modality']} | {row['fusion']} | {row['loss']} | {row['accuracy']:.3f} | "
             f"{row['weighted_f1']:.3f} | {row['macro_f1']:.3f} | {row['polarity_accuracy']:.3f} |"
         )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    tmp.replace(path)
+    atomic_write_text(path, "\n".join(lines) + "\n")

@@ -8,8 +8,6 @@ previous checkpoint intact, which is what makes resuming after a kill safe.
 
 from __future__ import annotations
 
-import json
-import os
 import random
 from pathlib import Path
 from typing import Any
@@ -17,29 +15,23 @@ from typing import Any
 import numpy as np
 import torch
 
+from emotions.atomic import atomic_write, atomic_write_json
+
+__all__ = [
+    "atomic_torch_save",
+    "atomic_write_json",
+    "capture_rng",
+    "load_checkpoint",
+    "restore_rng",
+]
+
 BEST = "best.pt"
 LAST = "last.pt"
 META = "model.json"
 
 
 def atomic_torch_save(obj: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def atomic_write_json(obj: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str), encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:

@@ -16,7 +16,8 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader
 
-from emotions.checkpoints import BEST, META, atomic_write_json, load_checkpoint
+from emotions.atomic import atomic_write, atomic_write_json
+from emotions.checkpoints import BEST, META, load_checkpoint
 from emotions.config import Params
 from emotions.metrics import (
     classification_summary,
@@ -132,13 +133,14 @@ def _write_plots(plots_dir: Path, matrix, classes, labels, predicted, clip_ids) 
     import matplotlib.pyplot as plt
 
     plots_dir.mkdir(parents=True, exist_ok=True)
-    pd.DataFrame(
+    rows = pd.DataFrame(
         {
             "clip_id": clip_ids,
             "actual": [classes[i] for i in labels],
             "predicted": [classes[i] for i in predicted],
         }
-    ).to_csv(plots_dir / "confusion.csv", index=False)
+    )
+    atomic_write(plots_dir / "confusion.csv", lambda tmp: rows.to_csv(tmp, index=False))
     figure, axis = plt.subplots(figsize=(5.5, 4.5))
     normalised = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
     image = axis.imshow(normalised, cmap="Blues", vmin=0, vmax=1)
@@ -153,10 +155,10 @@ def _write_plots(plots_dir: Path, matrix, classes, labels, predicted, clip_ids) 
     figure.colorbar(image, ax=axis, label="share of true class")
     axis.set_title("test confusion matrix")
     figure.tight_layout()
-    tmp = plots_dir / ".confusion.tmp.png"
-    figure.savefig(tmp, dpi=120)
+    atomic_write(
+        plots_dir / "confusion.png", lambda tmp: figure.savefig(tmp, dpi=120, format="png")
+    )
     plt.close(figure)
-    tmp.replace(plots_dir / "confusion.png")
 
 
 def _write_predictions(eval_dir: Path, test, probs, classes) -> None:
@@ -171,6 +173,5 @@ def _write_predictions(eval_dir: Path, test, probs, classes) -> None:
         "embedding_norm": np.linalg.norm(embeddings, axis=1),
         **{f"emb_{i}": embeddings[:, i] for i in range(embeddings.shape[1])},
     }
-    tmp = eval_dir / ".predictions.tmp.parquet"
-    pd.DataFrame(columns).to_parquet(tmp, index=False)
-    tmp.replace(eval_dir / "predictions.parquet")
+    frame = pd.DataFrame(columns)
+    atomic_write(eval_dir / "predictions.parquet", lambda tmp: frame.to_parquet(tmp, index=False))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from emotions.atomic import atomic_write_text
 from emotions.config import Params
 
 COLUMNS = ("accuracy", "weighted_f1", "macro_f1", "polarity_accuracy", "ece", "n_test")
@@ -53,8 +54,4 @@ def results_table(params: Params, metrics_dir: Path = Path("metrics")) -> str:
 
 
 def write_report(params: Params, out: Path = Path("reports") / "results.md") -> Path:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_text(results_table(params), encoding="utf-8")
-    tmp.replace(out)
-    return out
+    return atomic_write_text(out, results_table(params))

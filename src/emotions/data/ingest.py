@@ -19,6 +19,7 @@ from pathlib import Path, PurePosixPath
 
 import pandas as pd
 
+from emotions.atomic import atomic_write
 from emotions.config import IngestConfig
 from emotions.data.annotations import aggregate_votes, annotation_stats, clean_votes
 from emotions.data.probe import REASON_PREFIXES, ClipInfo, ProbeTask, probe_file
@@ -431,19 +432,3 @@ def _fail(out: Path, rejected: list[tuple[str, str]], message: str) -> None:
 
 def write_csv_atomic(frame: pd.DataFrame, path: Path) -> Path:
     return atomic_write(path, lambda tmp: frame.to_csv(tmp, index=False, encoding="utf-8"))
-
-
-def atomic_write(path: Path, write: Callable[[Path], object]) -> Path:
-    """Call ``write(tmp)`` on a temporary file beside ``path``, then rename it over ``path``.
-
-    Readers see the old file or the new one, never half of one; a failing writer leaves the old
-    file untouched and no temporary behind.
-    """
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path

@@ -23,7 +23,9 @@ from typing import Any, Literal
 
 import pandas as pd
 
+from emotions.atomic import atomic_write_text
 from emotions.config import ValidateConfig
+from emotions.data.ingest import MANIFEST_COLUMNS
 
 Severity = Literal["critical", "warning"]
 
@@ -31,23 +33,8 @@ SUITE_NAME = "manifest_suite"
 RESULT_FILE = "result.json"
 DOCS_DIR = "data_docs"
 
-REQUIRED_COLUMNS: tuple[str, ...] = (
-    "clip_id",
-    "path",
-    "label",
-    "polarity",
-    "duration_s",
-    "fps",
-    "n_frames",
-    "width",
-    "height",
-    "has_audio",
-    "audio_sample_rate",
-    "audio_channels",
-    "sha256",
-    "agreement",
-    "platform",
-)
+# The manifest contract is ingest's; the suite checks exactly those columns.
+REQUIRED_COLUMNS: tuple[str, ...] = MANIFEST_COLUMNS
 POLARITIES: tuple[str, ...] = ("positive", "negative", "neutral")
 
 
@@ -333,19 +320,6 @@ def _describe(check: _Check, result: Any) -> tuple[dict[str, Any], str]:
     return row, text
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            stream.write(text)
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; a result is meant to be read
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _swap_in(staging: Path, target: Path) -> None:
     """Replace the ``target`` folder with ``staging`` so readers never see half a site."""
     old = None
@@ -487,7 +461,7 @@ def validate_manifest(
         "results": rows,
         "gx_result": suite_result.to_json_dict(),
     }
-    _write_atomic(result_path, json.dumps(_jsonable(document), indent=2, ensure_ascii=False))
+    atomic_write_text(result_path, json.dumps(_jsonable(document), indent=2, ensure_ascii=False))
     return ValidationOutcome(
         success=success,
         summary=summary,

@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from emotions.atomic import atomic_write
 from emotions.config import SplitShares, VariantsConfig
 
 VARIANTS: tuple[str, ...] = ("full", "balanced", "test")
@@ -337,24 +338,11 @@ def make_variants(
     return out
 
 
-def _write_parquet_atomic(frame: pd.DataFrame, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(handle)
-    try:
-        frame.to_parquet(tmp, index=False)
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; splits are meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_variants(variants: dict[str, pd.DataFrame], out_dir: Path) -> dict[str, Path]:
     """Write ``out_dir/<name>/split.parquet`` for each variant, each file atomically."""
     paths: dict[str, Path] = {}
     for name, frame in variants.items():
         path = Path(out_dir) / name / SPLIT_FILE
-        _write_parquet_atomic(frame, path)
+        atomic_write(path, lambda tmp, frame=frame: frame.to_parquet(tmp, index=False))
         paths[name] = path
     return paths
