@@ -108,6 +108,9 @@ class LossSettings(_Strict):
     w_opp: float = Field(0.5, ge=0.0)
     # For a neutral truth, the share of the positive + negative mass that is penalised.
     neutral_opp_weight: float = Field(0.5, ge=0.0, le=1.0)
+    # Weak supervision of the local stage: each window's logits are also trained towards the
+    # clip label with this weight, so the per-window timeline means something. 0 disables it.
+    window_weight: float = Field(0.25, ge=0.0)
 
 
 def without_weights(settings: ModelSettings) -> ModelSettings:
