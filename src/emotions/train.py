@@ -301,7 +301,9 @@ def _train(
             if params.loss.window_weight > 0:
                 windows = out["window_logits"].float()
                 per_window = batch["label"].repeat_interleave(windows.shape[1])
-                loss = loss + params.loss.window_weight * criterion(windows.flatten(0, 1), per_window)
+                loss = loss + params.loss.window_weight * criterion(
+                    windows.flatten(0, 1), per_window
+                )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
