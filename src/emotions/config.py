@@ -198,6 +198,49 @@ class FlowConfig(Strict):
     promote_margin: float = Field(0.01, ge=0)
 
 
+class ServeConfig(Strict):
+    """The BentoML service (src/emotions/serve) and the `package` stage that builds its Bento.
+
+    Environment variables override the deployment-specific keys at serve time
+    (``EMOTIONS_MODEL_DIR``, ``EMOTIONS_PREDICTION_LOG``, ``EMOTIONS_MAX_UPLOAD_MB``), so one
+    Bento runs anywhere without editing its params.
+    """
+
+    # The trained run to serve: its model folder is artifacts/models/<dataset>/<variant>.
+    run: str = "emotions-full"
+    # A BentoML model tag served instead of the folder. `emotions package` pins it in the
+    # Bento's own copy of params.yaml, so a Bento serves exactly the model it was built with.
+    model_tag: str | None = None
+    # Request bodies above this are refused with 413 before they are read into memory.
+    max_upload_mb: float = Field(64.0, gt=0)
+    # An upload must have one of these file extensions and, when its part declares a content
+    # type, one matching these patterns; anything else is refused with 415.
+    extensions: list[str] = [".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v", ".flv"]
+    content_types: list[str] = ["video/*", "application/octet-stream"]
+    # Micro-batching of the model's forward pass across concurrent requests: a batch closes
+    # when it is full or when its first clip has waited max_latency_ms.
+    batch_size: int = Field(8, ge=1)
+    max_latency_ms: float = Field(10.0, ge=0)
+    # Decoder processes per service worker; a decode slower than decode_timeout_s is killed.
+    decode_workers: int = Field(2, ge=1)
+    decode_timeout_s: float = Field(30.0, gt=0)
+    # torch intra-op threads of the forward pass in each service worker.
+    torch_threads: int = Field(2, ge=1)
+    # BentoML: worker processes, request timeout, requests in flight before 503.
+    workers: int = Field(1, ge=1)
+    timeout_s: float = Field(60.0, gt=0)
+    max_concurrency: int = Field(32, ge=1)
+    # The append-only prediction log (JSON lines); `~` expands to the serving user's home.
+    log_path: str = "artifacts/serve/predictions.jsonl"
+
+    @model_validator(mode="after")
+    def _dotted_extensions(self) -> ServeConfig:
+        bad = [ext for ext in self.extensions if not ext.startswith(".") or ext != ext.lower()]
+        if bad:
+            raise ValueError(f"serve.extensions must be lower-case and start with '.': {bad}")
+        return self
+
+
 class RunConfig(Strict):
     """One trained model: a dataset and one of its variants."""
 
@@ -233,6 +276,7 @@ class Params(Strict):
     runs: dict[str, RunConfig] = {}
     ablate: AblateConfig = AblateConfig()
     flow: FlowConfig = FlowConfig()
+    serve: ServeConfig = ServeConfig()
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 

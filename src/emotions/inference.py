@@ -78,13 +78,21 @@ class Predictor:
             "has_audio": torch.tensor([c.has_audio for c in clips], device=self.device),
         }
 
-    @torch.no_grad()
     def predict_clips(self, clips: Sequence[DecodedClip]) -> list[dict[str, Any]]:
         """Predictions for decoded clips, batched through the model in one forward pass."""
+        return self.predict_clips_with_embeddings(clips)[0]
+
+    @torch.no_grad()
+    def predict_clips_with_embeddings(
+        self, clips: Sequence[DecodedClip]
+    ) -> tuple[list[dict[str, Any]], np.ndarray]:
+        """:meth:`predict_clips` plus each clip's embedding (B, D) from the same forward pass,
+        which the service logs so the drift monitor can compare it with the validation set."""
         if not clips:
-            return []
+            return [], np.zeros((0, 0), dtype=np.float32)
         batch = self.tensors(clips)
         full = self.model(**batch)
+        embeddings = full["embedding"].float().cpu().numpy()
         probs = torch.softmax(full["logits"].float(), dim=1)
         windows = torch.softmax(full["window_logits"].float(), dim=2)
         masked = {}
@@ -97,7 +105,7 @@ class Predictor:
             results.append(
                 self._describe(clip, probs[i], windows[i], {m: p[i] for m, p in masked.items()})
             )
-        return results
+        return results, embeddings
 
     def _describe(self, clip: DecodedClip, probs, windows, masked) -> dict[str, Any]:
         best = int(probs.argmax())
