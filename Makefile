@@ -13,8 +13,12 @@ export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 120
 export DO_NOT_TRACK := 1
 export BENTOML_DO_NOT_TRACK := true
 export GX_ANALYTICS_ENABLED := false
+# Prefect keeps its database (the runs `make ui` shows) in the project, not in ~/.prefect.
+export PREFECT_HOME := $(CURDIR)/.prefect
+PREFECT_SERVER_URL ?= http://127.0.0.1:4200/api
 
-.PHONY: install data demo test lint bench clean-artifacts sample
+.PHONY: install data demo test lint bench sample pipeline schedule ui serve package
+PORT ?= 3000
 
 install: $(STAMP)
 
@@ -29,7 +33,7 @@ data: $(STAMP)
 	dvc pull --quiet data.dvc
 
 demo: data
-	dvc repro
+	python -m flows.pipeline
 	@echo
 	@echo "== outputs =="
 	@for d in $$(python -c "from emotions.config import load_params; print(' '.join(load_params().datasets))"); do \
@@ -46,11 +50,35 @@ demo: data
 	@echo "metrics        $$(ls metrics/*/*.json | tr '\n' ' ')"
 	@echo "plots          $$(ls plots/*/*/confusion.png | tr '\n' ' ')"
 	@echo "reports        reports/results.md reports/ablation.md"
+	@echo "bento          $$(cat artifacts/bento.txt 2>/dev/null) (artifacts/bento.txt; serve it with: make serve)"
+	@echo "prefect runs   .prefect/ (see them with: make ui)"
 	@echo
 	@cat reports/results.md
 	@echo
 	@dvc metrics show
 	@dvc status
+
+# The DAG through Prefect, one task per DVC stage; e.g. make pipeline ARGS="--targets train --force"
+pipeline: data
+	python -m flows.pipeline $(ARGS)
+
+# The Prefect UI and scheduler on http://127.0.0.1:4200 (earlier `make demo` runs show up too).
+ui: $(STAMP)
+	prefect server start
+
+# Serve the retrain flow on flow.retrain_cron (params.yaml); needs `make ui` running.
+schedule: $(STAMP)
+	@python -c "import urllib.request; urllib.request.urlopen('$(PREFECT_SERVER_URL)/health', timeout=5)" 2>/dev/null \
+	  || { echo "no Prefect server at $(PREFECT_SERVER_URL): run 'make ui' in another terminal first"; exit 1; }
+	PREFECT_API_URL=$(PREFECT_SERVER_URL) python -m flows.retrain --serve
+
+# The BentoML service on http://127.0.0.1:$(PORT) with the model of serve.run (run `make demo` first).
+serve: $(STAMP)
+	emotions serve --port $(PORT)
+
+# Build the Bento (model + code) into the local BentoML store; the tag goes to artifacts/bento.txt.
+package: $(STAMP)
+	dvc repro package
 
 test: $(STAMP)
 	ruff check .

@@ -24,6 +24,8 @@ BIN = Path(sys.executable).parent
 
 def _run(args: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    # The package stage's Bento goes to a store beside the scratch repo, not ~/bentoml.
+    env["BENTOML_HOME"] = str(cwd.parent / "bentoml-home")
     result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
     if check and result.returncode != 0:
         raise AssertionError(
@@ -37,7 +39,8 @@ def scratch_repo(tmp_path_factory) -> Path:
     """A git + DVC repository holding our dvc.yaml and code, with a small corpus in data/."""
     repo = tmp_path_factory.mktemp("repo")
     shutil.copytree(REPO / "src", repo / "src", ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copy(REPO / "dvc.yaml", repo / "dvc.yaml")
+    for name in ("dvc.yaml", "bentofile.yaml", "pyproject.toml", ".gitignore"):
+        shutil.copy(REPO / name, repo / name)
     params = yaml.safe_load((REPO / "params.yaml").read_text(encoding="utf-8"))
     params["synth"]["clips_per_class"] = 6
     params["variants"]["test"]["min_agreement"] = 0.6
@@ -55,14 +58,12 @@ def scratch_repo(tmp_path_factory) -> Path:
 
 
 @pytest.mark.slow
-def test_dvc_repro_runs_the_data_plane_then_is_a_no_op(scratch_repo: Path):
+def test_dvc_repro_runs_the_whole_dag_then_is_a_no_op(scratch_repo: Path):
     first = _run(["dvc", "repro"], scratch_repo)
-    for stage in (
-        "ingest@emotions",
-        "validate@emotions",
-        "variants@emotions",
-        "preprocess@emotions",
-    ):
+    stages = ["ingest@emotions", "validate@emotions", "variants@emotions", "preprocess@emotions"]
+    for step in ("train", "evaluate"):
+        stages += [f"{step}@emotions-{variant}" for variant in ("full", "balanced", "test")]
+    for stage in [*stages, "ablate", "report", "package"]:
         assert f"Running stage '{stage}'" in first.stdout, first.stdout
 
     artifacts = scratch_repo / "artifacts" / "emotions"
@@ -92,6 +93,7 @@ def test_dvc_repro_runs_the_data_plane_then_is_a_no_op(scratch_repo: Path):
     assert [(r["modality"], r["loss"]) for r in ablation] == [("video", "epce"), ("both", "ce")]
     results = (scratch_repo / "reports" / "results.md").read_text(encoding="utf-8")
     assert "| emotions | full | AV-CANet" in results
+    assert (scratch_repo / "artifacts" / "bento.txt").read_text().strip().startswith("emotions")
     shown = _run(["dvc", "metrics", "show"], scratch_repo)
     assert "metrics/emotions/full.json" in shown.stdout
 

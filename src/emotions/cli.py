@@ -167,6 +167,43 @@ def cmd_report(args: argparse.Namespace, params: Params) -> None:
     print(f"report: {write_report(params)}")
 
 
+def _served_model_dir(args: argparse.Namespace, params: Params) -> Path:
+    from emotions.serve.settings import default_model_dir
+
+    if args.model:
+        return Path(args.model)
+    return default_model_dir(params, args.run or params.serve.run)
+
+
+def cmd_package(args: argparse.Namespace, params: Params) -> None:
+    from emotions.package import PackageError, package
+
+    try:
+        result = package(
+            _served_model_dir(args, params),
+            params_path=Path(args.params),
+            bentofile=Path(args.bentofile),
+            out=Path(args.out),
+        )
+    except PackageError as error:
+        raise StageError(str(error)) from None
+    print(result.tag)
+
+
+def cmd_serve(args: argparse.Namespace, params: Params) -> None:
+    from emotions.checkpoints import BEST, META
+    from emotions.serve.launch import exec_serve
+
+    model_dir = _served_model_dir(args, params)
+    if not (model_dir / META).is_file() or not (model_dir / BEST).is_file():
+        raise StageError(
+            f"{model_dir}: not a trained model folder (needs {META} and {BEST}; "
+            "run `emotions train` or `dvc repro` first)"
+        )
+    log = Path(args.log) if args.log else None
+    exec_serve(model_dir, Path(args.params), host=args.host, port=args.port, log_path=log)
+
+
 Command = Callable[[argparse.Namespace, Params], None]
 
 
@@ -231,6 +268,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     report = sub.add_parser("report", help="the paper-style results table from metrics/")
     report.set_defaults(run_command=cmd_report)
+
+    pack = sub.add_parser("package", help="build the Bento of the service (BentoML store)")
+    pack.add_argument("--model", default=None, help="model folder (default: serve.run's)")
+    pack.add_argument("--run", default=None, help="serve this run's model folder")
+    pack.add_argument("--bentofile", default="bentofile.yaml")
+    pack.add_argument("--out", default="artifacts/bento.txt", help="where the tag is written")
+    pack.set_defaults(run_command=cmd_package)
+
+    serve = sub.add_parser("serve", help="run the BentoML service locally (POST /predict)")
+    serve.add_argument("--model", default=None, help="model folder (default: serve.run's)")
+    serve.add_argument("--run", default=None, help="serve this run's model folder")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=3000)
+    serve.add_argument("--log", default=None, help="prediction log (default: serve.log_path)")
+    serve.set_defaults(run_command=cmd_serve)
     return parser
 
 

@@ -1,0 +1,145 @@
+"""Run DVC (and stage) commands as processes, streaming their output line by line.
+
+A stage is `dvc repro --single-item <stage>` run in the repository root: DVC decides whether the
+stage is up to date, runs its command, caches its outputs and records dvc.lock, exactly as
+`dvc repro` would. From the output we learn what DVC did (ran, skipped, restored from the run
+cache) and, on failure, whether another attempt can help:
+
+- hard (never retried): the stage command exited with 2 — `emotions` exits 2 only for a
+  reasoned failure a rerun cannot fix (bad params, a failed critical expectation, no usable
+  clip) — or DVC refused before running anything (a missing dependency, a broken dvc.yaml);
+- transient (retried): anything else — a crash or a kill of the command (exit 1, signals, out
+  of memory), and DVC lock contention ("is busy", "Unable to acquire lock") with a `dvc` process
+  the user started by hand.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+# `emotions` exits 2 for a failure a rerun cannot fix (src/emotions/cli.py).
+HARD_EXIT_CODES = frozenset({2})
+TAIL_LINES = 30
+
+_RAN = re.compile(r"^Running stage '(?P<stage>[^']+)'")
+_SKIPPED = re.compile(r"^(?:Stage )?'(?P<stage>[^']+)' didn't change, skipping")
+_RESTORED = re.compile(r"^Stage '(?P<stage>[^']+)' is cached - skipping run")
+_EXITED = re.compile(r"exited with (?P<code>-?\d+)")
+_LOCKED = ("is busy, it is being blocked by", "Unable to acquire lock")
+
+
+def subprocess_env() -> dict[str, str]:
+    """The environment of every child: this interpreter's bin first (so `dvc` and the stages'
+    `emotions` are the ones installed next to the flow), unbuffered Python so stage output
+    streams as it happens, and no analytics."""
+    bin_dir = str(Path(sys.executable).parent)
+    return {
+        **os.environ,
+        "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
+        "PYTHONUNBUFFERED": "1",
+        "DVC_NO_ANALYTICS": "1",
+    }
+
+
+def dvc(*args: str) -> list[str]:
+    """A `dvc` command line that waits for DVC's repository lock instead of failing after 3 s:
+    concurrent stages each hold it briefly (before and after their command)."""
+    return [sys.executable, "-m", "dvc", "--wait-for-lock", *args]
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    returncode: int
+    tail: tuple[str, ...]
+    seconds: float
+
+    @property
+    def text(self) -> str:
+        return "\n".join(self.tail)
+
+
+def stream(
+    args: Sequence[str], cwd: Path, on_line: Callable[[str], None] | None = None
+) -> CommandResult:
+    """Run `args` in `cwd`, passing each output line (stdout and stderr merged, in order) to
+    `on_line` as it arrives; keep the last lines for error messages."""
+    started = time.perf_counter()
+    tail: deque[str] = deque(maxlen=TAIL_LINES)
+    with subprocess.Popen(
+        list(args),
+        cwd=cwd,
+        env=subprocess_env(),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        encoding="utf-8",
+        errors="replace",
+        bufsize=1,
+    ) as proc:
+        assert proc.stdout is not None
+        for raw in proc.stdout:
+            line = raw.rstrip()
+            if not line:
+                continue
+            tail.append(line)
+            if on_line is not None:
+                on_line(line)
+        returncode = proc.wait()
+    return CommandResult(returncode, tuple(tail), time.perf_counter() - started)
+
+
+class StageFailedError(RuntimeError):
+    """A stage did not complete; `transient` says whether another attempt may succeed."""
+
+    def __init__(self, stage: str, reason: str, *, transient: bool, attempt: int = 1) -> None:
+        super().__init__(f"stage {stage} failed: {reason}")
+        self.stage = stage
+        self.reason = reason
+        self.transient = transient
+        self.attempt = attempt
+
+
+def outcome(stage: str, lines: Sequence[str]) -> str:
+    """What DVC did with a stage that succeeded: `ran`, `skipped` (up to date) or `restored`
+    (outputs checked out from the run cache without running the command)."""
+    for line in lines:
+        for pattern, name in ((_RESTORED, "restored"), (_RAN, "ran"), (_SKIPPED, "skipped")):
+            match = pattern.match(line)
+            if match and match["stage"] == stage:
+                return name
+    return "ran"
+
+
+def failure(stage: str, result: CommandResult, attempt: int = 1) -> StageFailedError:
+    """Classify a failed `dvc repro` (see the module docstring) into a StageFailedError."""
+    text = result.text
+    errors = [line for line in result.tail if line.startswith("ERROR")]
+    summary = errors[-1].removeprefix("ERROR: ") if errors else f"dvc exited {result.returncode}"
+    if result.returncode < 0:
+        return StageFailedError(
+            stage, f"dvc was killed by signal {-result.returncode}", transient=True, attempt=attempt
+        )
+    if any(marker in text for marker in _LOCKED):
+        return StageFailedError(stage, summary, transient=True, attempt=attempt)
+    exited = _EXITED.search(text)
+    if exited is None:
+        # DVC refused before the command ran (missing dependency, bad dvc.yaml, ...).
+        return StageFailedError(stage, summary, transient=False, attempt=attempt)
+    code = int(exited["code"])
+    # The stage's own last words (e.g. `emotions validate: ...`) say more than DVC's summary.
+    said = [
+        line
+        for line in result.tail
+        if not line.startswith(("ERROR", "WARNING", ">", "Running stage"))
+    ]
+    reason = f"command exited with {code}" + (f": {said[-1]}" if said else "")
+    return StageFailedError(stage, reason, transient=code not in HARD_EXIT_CODES, attempt=attempt)

@@ -1,0 +1,104 @@
+"""One flow run at a time per repository.
+
+DVC guards a single `dvc repro` well (a repository lock for its bookkeeping, per-path read/write
+locks while a stage command runs), but two *flow runs* interleave many such processes: the
+second run would fail on whichever stage the first is running ("'...' is busy"), or judge stages
+up to date against half-written outputs, and `dvc exp run` (retrain) rewrites the whole
+workspace. So a flow holds this lock for its whole run; a second flow run on the same repository
+waits up to `flow.lock_wait_s` and then fails with a message naming the holder.
+
+The lock is an OS file lock (`flock`, via zc.lockfile, which DVC already depends on): the kernel
+drops it when the holding process dies, so a killed flow run never leaves the repository
+locked. It lives in `.dvc/tmp/`, which DVC and git already ignore.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+
+import zc.lockfile
+
+LOCK_NAME = "flows.lock"
+
+
+class RepoBusyError(RuntimeError):
+    """Another flow run holds the repository."""
+
+
+class _InfoLockFile(zc.lockfile.SimpleLockFile):
+    """A lock file whose content says who holds it (read by the waiter for its message)."""
+
+    def __init__(self, path: str, info: dict[str, object]) -> None:
+        self._info = info
+        super().__init__(path)
+
+    def _on_lock(self) -> None:
+        self._fp.seek(0)
+        self._fp.write(json.dumps(self._info) + "\n")
+        self._fp.truncate()
+
+
+def lock_path(repo: Path) -> Path:
+    return repo / ".dvc" / "tmp" / LOCK_NAME
+
+
+def holder(repo: Path) -> str:
+    """Who holds the lock, as one readable phrase (best effort: the file may be mid-write)."""
+    try:
+        info = json.loads(lock_path(repo).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return "another process"
+    return (
+        f"{info.get('owner', 'a flow run')} (pid {info.get('pid')} on {info.get('host')}, "
+        f"since {info.get('since')})"
+    )
+
+
+@contextmanager
+def repo_lock(
+    repo: Path,
+    *,
+    owner: str,
+    wait_s: float,
+    on_wait: Callable[[str], None] | None = None,
+    poll_s: float = 0.5,
+) -> Iterator[None]:
+    """Hold the repository's flow lock; wait up to `wait_s` seconds for it, then fail."""
+    path = lock_path(repo)
+    if not path.parent.parent.is_dir():
+        raise FileNotFoundError(f"{repo}: not a DVC repository (no .dvc/ directory)")
+    path.parent.mkdir(exist_ok=True)
+    info = {
+        "owner": owner,
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "since": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    deadline = time.monotonic() + wait_s
+    told = False
+    while True:
+        try:
+            lock = _InfoLockFile(str(path), info)
+            break
+        except zc.lockfile.LockError:
+            if time.monotonic() >= deadline:
+                raise RepoBusyError(
+                    f"{repo} is busy: {holder(repo)} is running a flow on it; gave up after "
+                    f"waiting {wait_s:.0f} s (flow.lock_wait_s in params.yaml). Nothing was "
+                    "changed; run again when it has finished."
+                ) from None
+            if not told and on_wait is not None:
+                on_wait(f"waiting up to {wait_s:.0f} s for {holder(repo)} to finish on {repo}")
+                told = True
+            time.sleep(min(poll_s, max(deadline - time.monotonic(), 0.01)))
+    try:
+        yield
+    finally:
+        lock.close()

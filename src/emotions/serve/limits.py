@@ -1,0 +1,88 @@
+"""What the service refuses, and the one shape every refusal has.
+
+Every client error is ``{"error": code, "detail": text}`` with a 4xx status: ``code`` is stable
+for programs, ``detail`` is the sentence a person reads. The checks here are pure functions of
+the upload's name, declared type and size, so they are the same in the service and in tests.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+from typing import Any
+
+from emotions.config import ServeConfig
+
+MISSING_VIDEO = "missing_video"
+PAYLOAD_TOO_LARGE = "payload_too_large"
+UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"
+UNDECODABLE_VIDEO = "undecodable_video"
+INTERNAL_ERROR = "internal_error"
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """A request the service will not answer with a prediction."""
+
+    status: int
+    error: str
+    detail: str
+
+    def body(self) -> dict[str, Any]:
+        return {"error": self.error, "detail": self.detail}
+
+
+def megabytes(size: float) -> str:
+    return f"{size / (1024 * 1024):.2f} MB"
+
+
+def missing_video() -> Rejection:
+    return Rejection(
+        400,
+        MISSING_VIDEO,
+        "no video: send the clip as the multipart/form-data file field 'video' "
+        "(curl -F video=@clip.mp4 ...)",
+    )
+
+
+def too_large(size: int | None, limit: int) -> Rejection:
+    """``size`` None: the body was streamed without a length and crossed the limit."""
+    what = f"the request body ({megabytes(size)})" if size is not None else "the upload"
+    return Rejection(
+        413,
+        PAYLOAD_TOO_LARGE,
+        f"{what} exceeds the {megabytes(limit)} limit (serve.max_upload_mb)",
+    )
+
+
+def check_upload(
+    filename: str, content_type: str | None, size: int | None, config: ServeConfig
+) -> Rejection | None:
+    """None when the upload may be decoded; otherwise why not (413 or 415).
+
+    The extension decides first because it is what a user controls and sees; the part's
+    declared content type must agree when the client sent one (curl and browsers do), so a
+    text file renamed ``.mp4`` but declared ``text/plain`` is refused without decoding it.
+    """
+    limit = int(config.max_upload_mb * 1024 * 1024)
+    if size is not None and size > limit:
+        return too_large(size, limit)
+    suffix = PurePosixPath(filename).suffix.lower()
+    allowed = ", ".join(config.extensions)
+    if suffix not in config.extensions:
+        shown = f"'{suffix}'" if suffix else "no extension"
+        return Rejection(
+            415,
+            UNSUPPORTED_MEDIA_TYPE,
+            f"{filename}: {shown} is not a supported video file type (allowed: {allowed})",
+        )
+    declared = (content_type or "").split(";")[0].strip().lower()
+    if declared and not any(fnmatch.fnmatch(declared, p) for p in config.content_types):
+        return Rejection(
+            415,
+            UNSUPPORTED_MEDIA_TYPE,
+            f"{filename}: content type '{declared}' is not a video "
+            f"(allowed: {', '.join(config.content_types)})",
+        )
+    return None

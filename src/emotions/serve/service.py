@@ -1,0 +1,236 @@
+"""The BentoML service: ``POST /predict`` a video, get the `emotions predict` JSON for it.
+
+    bentoml serve emotions.serve.service:EmotionService      (or `emotions serve`, `make serve`)
+
+One code path with the command line: the upload is decoded by ``decode_clip`` and classified by
+:class:`emotions.inference.Predictor`, so a served answer equals `emotions predict` on the same
+file (``path`` is the name the client uploaded). Around it:
+
+- limits: request bodies over ``serve.max_upload_mb`` get 413 before they are read
+  (:mod:`emotions.serve.bodylimit`); other file types 415; a file that does not decode 422;
+  no ``video`` field 400; every refusal is ``{"error": code, "detail": text}``;
+- throughput: decoding runs in a pool of killable processes (:mod:`emotions.serve.decoding`),
+  and concurrent requests share forward passes (:mod:`emotions.serve.batcher`);
+- monitoring: every request, answered or refused, is one line of the prediction log with the
+  input statistics and the clip embedding (:mod:`emotions.serve.prediction_log`);
+- ``GET /model`` describes the loaded model; BentoML answers ``/healthz``, ``/livez``,
+  ``/readyz`` and ``/metrics``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import bentoml
+import numpy as np
+from fastapi import FastAPI
+from starlette.responses import JSONResponse
+
+from emotions.data.decode import DecodedClip
+from emotions.inference import Predictor, summarise_input
+from emotions.serve.batcher import MicroBatcher
+from emotions.serve.bodylimit import BodySizeLimit, Scope
+from emotions.serve.decoding import DecodeFailed, DecoderPool
+from emotions.serve.limits import (
+    INTERNAL_ERROR,
+    UNDECODABLE_VIDEO,
+    Rejection,
+    check_upload,
+    missing_video,
+)
+from emotions.serve.prediction_log import (
+    PredictionLog,
+    error_record,
+    new_request_id,
+    prediction_record,
+)
+from emotions.serve.settings import ModelSource, load_settings, resolve_model
+from emotions.serve.upload import UploadedVideo
+
+logger = logging.getLogger("emotions.serve")
+
+# Read at import: BentoML takes workers, timeouts and middleware from the class definition.
+SETTINGS = load_settings()
+PREDICTION_LOG = PredictionLog(SETTINGS.log_path)
+
+info_app = FastAPI(title="emotions", docs_url=None, redoc_url=None, openapi_url=None)
+
+
+def _log_refused_body(rejection: Rejection, scope: Scope) -> None:
+    """The body-size middleware refuses before the service sees the request; log it too."""
+    PREDICTION_LOG.append(error_record(request_id=new_request_id(), rejection=rejection))
+
+
+def read_metrics(model_dir: Path, meta: dict[str, Any]) -> dict[str, Any] | None:
+    """The run's test metrics: packaged beside the model, or where `evaluate` writes them."""
+    candidates = [model_dir / "metrics.json"]
+    if meta.get("dataset") and meta.get("variant"):
+        candidates.append(Path("metrics") / meta["dataset"] / f"{meta['variant']}.json")
+    for path in candidates:
+        if path.is_file():
+            try:
+                return json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, json.JSONDecodeError):
+                return None
+    return None
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@bentoml.service(
+    name="emotions",
+    workers=SETTINGS.config.workers,
+    traffic={
+        "timeout": SETTINGS.config.timeout_s,
+        "max_concurrency": SETTINGS.config.max_concurrency,
+    },
+)
+@bentoml.asgi_app(info_app, path="/")
+class EmotionService:
+    """AV-CANet behind HTTP: one upload in, one `emotions predict` answer out."""
+
+    def __init__(self) -> None:
+        import torch
+
+        config = SETTINGS.config
+        torch.set_num_threads(config.torch_threads)
+        self.source: ModelSource = resolve_model(SETTINGS)
+        self.predictor = Predictor(self.source.path)
+        self.decoder = DecoderPool(
+            self.predictor.preprocess,
+            workers=config.decode_workers,
+            timeout_s=config.decode_timeout_s,
+        )
+        self.decoder.warm_up()
+        self.batcher: MicroBatcher[DecodedClip, tuple[dict[str, Any], np.ndarray]] = MicroBatcher(
+            self._forward,
+            max_batch_size=config.batch_size,
+            max_latency_s=config.max_latency_ms / 1000.0,
+        )
+        self.log = PREDICTION_LOG
+        meta = self.predictor.meta
+        self.model_name = self.source.tag or str(meta.get("run", self.source.path.name))
+        self.description = {
+            "run": meta.get("run"),
+            "dataset": meta.get("dataset"),
+            "variant": meta.get("variant"),
+            "source": {
+                "origin": self.source.origin,
+                "path": str(self.source.path),
+                "tag": self.source.tag,
+            },
+            "checkpoint_sha256": file_sha256(self.source.path / "best.pt"),
+            "classes": self.predictor.classes,
+            "polarity": dict(zip(self.predictor.classes, self.predictor.polarity, strict=True)),
+            "modalities": list(self.predictor.modalities),
+            "model": meta.get("model"),
+            "preprocess": meta.get("preprocess"),
+            "metrics": read_metrics(self.source.path, meta),
+            "limits": {
+                "max_upload_mb": config.max_upload_mb,
+                "extensions": config.extensions,
+                "content_types": config.content_types,
+            },
+            "batching": {"batch_size": config.batch_size, "max_latency_ms": config.max_latency_ms},
+            "prediction_log": str(SETTINGS.log_path),
+        }
+        logger.info(
+            "serving %s from %s (%s)", self.model_name, self.source.path, self.source.origin
+        )
+
+    def _forward(self, clips: list[DecodedClip]) -> list[tuple[dict[str, Any], np.ndarray]]:
+        results, embeddings = self.predictor.predict_clips_with_embeddings(clips)
+        return list(zip(results, embeddings, strict=True))
+
+    def _refuse(
+        self,
+        rejection: Rejection,
+        request_id: str,
+        started: float,
+        video: UploadedVideo | None = None,
+    ) -> JSONResponse:
+        self.log.append(
+            error_record(
+                request_id=request_id,
+                rejection=rejection,
+                filename=None if video is None else video.filename,
+                size_bytes=None if video is None else video.size,
+                latency_ms=(time.perf_counter() - started) * 1000.0,
+            )
+        )
+        return JSONResponse(rejection.body(), status_code=rejection.status)
+
+    @bentoml.api(route="/predict")
+    async def predict(self, video: UploadedVideo = None) -> dict[str, Any]:  # type: ignore[assignment]
+        """Emotion, polarity, probabilities, per-segment timeline and modality share of one
+        uploaded video (multipart field ``video``), as `emotions predict` prints it."""
+        # `video` defaults to None (not Optional[...]) so the schema stays a plain file field
+        # for BentoML's UI and client, and a missing field becomes our 400, not a schema error.
+        started = time.perf_counter()
+        request_id = new_request_id()
+        if video is None:
+            return self._refuse(missing_video(), request_id, started)
+        try:
+            rejection = check_upload(
+                video.filename, video.content_type, video.size, SETTINGS.config
+            )
+            if rejection is not None:
+                return self._refuse(rejection, request_id, started, video)
+            with self.batcher.expect() as expected:
+                try:
+                    clip = await self.decoder.decode(video, video.filename)
+                except DecodeFailed as error:
+                    rejection = Rejection(422, UNDECODABLE_VIDEO, str(error))
+                    return self._refuse(rejection, request_id, started, video)
+                try:
+                    (result, embedding), batch_size = await expected.submit(clip)
+                except Exception as error:
+                    logger.exception("prediction failed for %s", video.filename)
+                    rejection = Rejection(
+                        500, INTERNAL_ERROR, f"prediction failed: {type(error).__name__}"
+                    )
+                    return self._refuse(rejection, request_id, started, video)
+        finally:
+            video.discard()
+        answer = {"path": video.filename, **result}
+        self.log.append(
+            prediction_record(
+                request_id=request_id,
+                filename=video.filename,
+                result=result,
+                stats=summarise_input(clip),
+                embedding=embedding,
+                model=self.model_name,
+                size_bytes=video.size,
+                latency_ms=(time.perf_counter() - started) * 1000.0,
+                batch_size=batch_size,
+            )
+        )
+        return answer
+
+    @info_app.get("/model")
+    def model(self) -> dict[str, Any]:
+        """What is being served: run, classes, where the weights came from, test metrics."""
+        return self.description
+
+    @bentoml.on_shutdown
+    def shutdown(self) -> None:
+        self.batcher.close()
+        self.decoder.close()
+        self.log.close()
+
+
+EmotionService.add_asgi_middleware(
+    BodySizeLimit, max_bytes=SETTINGS.max_upload_bytes, on_reject=_log_refused_body
+)

@@ -1,0 +1,102 @@
+"""Start a real BentoML server on loopback for a test module, and stop it afterwards.
+
+The server runs in its own process group (BentoML's arbiter starts worker processes), so
+stopping it signals that group, by the id this module started, and nothing else. Its output
+goes to a file whose tail is shown when it fails to come up.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import requests
+
+NO_TRACKING = {
+    "BENTOML_DO_NOT_TRACK": "true",
+    "DO_NOT_TRACK": "1",
+    "DVC_NO_ANALYTICS": "1",
+}
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def bento_env(bentoml_home: Path, **extra: str) -> dict[str, str]:
+    """This environment with the venv's bin first, a private BentoML home and no tracking."""
+    bin_dir = Path(sys.executable).parent
+    env = {**os.environ, **NO_TRACKING, "BENTOML_HOME": str(bentoml_home)}
+    env["PATH"] = f"{bin_dir}{os.pathsep}{env.get('PATH', '')}"
+    env["PYTHONUNBUFFERED"] = "1"
+    for key in ("EMOTIONS_MODEL_DIR", "EMOTIONS_PREDICTION_LOG", "EMOTIONS_PARAMS"):
+        env.pop(key, None)  # only what the test passes
+    env.update(extra)
+    return env
+
+
+@dataclass
+class LiveServer:
+    url: str
+    process: subprocess.Popen
+    output: Path
+
+    def tail(self, lines: int = 60) -> str:
+        text = self.output.read_text(encoding="utf-8", errors="replace")
+        return "\n".join(text.splitlines()[-lines:])
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        if self.process.poll() is not None:
+            return
+        try:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            self.process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=timeout_s)
+        except ProcessLookupError:
+            pass
+
+
+def start_server(
+    argv: Sequence[str],
+    *,
+    port: int,
+    cwd: Path,
+    env: dict[str, str],
+    output: Path,
+    timeout_s: float = 240.0,
+) -> LiveServer:
+    """Run ``argv`` and wait (bounded) until ``GET /healthz`` answers 200."""
+    handle = output.open("wb")
+    process = subprocess.Popen(
+        list(argv),
+        cwd=cwd,
+        env=env,
+        stdout=handle,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    handle.close()
+    server = LiveServer(f"http://127.0.0.1:{port}", process, output)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode}:\n{server.tail()}")
+        try:
+            if requests.get(f"{server.url}/healthz", timeout=5).status_code == 200:
+                return server
+        except requests.RequestException:
+            pass
+        time.sleep(0.5)
+    server.stop()
+    raise RuntimeError(f"server not healthy within {timeout_s:g} s:\n{server.tail()}")

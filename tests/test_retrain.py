@@ -1,0 +1,169 @@
+"""The retrain flow on real Prefect (a test server), real DVC experiments and real stages.
+
+A scratch repository with a small corpus and a local DVC remote goes through champion/challenger
+rounds: the first challenger is promoted (no champion yet), an equal one is not (short of the
+margin), one facing a weaker planted champion is, and one whose champion was measured on another
+test split is compared only after the champion is re-scored on the current split.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # `flows` lives at the repository root, beside src/
+    sys.path.insert(0, str(REPO))
+os.environ.setdefault("PREFECT_HOME", str(REPO / ".prefect"))
+
+from flowrepo import py, real_repo, run, toy_repo  # noqa: E402
+from prefect.testing.utilities import prefect_test_harness  # noqa: E402
+
+from flows.dvc_graph import load_graph  # noqa: E402
+from flows.dvc_run import StageFailedError  # noqa: E402
+from flows.registry import (  # noqa: E402
+    champion_path,
+    read_champion,
+    read_decisions,
+    write_champion,
+)
+from flows.retrain import decide, deployment_options, experiment_rev, retrain  # noqa: E402
+
+
+@pytest.fixture(scope="module", autouse=True)
+def harness(tmp_path_factory):
+    env = pytest.MonkeyPatch()
+    env.setenv("BENTOML_HOME", str(tmp_path_factory.mktemp("bentoml")))  # the package stage
+    with prefect_test_harness(server_startup_timeout=None):
+        yield
+    env.undo()
+
+
+@pytest.fixture(scope="module")
+def promoted(tmp_path_factory) -> tuple[Path, dict]:
+    """A repository after its first retrain: the whole DAG ran inside `dvc exp run`."""
+    repo = real_repo(tmp_path_factory.mktemp("retrain") / "repo", remote=True)
+    return repo, retrain(repo=str(repo), refresh="pull")
+
+
+def _workspace_metrics(repo: Path) -> dict:
+    return json.loads((repo / "metrics/emotions/full.json").read_text(encoding="utf-8"))
+
+
+@pytest.mark.slow
+def test_the_first_challenger_is_promoted_an_equal_one_is_not_a_better_one_is(promoted):
+    repo, first = promoted
+    assert first["decision"] == "promoted"
+    assert first["reason"].startswith("no champion yet")
+    assert first["refresh"] == "pulled data.dvc"
+    if any(node.group == "package" for node in load_graph(repo)):  # the Bento was built
+        tag = (repo / "artifacts/bento.txt").read_text(encoding="utf-8").strip()
+        assert first["package"] == f"packaged by the experiment's `package` stage -> {tag}"
+    else:
+        assert first["package"].startswith("skipped: no packaging step yet")
+    champion = read_champion(repo)
+    name = first["challenger"]["experiment"]
+    assert champion["experiment"] == name and name.startswith("retrain-")
+    assert champion["rev"] == experiment_rev(repo, name)
+    assert name in run(["dvc", "exp", "list", "--name-only"], repo).stdout
+    score = _workspace_metrics(repo)["weighted_f1"]
+    assert champion["metrics"]["weighted_f1"] == score
+    assert champion["run"] == "emotions-full" and len(champion["test_split"]) == 16
+    assert "up to date" in run(["dvc", "status"], repo).stdout
+
+    # Nothing changed: the challenger ties the champion, short of the 0.01 margin.
+    before = champion_path(repo).read_bytes()
+    second = retrain(repo=str(repo), refresh="none")
+    assert second["decision"] == "kept"
+    assert second["basis"] == "recorded" and second["delta"] == 0.0
+    assert "short of the margin 0.01" in second["reason"]
+    assert champion_path(repo).read_bytes() == before
+    decisions = read_decisions(repo)
+    assert [d["decision"] for d in decisions] == ["promoted", "kept"]
+    assert decisions[1]["champion"]["metrics"]["weighted_f1"] == score  # both metric sets
+    assert decisions[1]["challenger"]["metrics"]["weighted_f1"] == score
+    assert decisions[1]["challenger"]["experiment"] != name
+
+    # A weaker champion on the same split loses to a challenger that beats it by the margin.
+    weak = {**read_champion(repo), "experiment": "planted"}
+    weak["metrics"] = {**weak["metrics"], "weighted_f1": score - 0.2}
+    write_champion(repo, weak)
+    third = retrain(repo=str(repo), refresh="none", margin=0.1)
+    assert third["decision"] == "promoted", third["reason"]
+    assert "at least the margin 0.1" in third["reason"]
+    assert third["delta"] == pytest.approx(0.2)
+    champion = read_champion(repo)
+    assert champion["experiment"] == third["challenger"]["experiment"] != "planted"
+    assert [d["decision"] for d in read_decisions(repo)] == ["promoted", "kept", "promoted"]
+
+
+@pytest.mark.slow
+def test_a_champion_from_another_test_split_is_rescored_before_comparing(promoted):
+    repo, _ = promoted
+    # The recorded numbers say the champion is hopeless, but they come from another test set:
+    # re-scored on the current split, the champion's model (the very model the workspace holds)
+    # ties the challenger, so it is kept.
+    champion = read_champion(repo)
+    stale = {
+        **champion,
+        "test_split": "0000000000000000",
+        "metrics": {**champion["metrics"], "weighted_f1": 0.0},
+    }
+    write_champion(repo, stale)
+    record = retrain(repo=str(repo), refresh="none")
+    assert record["basis"] == "rescored"
+    rescored = record["champion_rescored"]
+    assert rescored["weighted_f1"] == pytest.approx(_workspace_metrics(repo)["weighted_f1"])
+    assert record["decision"] == "kept"
+    assert "re-scored on the current split" in record["reason"]
+    assert read_champion(repo) == stale
+
+
+def _challenger(score: float, split: str = "s1") -> dict:
+    return {"metrics": {"weighted_f1": score}, "test_split": split}
+
+
+def test_the_gate_needs_a_strict_win_by_the_margin_on_a_comparable_split():
+    champion = {"metrics": {"weighted_f1": 0.5}, "test_split": "s1"}
+    assert decide(_challenger(0.5), None, metric="weighted_f1", margin=0.1).promote
+    assert not decide(_challenger(0.5), champion, metric="weighted_f1", margin=0.0).promote
+    assert decide(_challenger(0.51), champion, metric="weighted_f1", margin=0.0).promote
+    close = decide(_challenger(0.55), champion, metric="weighted_f1", margin=0.1)
+    assert not close.promote and close.delta == pytest.approx(0.05)
+    assert decide(_challenger(0.6), champion, metric="weighted_f1", margin=0.1).promote
+    moved = _challenger(0.9, split="s2")
+    lost = decide(moved, champion, metric="weighted_f1", margin=0.0, rescored={"error": "gone"})
+    assert not lost.promote and "could not be re-scored" in lost.reason and "gone" in lost.reason
+    fair = decide(moved, champion, metric="weighted_f1", margin=0.0, rescored={"weighted_f1": 0.95})
+    assert not fair.promote and fair.basis == "rescored"
+
+
+def test_the_deployment_takes_its_schedule_from_params(tmp_path):
+    (tmp_path / "params.yaml").write_text((REPO / "params.yaml").read_text(encoding="utf-8"))
+    options = deployment_options(str(tmp_path))
+    assert options["cron"] == "0 3 * * 1"
+    assert options["parameters"] == {"repo": str(tmp_path.resolve()), "refresh": "pull"}
+    deployment = retrain.to_deployment(**options)
+    assert deployment.name == "retrain-emotions"
+    assert [schedule.schedule.cron for schedule in deployment.schedules] == ["0 3 * * 1"]
+
+
+def test_a_failed_challenger_is_recorded_and_the_champion_kept(tmp_path):
+    failing = py(
+        "import sys; print('emotions train - the split is empty', file=sys.stderr); sys.exit(2)"
+    )
+    repo = toy_repo(tmp_path / "toy", {"train": {"cmd": failing, "outs": ["model.bin"]}})
+    champion = {"experiment": "old", "rev": "0" * 40, "metrics": {"weighted_f1": 0.5}}
+    write_champion(repo, champion)
+    with pytest.raises(
+        StageFailedError, match="exited with 2: emotions train - the split is empty"
+    ):
+        retrain(repo=str(repo), refresh="pull")
+    [record] = read_decisions(repo)
+    assert record["decision"] == "failed"
+    assert record["reason"].startswith("no challenger: stage dvc exp run retrain-")
+    assert record["champion"] == champion == read_champion(repo)
