@@ -39,13 +39,15 @@ _LOCKED = ("is busy, it is being blocked by", "Unable to acquire lock")
 def subprocess_env() -> dict[str, str]:
     """The environment of every child: this interpreter's bin first (so `dvc` and the stages'
     `emotions` are the ones installed next to the flow), unbuffered Python so stage output
-    streams as it happens, and no analytics."""
+    streams as it happens, no analytics, and progress bars that redraw at most every 10 s (each
+    redraw becomes a line in the Prefect log)."""
     bin_dir = str(Path(sys.executable).parent)
     return {
         **os.environ,
         "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
         "PYTHONUNBUFFERED": "1",
         "DVC_NO_ANALYTICS": "1",
+        "TQDM_MININTERVAL": os.environ.get("TQDM_MININTERVAL", "10"),
     }
 
 
