@@ -42,7 +42,7 @@ demo: data
 	  echo "  quarantine   artifacts/$$d/quarantine.csv"; \
 	  echo "  annotations  artifacts/$$d/annotation_stats.json"; \
 	  echo "  validation   artifacts/$$d/validation/result.json"; \
-	  echo "  data docs    $$(python -c "import json;print(json.load(open('artifacts/$$d/validation/result.json')).get('data_docs_index',''))")"; \
+	  echo "  data docs    artifacts/$$d/validation/data_docs/index.html"; \
 	  echo "  variants     artifacts/$$d/variants/{full,balanced,test}/split.parquet"; \
 	  echo "  cache        artifacts/$$d/cache/ (frames.npy, fbank.npy, index.parquet, stats.json)"; \
 	done
@@ -55,7 +55,7 @@ demo: data
 	@echo
 	@cat reports/results.md
 	@echo
-	@dvc metrics show
+	@echo "(dvc metrics show, dvc plots show: the same numbers and plots through DVC)"
 	@dvc status
 
 # The DAG through Prefect, one task per DVC stage; e.g. make pipeline ARGS="--targets train --force"

@@ -18,7 +18,7 @@ import pytest
 import requests
 import yaml
 from liveserver import bento_env, free_port, start_server
-from smallcorpus import REPO, SmallCorpus, shared_corpus, shared_model
+from smallcorpus import REPO, SmallCorpus
 
 from emotions.inference import Predictor
 
@@ -47,16 +47,6 @@ def bentoml_json(args: list[str], cwd: Path, home: Path):
     result = run([sys.executable, "-m", "bentoml", *args, "-o", "json"], cwd, home)
     assert result.returncode == 0, result.stderr[-2000:]
     return json.loads(result.stdout)
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory) -> Path:
-    return shared_model(tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory) -> SmallCorpus:
-    return shared_corpus(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")

@@ -13,10 +13,9 @@ import math
 from pathlib import Path
 
 import pandas as pd
-import pytest
 import torch
-from realworld import RealWorldTree, build_realworld_tree
-from smallcorpus import RUN, SmallCorpus, run_python, shared_corpus, shared_model
+from realworld import RealWorldTree
+from smallcorpus import RUN, SmallCorpus, run_python
 from torch.utils.data import DataLoader
 
 from emotions.evaluate import load_trained_model
@@ -40,21 +39,6 @@ FORMATS = [
     "anger/愤怒_clip.mp4",
 ]
 BROKEN = ["surprise/random_bytes.mp4", "sadness/truncated.mp4", "disgust/readme.txt"]
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory) -> Path:
-    return shared_model(tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory) -> SmallCorpus:
-    return shared_corpus(tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
-def tree(tmp_path_factory) -> RealWorldTree:
-    return build_realworld_tree(tmp_path_factory.mktemp("realworld"))
 
 
 def predict(model_dir: Path, files: list[Path], cwd: Path):

@@ -24,8 +24,8 @@ import pytest
 import requests
 import yaml
 from liveserver import LiveServer, bento_env, free_port, start_server
-from realworld import RealWorldTree, build_realworld_tree
-from smallcorpus import REPO, SmallCorpus, run_python, shared_corpus, shared_model
+from realworld import RealWorldTree
+from smallcorpus import REPO, SmallCorpus, run_python
 
 from emotions.config import ConfigError
 from emotions.inference import Predictor, summarise_input
@@ -48,21 +48,6 @@ REAL_WORLD = [
     "anger/corrupt_audio_packet.mp4",
     "anger/愤怒_clip.mp4",
 ]
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory) -> Path:
-    return shared_model(tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory) -> SmallCorpus:
-    return shared_corpus(tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
-def tree(tmp_path_factory) -> RealWorldTree:
-    return build_realworld_tree(tmp_path_factory.mktemp("realworld"))
 
 
 @pytest.fixture(scope="module")
