@@ -17,7 +17,7 @@ export GX_ANALYTICS_ENABLED := false
 export PREFECT_HOME := $(CURDIR)/.prefect
 PREFECT_SERVER_URL ?= http://127.0.0.1:4200/api
 
-.PHONY: install data demo test lint bench sample pipeline schedule ui serve package
+.PHONY: install data demo test lint bench sample pipeline schedule ui serve package monitor dashboard
 PORT ?= 3000
 
 install: $(STAMP)
@@ -79,6 +79,14 @@ serve: $(STAMP)
 # Build the Bento (model + code) into the local BentoML store; the tag goes to artifacts/bento.txt.
 package: $(STAMP)
 	dvc repro package
+
+# Evidently drift of the prediction log against the validation clips; retrains when it drifts.
+monitor: $(STAMP)
+	python -m flows.monitor --repo .
+
+# The Evidently UI over every monitor report (http://127.0.0.1:8000).
+dashboard: $(STAMP)
+	evidently ui --workspace artifacts/monitor/workspace --port 8000
 
 test: $(STAMP)
 	ruff check .

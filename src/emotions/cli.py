@@ -204,6 +204,37 @@ def cmd_serve(args: argparse.Namespace, params: Params) -> None:
     exec_serve(model_dir, Path(args.params), host=args.host, port=args.port, log_path=log)
 
 
+def cmd_monitor(args: argparse.Namespace, params: Params) -> None:
+    from emotions.data.preprocess import CacheError
+    from emotions.monitor.drift import check_log
+    from emotions.monitor.reference import MonitorDataError
+    from emotions.train import RunPaths
+
+    run = args.run or params.serve.run
+    paths = RunPaths.for_run(params, run)
+    config = params.monitor
+    threshold = config.threshold if args.threshold is None else args.threshold
+    try:
+        summary = check_log(
+            Path(args.log or params.serve.log_path),
+            Path(args.out or config.out),
+            model_dir=Path(args.model) if args.model else paths.model_dir,
+            cache_dir=paths.cache,
+            split_file=paths.split,
+            split=config.reference_split,
+            threshold=threshold,
+            min_rows=config.min_rows if args.min_rows is None else args.min_rows,
+            workspace=Path(config.workspace),
+        )
+    except (MonitorDataError, CacheError, FileNotFoundError) as error:
+        raise StageError(str(error)) from None
+    verdict = "DRIFT" if summary.drifted else "no drift"
+    print(
+        f"monitor: {verdict} (share {summary.drift_share:.2f}, threshold {threshold:.2f}; "
+        f"drifted: {', '.join(summary.drifted_checks) or 'none'}) -> {summary.report_html}"
+    )
+
+
 Command = Callable[[argparse.Namespace, Params], None]
 
 
@@ -283,6 +314,15 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=3000)
     serve.add_argument("--log", default=None, help="prediction log (default: serve.log_path)")
     serve.set_defaults(run_command=cmd_serve)
+
+    mon = sub.add_parser("monitor", help="Evidently drift of the prediction log vs. validation")
+    mon.add_argument("--log", default=None, help="prediction log (default: serve.log_path)")
+    mon.add_argument("--out", default=None, help="report folder (default: monitor.out)")
+    mon.add_argument("--model", default=None, help="model folder (default: serve.run's)")
+    mon.add_argument("--run", default=None, help="the run whose split is the reference")
+    mon.add_argument("--threshold", type=float, default=None, help="default: monitor.threshold")
+    mon.add_argument("--min-rows", type=int, default=None, help="default: monitor.min_rows")
+    mon.set_defaults(run_command=cmd_monitor)
     return parser
 
 

@@ -244,6 +244,22 @@ class ServeConfig(Strict):
         return self
 
 
+class MonitorConfig(Strict):
+    """The drift monitor (`emotions monitor`, flows/monitor.py): the live prediction log
+    against the served run's reference split, and when a drift triggers a retrain."""
+
+    # Share of monitored checks (input statistics, predicted label, confidence, embeddings)
+    # that must drift before the monitor flow starts a retrain.
+    threshold: float = Field(0.3, gt=0.0, le=1.0)
+    # Fewer answered requests than this are too few to test: the monitor says so and stops.
+    min_rows: int = Field(30, ge=2)
+    out: str = "artifacts/monitor"
+    # Local Evidently UI workspace every report is added to (`evidently ui --workspace ...`).
+    workspace: str = "artifacts/monitor/workspace"
+    # The split of the served run that stands for "what the model was validated on".
+    reference_split: Literal["train", "val", "test"] = "val"
+
+
 class RunConfig(Strict):
     """One trained model: a dataset and one of its variants."""
 
@@ -280,6 +296,7 @@ class Params(Strict):
     ablate: AblateConfig = AblateConfig()
     flow: FlowConfig = FlowConfig()
     serve: ServeConfig = ServeConfig()
+    monitor: MonitorConfig = MonitorConfig()
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 

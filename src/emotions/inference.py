@@ -174,13 +174,23 @@ class Predictor:
 
 def summarise_input(clip: DecodedClip) -> dict[str, float]:
     """Input statistics the drift monitor tracks (brightness, motion, loudness, duration)."""
-    frames = clip.frames.astype(np.float32)
+    return input_statistics(
+        clip.frames, clip.fbank, clip.audio_frames, clip.duration_s, clip.has_audio
+    )
+
+
+def input_statistics(
+    frames: np.ndarray, fbank: np.ndarray, audio_frames: int, duration_s: float, has_audio: bool
+) -> dict[str, float]:
+    """:func:`summarise_input` on bare arrays, so the monitor's reference table (built from the
+    decode-once cache) measures the validation clips exactly as the service measures uploads."""
+    frames = np.asarray(frames).astype(np.float32)
     motion = float(np.abs(np.diff(frames, axis=0)).mean()) if len(frames) > 1 else 0.0
-    valid = clip.fbank[: clip.audio_frames]
+    valid = np.asarray(fbank)[:audio_frames]
     return {
         "brightness": float(frames.mean() / 255.0),
         "motion": motion / 255.0,
-        "loudness": float(valid.mean()) if clip.audio_frames else float("nan"),
-        "duration_s": float(clip.duration_s),
-        "has_audio": float(clip.has_audio),
+        "loudness": float(valid.mean()) if audio_frames else float("nan"),
+        "duration_s": float(duration_s),
+        "has_audio": float(has_audio),
     }

@@ -1,0 +1,239 @@
+"""One drift check: the prediction log against the reference, as an Evidently 0.7 report.
+
+Checks, each drifted or not by Evidently's own test (method and threshold chosen by Evidently
+from the column type and size: K-S for numbers, chi-square or z-test for labels):
+
+- value drift of each input statistic (brightness, motion, loudness, duration),
+- value drift of the predicted label and of the confidence,
+- embedding drift (``EmbeddingsDrift``, the share of embedding components that drifted,
+  Evidently's ``ratio`` method, drifted above 0.2).
+
+``drift_share`` is the share of the checks that ran which drifted, and ``drifted`` says whether
+it reached the threshold: the one number the monitor flow acts on. A check that cannot run (a
+column empty on one side, embeddings of different sizes, too few rows for the report's t-SNE
+plot of the embeddings) is listed as skipped with the reason rather than counted either way.
+
+Outputs in ``out_dir``: ``report.html`` (Evidently's single offline HTML file),
+``snapshot.json`` (the full Evidently snapshot, loadable into an Evidently UI workspace) and
+``summary.json`` (:class:`DriftSummary`). With ``workspace``, the snapshot is also added as a
+run of the ``emotions-drift`` project of that local Evidently UI workspace, the dashboard
+(``evidently ui --workspace DIR``) that shows every check over time.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from emotions.atomic import atomic_write, atomic_write_json, atomic_write_text
+from emotions.monitor.reference import INPUT_COLUMNS, MonitorDataError, embedding_columns
+
+VALUE_COLUMNS = (*INPUT_COLUMNS, "label", "confidence")
+EMBEDDINGS = "embedding"
+PROJECT = "emotions-drift"
+# The embedding check: the share of components that drifted (per-component Wasserstein
+# distance above 0.1) and the share above which the embeddings count as drifted.
+EMBEDDING_DRIFT_SHARE = 0.2
+# Evidently's embedding widget runs t-SNE with perplexity 30, which needs more samples.
+TSNE_MIN_ROWS = 31
+
+
+class NotEnoughDataError(MonitorDataError):
+    """Too few logged predictions for a drift test to mean anything."""
+
+
+@dataclass
+class DriftSummary:
+    """What summary.json holds."""
+
+    drifted: bool
+    drift_share: float
+    threshold: float
+    rows_current: int
+    rows_reference: int
+    # name -> {"kind", "method", "score", "stattest_threshold", "drifted"}
+    checks: dict[str, dict[str, Any]]
+    skipped: dict[str, str] = field(default_factory=dict)  # name -> why
+    report_html: str = ""
+    summary_json: str = ""
+
+    @property
+    def drifted_checks(self) -> list[str]:
+        return [name for name, check in self.checks.items() if check["drifted"]]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "drifted_checks": self.drifted_checks}
+
+
+def _usable(current: pd.DataFrame, reference: pd.DataFrame, column: str) -> str | None:
+    """Why ``column`` cannot be compared, or None when it can."""
+    for side, table in (("current", current), ("reference", reference)):
+        if column not in table.columns or table[column].notna().sum() == 0:
+            return f"no values in the {side} data"
+    return None
+
+
+def drift_report(
+    current: pd.DataFrame,
+    reference: pd.DataFrame,
+    out_dir: str | Path,
+    *,
+    threshold: float = 0.3,
+    min_rows: int = 30,
+    workspace: str | Path | None = None,
+) -> DriftSummary:
+    """Compare ``current`` (the log table) with ``reference``; write the report and summary.
+
+    Raises :class:`NotEnoughDataError` when ``current`` has fewer than ``min_rows`` rows (or
+    the reference fewer than 2), with a message that says how many there are.
+    """
+    from evidently import DataDefinition, Dataset, Report
+    from evidently.legacy.metrics.data_drift.embedding_drift_methods import ratio
+    from evidently.metrics import EmbeddingsDrift, ValueDrift
+
+    if len(current) < min_rows:
+        raise NotEnoughDataError(
+            f"only {len(current)} answered predictions in the log; the drift check needs at "
+            f"least {min_rows} (monitor.min_rows)"
+        )
+    if len(reference) < 2:
+        raise NotEnoughDataError(f"the reference has {len(reference)} rows; it needs at least 2")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+
+    skipped: dict[str, str] = {}
+    values: list[str] = []
+    for column in VALUE_COLUMNS:
+        reason = _usable(current, reference, column)
+        if reason:
+            skipped[column] = reason
+        else:
+            values.append(column)
+    embeddings = embedding_columns(reference)
+    if not embeddings or embeddings != embedding_columns(current):
+        skipped[EMBEDDINGS] = (
+            f"embedding sizes differ (current {len(embedding_columns(current))}, "
+            f"reference {len(embeddings)}): was the log written by another model?"
+        )
+        embeddings = []
+    elif len(current) + len(reference) < TSNE_MIN_ROWS:
+        skipped[EMBEDDINGS] = f"fewer than {TSNE_MIN_ROWS} rows in both tables together"
+        embeddings = []
+    if not values and not embeddings:
+        raise MonitorDataError(
+            "nothing to compare: " + "; ".join(f"{k}: {v}" for k, v in skipped.items())
+        )
+
+    columns = [*values, *embeddings]
+    numeric = [c for c in columns if c != "label"]
+    definition = DataDefinition(
+        numerical_columns=numeric,
+        categorical_columns=["label"] if "label" in values else [],
+        embeddings={EMBEDDINGS: embeddings} if embeddings else None,
+    )
+    metrics: list[Any] = [ValueDrift(column=c) for c in values]
+    if embeddings:
+        method = ratio(threshold=EMBEDDING_DRIFT_SHARE)
+        metrics.append(EmbeddingsDrift(embeddings_name=EMBEDDINGS, drift_method=method))
+    report = Report(metrics, include_tests=True)
+    snapshot = report.run(
+        Dataset.from_pandas(current[columns].reset_index(drop=True), data_definition=definition),
+        Dataset.from_pandas(reference[columns].reset_index(drop=True), data_definition=definition),
+    )
+    checks = _checks(snapshot.dict())
+
+    ran = len(checks)
+    share = sum(check["drifted"] for check in checks.values()) / ran if ran else 0.0
+    summary = DriftSummary(
+        drifted=share >= threshold,
+        drift_share=round(share, 4),
+        threshold=threshold,
+        rows_current=len(current),
+        rows_reference=len(reference),
+        checks=checks,
+        skipped=skipped,
+        report_html=str(out / "report.html"),
+        summary_json=str(out / "summary.json"),
+    )
+    atomic_write(out / "report.html", lambda tmp: snapshot.save_html(str(tmp)))
+    atomic_write_text(out / "snapshot.json", json.dumps(snapshot.dict(), default=str) + "\n")
+    atomic_write_json(summary.to_dict(), out / "summary.json")
+    if workspace is not None:
+        add_to_workspace(snapshot, workspace)
+    return summary
+
+
+def add_to_workspace(snapshot: Any, workspace: str | Path) -> str:
+    """Add ``snapshot`` to the :data:`PROJECT` project of a local Evidently UI workspace
+    (created on first use); returns the project id."""
+    from evidently.ui.workspace import Workspace
+
+    ws = Workspace.create(str(workspace))
+    found = ws.search_project(PROJECT)
+    project = found[0] if found else ws.create_project(PROJECT, description="eMotions drift")
+    ws.add_run(project.id, snapshot, include_data=False)
+    return str(project.id)
+
+
+def _checks(snapshot: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Per check: Evidently's score, method and threshold, and whether it drifted (the value
+    drift test's verdict; for embeddings, the drifted-component share above its threshold)."""
+    verdicts = {
+        test["metric_config"]["metric_id"]: test["status"] != "SUCCESS"
+        for test in snapshot.get("tests", [])
+    }
+    checks: dict[str, dict[str, Any]] = {}
+    for metric in snapshot["metrics"]:
+        config = metric["config"]
+        score = metric["value"]
+        score = float(score) if isinstance(score, int | float) else float("nan")
+        if config["type"].endswith(":EmbeddingsDrift"):
+            checks[EMBEDDINGS] = {
+                "kind": "embeddings",
+                "method": "ratio (share of components with Wasserstein distance > 0.1)",
+                "score": score,
+                "stattest_threshold": EMBEDDING_DRIFT_SHARE,
+                "drifted": bool(score > EMBEDDING_DRIFT_SHARE),
+            }
+            continue
+        checks[config["column"]] = {
+            "kind": "value",
+            "method": config.get("method"),
+            "score": None if math.isnan(score) else score,
+            "stattest_threshold": config.get("threshold"),
+            "drifted": bool(verdicts.get(metric["id"], False)),
+        }
+    return checks
+
+
+def check_log(
+    log: str | Path,
+    out_dir: str | Path,
+    *,
+    model_dir: str | Path,
+    cache_dir: str | Path,
+    split_file: str | Path,
+    split: str = "val",
+    threshold: float = 0.3,
+    min_rows: int = 30,
+    workspace: str | Path | None = None,
+) -> DriftSummary:
+    """The whole check for the CLI and the flow: read the log, load (or build) the reference
+    of ``split`` into ``out_dir``, run :func:`drift_report` into ``out_dir``."""
+    from emotions.monitor.reference import load_or_build_reference, log_table
+
+    current = log_table(log)
+    if len(current) < min_rows:  # before the reference costs a pass of the model
+        raise NotEnoughDataError(
+            f"{log}: {len(current)} answered predictions; the drift check needs at least "
+            f"{min_rows} (monitor.min_rows)"
+        )
+    reference = load_or_build_reference(out_dir, model_dir, cache_dir, split_file, split)
+    return drift_report(
+        current, reference, out_dir, threshold=threshold, min_rows=min_rows, workspace=workspace
+    )
