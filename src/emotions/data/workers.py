@@ -10,7 +10,7 @@ only bounds how long we wait for it.
 from __future__ import annotations
 
 import multiprocessing
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import TimeoutError as FutureTimeout
 from concurrent.futures import as_completed
 from dataclasses import dataclass
@@ -45,6 +45,32 @@ def _describe_failure(error: BaseException, timeout_s: float) -> str:
     return f"{type(error).__name__}: {text[0] if text else ''}".rstrip(": ")
 
 
+def _collect(
+    finished: Iterable[tuple[int, Callable[[], Value]]],
+    items: Sequence[Item],
+    *,
+    timeout_s: float,
+    desc: str,
+    progress: bool,
+) -> list[Outcome[Item, Value]]:
+    """Turn (index, result getter) pairs, in completion order, into outcomes in input order.
+
+    One clip's failure (exception, timeout, dead worker) becomes that clip's error; only an
+    interrupt stops the whole map.
+    """
+    outcomes: list[Outcome[Item, Value] | None] = [None] * len(items)
+    with tqdm(total=len(items), desc=desc, unit="clip", disable=not progress) as bar:
+        for index, result in finished:
+            try:
+                outcomes[index] = Outcome(items[index], value=result())
+            except KeyboardInterrupt:
+                raise
+            except BaseException as error:  # every failure is per clip
+                outcomes[index] = Outcome(items[index], error=_describe_failure(error, timeout_s))
+            bar.update(1)
+    return [outcome for outcome in outcomes if outcome is not None]
+
+
 def map_isolated(
     fn: Callable[[Item], Value],
     items: Sequence[Item],
@@ -55,7 +81,6 @@ def map_isolated(
     progress: bool = True,
 ) -> list[Outcome[Item, Value]]:
     """Apply ``fn`` to every item in spawned worker processes; results keep the input order."""
-    outcomes: list[Outcome[Item, Value] | None] = [None] * len(items)
     if not items:
         return []
     context = multiprocessing.get_context("spawn")
@@ -63,22 +88,8 @@ def map_isolated(
         futures = {
             pool.schedule(fn, args=(item,), timeout=timeout_s): i for i, item in enumerate(items)
         }
-        bar = tqdm(total=len(items), desc=desc, unit="clip", disable=not progress)
-        try:
-            for future in as_completed(list(futures)):
-                index = futures[future]
-                try:
-                    outcomes[index] = Outcome(items[index], value=future.result())
-                except BaseException as error:  # every failure is per clip
-                    if isinstance(error, KeyboardInterrupt):
-                        raise
-                    outcomes[index] = Outcome(
-                        items[index], error=_describe_failure(error, timeout_s)
-                    )
-                bar.update(1)
-        finally:
-            bar.close()
-    return [outcome for outcome in outcomes if outcome is not None]
+        finished = ((futures[f], f.result) for f in as_completed(list(futures)))
+        return _collect(finished, items, timeout_s=timeout_s, desc=desc, progress=progress)
 
 
 def map_on_dask(
@@ -94,25 +105,13 @@ def map_on_dask(
     from distributed import Client
     from distributed import as_completed as dask_as_completed
 
-    outcomes: list[Outcome[Item, Value] | None] = [None] * len(items)
     if not items:
         return []
     with Client(address, set_as_default=False) as client:
         futures = client.map(fn, list(items), pure=False)
         positions = {future.key: i for i, future in enumerate(futures)}
-        bar = tqdm(total=len(items), desc=desc, unit="clip", disable=not progress)
-        try:
-            for future in dask_as_completed(
-                futures, loop=client.loop, timeout=timeout_s * max(1, len(items))
-            ):
-                index = positions[future.key]
-                try:
-                    outcomes[index] = Outcome(items[index], value=future.result(timeout=timeout_s))
-                except Exception as error:  # every failure is per clip
-                    outcomes[index] = Outcome(
-                        items[index], error=_describe_failure(error, timeout_s)
-                    )
-                bar.update(1)
-        finally:
-            bar.close()
-    return [outcome for outcome in outcomes if outcome is not None]
+        completed = dask_as_completed(
+            futures, loop=client.loop, timeout=timeout_s * max(1, len(items))
+        )
+        finished = ((positions[f.key], lambda f=f: f.result(timeout=timeout_s)) for f in completed)
+        return _collect(finished, items, timeout_s=timeout_s, desc=desc, progress=progress)
