@@ -194,6 +194,29 @@ class RealWorldTree:
     skipped: list[str] = field(default_factory=list)
 
 
+# The codec combinations beyond h264 + AAC that real uploads bring, as `make_clip` arguments;
+# the tree and the probe tests both draw on this one table.
+CODEC_CASES: dict[str, dict] = {
+    "hevc_mp3_mono": dict(
+        seconds=1.5,
+        fps=12,
+        video_codec="libx265",
+        audio_codec="libmp3lame",
+        audio_channels=1,
+        sample_rate=24000,
+    ),
+    "mpeg4_ac3_51": dict(
+        seconds=1.2,
+        fps=10,
+        video_codec="mpeg4",
+        audio_codec="ac3",
+        audio_channels=6,
+        sample_rate=48000,
+    ),
+    "vp9_opus": dict(video_codec="libvpx-vp9", audio_codec="libopus", sample_rate=48000),
+}
+
+
 def build_realworld_tree(base: Path) -> RealWorldTree:
     """Write ``base/root`` (folder-per-class, emotions6 classes) and ``base/outside``.
 
@@ -234,33 +257,21 @@ def build_realworld_tree(base: Path) -> RealWorldTree:
         "joy",
         needs=("libx265", "libmp3lame"),
         seed=2,
-        seconds=1.5,
-        fps=12,
-        video_codec="libx265",
-        audio_codec="libmp3lame",
-        audio_channels=1,
-        sample_rate=24000,
+        **CODEC_CASES["hevc_mp3_mono"],
     )
     good(
         "fear/mpeg4_ac3_51.mp4",
         "fear",
         needs=("mpeg4", "ac3"),
         seed=3,
-        seconds=1.2,
-        fps=10,
-        video_codec="mpeg4",
-        audio_codec="ac3",
-        audio_channels=6,
-        sample_rate=48000,
+        **CODEC_CASES["mpeg4_ac3_51"],
     )
     good(
         "sadness/vp9_opus.webm",
         "sadness",
         needs=("libvpx-vp9", "libopus"),
         seed=4,
-        video_codec="libvpx-vp9",
-        audio_codec="libopus",
-        sample_rate=48000,
+        **CODEC_CASES["vp9_opus"],
     )
     good("surprise/silent_track.mp4", "surprise", needs=("libx264", "aac"), seed=5, silent=True)
     good("disgust/no_audio.mp4", "disgust", needs=("libx264",), seed=6, audio_channels=None)

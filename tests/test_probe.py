@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from realworld import (
+    CODEC_CASES,
     corrupt_one_audio_packet,
     encoder_available,
     frames,
@@ -58,33 +59,9 @@ def clips(tmp_path_factory) -> dict[str, Path]:
     d = tmp_path_factory.mktemp("probe")
     made = {
         "h264": make_clip(d / "h264_aac.mp4", seed=1),
-        "hevc": make_clip(
-            d / "hevc_mp3.mkv",
-            seed=2,
-            seconds=1.5,
-            fps=12,
-            video_codec="libx265",
-            audio_codec="libmp3lame",
-            audio_channels=1,
-            sample_rate=24000,
-        ),
-        "mpeg4": make_clip(
-            d / "mpeg4_ac3.mp4",
-            seed=3,
-            seconds=1.2,
-            fps=10,
-            video_codec="mpeg4",
-            audio_codec="ac3",
-            audio_channels=6,
-            sample_rate=48000,
-        ),
-        "vp9": make_clip(
-            d / "vp9_opus.webm",
-            seed=4,
-            video_codec="libvpx-vp9",
-            audio_codec="libopus",
-            sample_rate=48000,
-        ),
+        "hevc": make_clip(d / "hevc_mp3.mkv", seed=2, **CODEC_CASES["hevc_mp3_mono"]),
+        "mpeg4": make_clip(d / "mpeg4_ac3.mp4", seed=3, **CODEC_CASES["mpeg4_ac3_51"]),
+        "vp9": make_clip(d / "vp9_opus.webm", seed=4, **CODEC_CASES["vp9_opus"]),
         "hevc120": make_clip(
             d / "hevc_120.mp4", seed=5, fps=120, video_codec="libx265", audio_channels=1
         ),
