@@ -11,9 +11,12 @@ import pytest
 from emotions.data.annotations import (
     aggregate_votes,
     annotation_stats,
+    category_kappas,
     clean_votes,
     first_stage_kappa,
     fleiss_kappa,
+    per_stage_summary,
+    stage_kappa,
 )
 
 ORDER = ["anger", "disgust", "fear", "sadness", "joy", "surprise"]
@@ -52,6 +55,58 @@ FLEISS_EXAMPLE = np.array(
 
 def test_fleiss_kappa_matches_the_worked_example():
     assert fleiss_kappa(FLEISS_EXAMPLE) == pytest.approx(0.210, abs=5e-4)
+
+
+def test_fleiss_kappa_agrees_with_statsmodels():
+    inter_rater = pytest.importorskip("statsmodels.stats.inter_rater")
+    rng = np.random.default_rng(1)
+    for _ in range(5):
+        table = rng.multinomial(5, [0.5, 0.2, 0.2, 0.1], size=30)
+        assert fleiss_kappa(table) == pytest.approx(inter_rater.fleiss_kappa(table), abs=1e-12)
+
+
+def test_category_kappas_by_hand_and_their_weighted_mean_is_the_kappa():
+    # 2 clips × 3 raters: [a, a, a] and [a, b, c]. p = (4/6, 1/6, 1/6), P̄ = 0.5, P̄e = 0.5.
+    table = np.array([[3, 0, 0], [1, 1, 1]])
+    assert fleiss_kappa(table) == pytest.approx(0.0)
+    # κ_a = 1 − 2 / (2·3·2 · 4/6 · 2/6) = 0.25; κ_b = κ_c = 1 − 2 / (12 · 1/6 · 5/6) = −0.2
+    assert category_kappas(table) == pytest.approx([0.25, -0.2, -0.2])
+    p = FLEISS_EXAMPLE.sum(axis=0) / FLEISS_EXAMPLE.sum()
+    weights = p * (1 - p)
+    assert (weights * category_kappas(FLEISS_EXAMPLE)).sum() / weights.sum() == pytest.approx(
+        fleiss_kappa(FLEISS_EXAMPLE)
+    )
+    assert math.isnan(category_kappas(np.array([[2, 0], [2, 0]]))[1])  # nobody chose it
+
+
+def test_per_stage_kappa_by_hand():
+    rows = (
+        ballot("c1", 1, "joy", "joy")
+        + ballot("c2", 1, "joy", "fear")
+        + ballot("c3", 1, "fear", "fear")
+        + ballot("c2", 2, "joy", "joy", "joy")
+        + ballot("c3", 2, "joy", "fear", "anger")
+    )
+    clean, _ = clean_votes(votes(*rows))
+    # Stage 1: p = (1/2, 1/2), P̄e = 1/2, P_i = (1, 0, 1), P̄ = 2/3, κ = (2/3 − 1/2) / (1/2) = 1/3.
+    first = stage_kappa(clean, 1, ORDER)
+    assert first["kappa"] == pytest.approx(1 / 3, abs=1e-6)
+    assert first["per_class"] == pytest.approx({"fear": 1 / 3, "joy": 1 / 3}, abs=1e-6)
+    assert list(first["per_class"]) == ["fear", "joy"]  # taxonomy order
+    assert first_stage_kappa(clean, ORDER) == first
+    # Stage 2 is the [a, a, a] / [a, b, c] table above with joy as a.
+    second = stage_kappa(clean, 2, ORDER)
+    assert second["kappa"] == pytest.approx(0.0, abs=1e-6)
+    assert second["per_class"] == pytest.approx(
+        {"anger": -0.2, "fear": -0.2, "joy": 0.25}, abs=1e-6
+    )
+    assert second["n_clips"] == 2 and second["raters_per_clip"] == 3
+    summary = per_stage_summary(clean, ORDER)
+    assert list(summary) == ["1", "2"]
+    assert summary["1"]["n_votes"] == 6 and summary["1"]["n_clips"] == 3
+    assert summary["1"]["mean_agreement"] == pytest.approx((1 + 0.5 + 1) / 3, abs=1e-6)
+    assert summary["2"]["mean_agreement"] == pytest.approx((1 + 1 / 3) / 2, abs=1e-6)
+    assert summary["2"]["fleiss_kappa"] == second
 
 
 def test_fleiss_kappa_extremes():
@@ -160,6 +215,13 @@ def test_annotation_stats_summarises_votes_of_kept_clips():
     assert stats["mean_agreement_per_class"]["anger"] == pytest.approx((2 / 3 + 1 / 3) / 2)
     assert stats["fleiss_kappa_stage1"]["n_clips"] == 4
     assert stats["fleiss_kappa_stage1"]["raters_per_clip"] == 3
+    assert list(stats["per_stage"]) == ["1", "2"]
+    # Stage 2 is c3's two "fear" votes: one category only, so chance agreement is total and
+    # kappa undefined (None), while the plain agreement is 1.
+    assert stats["per_stage"]["2"]["fleiss_kappa"]["kappa"] is None
+    assert stats["per_stage"]["2"]["fleiss_kappa"]["per_class"] == {"fear": None}
+    assert stats["per_stage"]["2"]["mean_agreement"] == pytest.approx(1.0)
+    assert stats["per_stage"]["1"]["n_votes"] == 12
 
 
 def test_annotation_stats_for_a_single_label_source():
@@ -170,4 +232,5 @@ def test_annotation_stats_for_a_single_label_source():
     stats = annotation_stats(manifest, empty, class_order=ORDER, second_stage_below=0.6)
     assert stats["n_annotated_clips"] == 0
     assert stats["fleiss_kappa_stage1"]["kappa"] is None
+    assert stats["per_stage"] == {}
     assert stats["label_distribution"] == {"joy": 2}

@@ -80,7 +80,7 @@ def ablate(
             "loss": cell.loss,
             **{
                 key: metrics[key]
-                for key in ("accuracy", "weighted_f1", "macro_f1", "polarity_accuracy")
+                for key in ("accuracy", "uar", "weighted_f1", "macro_f1", "polarity_accuracy")
             },
         }
         rows.append(row)
@@ -96,12 +96,13 @@ def write_ablation_report(
     lines = [
         f"# Ablation — run `{run}` (variant `{variant}`, test split)",
         "",
-        "| modality | fusion | loss | accuracy | weighted F1 | macro F1 | polarity acc. |",
-        "|---|---|---|---:|---:|---:|---:|",
+        "| modality | fusion | loss | accuracy | UAR | weighted F1 | macro F1 | polarity acc. |",
+        "|---|---|---|---:|---:|---:|---:|---:|",
     ]
     for row in rows:
         lines.append(
             f"| {row['modality']} | {row['fusion']} | {row['loss']} | {row['accuracy']:.3f} | "
-            f"{row['weighted_f1']:.3f} | {row['macro_f1']:.3f} | {row['polarity_accuracy']:.3f} |"
+            f"{row['uar']:.3f} | {row['weighted_f1']:.3f} | {row['macro_f1']:.3f} | "
+            f"{row['polarity_accuracy']:.3f} |"
         )
     atomic_write_text(path, "\n".join(lines) + "\n")

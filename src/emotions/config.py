@@ -141,6 +141,9 @@ class TrainConfig(Strict):
 
 class EvaluateConfig(Strict):
     ece_bins: int = Field(15, ge=2)
+    # Test clips whose annotators agreed at least this much form the "high agreement" group
+    # the report compares with the rest (the variants' test.min_agreement default, 0.8).
+    high_agreement: float = Field(0.8, ge=0.0, le=1.0)
 
 
 class AblationCell(Strict):

@@ -8,6 +8,7 @@ drift monitor compares live traffic against.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from emotions.atomic import atomic_write, atomic_write_json
 from emotions.checkpoints import BEST, META, load_checkpoint
 from emotions.config import Params
 from emotions.metrics import (
+    accuracy_or_none,
     classification_summary,
     confusion_matrix,
     expected_calibration_error,
@@ -51,6 +53,46 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
 
 def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
     return torch.softmax(torch.as_tensor(logits, dtype=torch.float64) / temperature, dim=1).numpy()
+
+
+PER_CLASS_KEYS = ("accuracy", "precision", "recall", "f1", "support")
+
+
+def clip_agreement(paths: RunPaths, clip_ids: Sequence[str]) -> pd.Series:
+    """Annotator agreement of each test clip (NaN where its label came without votes).
+
+    The agreement is in the split; whether votes stand behind it is in the dataset's manifest
+    (``n_votes``): a single-label source's agreement of 1.0 says nothing about annotators, so
+    it must not land in the high-agreement group.
+    """
+    split = pd.read_parquet(paths.split, columns=["clip_id", "agreement"]).set_index("clip_id")
+    agreement = split["agreement"].reindex(list(clip_ids)).astype(float)
+    manifest = paths.split.parent.parent.parent / "manifest.parquet"
+    voted = pd.Series(False, index=agreement.index)
+    if manifest.is_file():
+        n_votes = pd.read_parquet(manifest, columns=["clip_id", "n_votes"]).set_index("clip_id")
+        counts = pd.to_numeric(n_votes["n_votes"], errors="coerce").reindex(agreement.index)
+        voted = (counts >= 2).fillna(False).astype(bool)
+    return agreement.where(voted)
+
+
+def accuracy_by_agreement(
+    agreement: pd.Series, labels: np.ndarray, predicted: np.ndarray, threshold: float
+) -> dict[str, Any]:
+    """Top-1 accuracy on high- (agreement ≥ threshold) and low-agreement test clips.
+
+    Clips without votes are in neither group and counted apart; an empty group's accuracy
+    is None (omitted by `dvc metrics show`, printed as "–" by the report).
+    """
+    values = agreement.to_numpy(dtype=float)
+    high = values >= threshold
+    low = values < threshold  # NaN (no votes) is in neither
+    return {
+        "threshold": float(threshold),
+        "high": {"n": int(high.sum()), "accuracy": accuracy_or_none(labels[high], predicted[high])},
+        "low": {"n": int(low.sum()), "accuracy": accuracy_or_none(labels[low], predicted[low])},
+        "n_without_votes": int(np.isnan(values).sum()),
+    }
 
 
 def load_trained_model(model_dir: Path) -> tuple[torch.nn.Module, dict[str, Any]]:
@@ -105,7 +147,7 @@ def evaluate_run(
     probs = softmax(test["logits"], temperature)
     labels, predicted = test["labels"], probs.argmax(1)
     matrix = confusion_matrix(labels, predicted, len(classes))
-    per_class = per_class_scores(matrix)
+    per_class = per_class_scores(labels, predicted, len(classes))
     metrics: dict[str, Any] = {
         **classification_summary(labels, predicted, len(classes)),
         "polarity_accuracy": polarity_accuracy(labels, predicted, polarity),
@@ -114,11 +156,18 @@ def evaluate_run(
         "temperature": temperature,
         "n_test": len(labels),
         "per_class": {
-            name: {
-                key: float(per_class[key][i]) for key in ("precision", "recall", "f1", "support")
-            }
+            name: {key: float(per_class[key][i]) for key in PER_CLASS_KEYS}
             for i, name in enumerate(classes)
         },
+        "by_agreement": accuracy_by_agreement(
+            clip_agreement(paths, test["clip_ids"]),
+            labels,
+            predicted,
+            params.evaluate.high_agreement,
+        ),
+        # Lists: `dvc metrics show` skips them (K² columns would drown the table); the report
+        # and `dvc plots show` (confusion.csv) render the matrix.
+        "confusion_matrix": {"classes": list(classes), "counts": matrix.tolist()},
     }
     atomic_write_json(metrics, metrics_path)
     _write_plots(plots_dir, matrix, classes, labels, predicted, test["clip_ids"])

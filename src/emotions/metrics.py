@@ -1,8 +1,14 @@
 """Classification metrics shared by training (early stopping) and evaluation (reports).
 
-Plain numpy over integer labels: the project avoids a scikit-learn dependency for five formulas,
-and having one implementation means the validation score that picks the best checkpoint is the
-same number the report prints.
+Every score is scikit-learn's, always over the whole taxonomy (``labels=range(K)``,
+``zero_division=0``): a class missing from a small test split then counts as the 0 it earns
+instead of silently leaving the average, so numbers from two splits or two papers measure the
+same thing. One module serves both callers, so the validation score that picks the best
+checkpoint is the same number the report prints.
+
+Names follow the video-emotion literature: WAR (weighted average recall) is top-1 accuracy,
+UAR (unweighted average recall) the mean of per-class recalls, and a class's "accuracy" in
+per-class tables is its recall (the share of that class's clips named correctly).
 """
 
 from __future__ import annotations
@@ -10,66 +16,125 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+from sklearn import metrics as skm
+
+SUMMARY_KEYS = ("accuracy", "war", "uar", "weighted_f1", "macro_f1")
 
 
-def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> np.ndarray:
-    """Rows are true classes, columns predicted classes."""
-    matrix = np.zeros((num_classes, num_classes), dtype=np.int64)
-    np.add.at(matrix, (np.asarray(y_true, int), np.asarray(y_pred, int)), 1)
-    return matrix
+def _labels(num_classes: int) -> list[int]:
+    if num_classes < 1:
+        raise ValueError(f"num_classes must be at least 1, got {num_classes}")
+    return list(range(num_classes))
 
 
-def per_class_scores(matrix: np.ndarray) -> dict[str, np.ndarray]:
-    """Precision, recall, F1 and support per class; 0 where a ratio is undefined."""
-    true_positive = np.diag(matrix).astype(float)
-    predicted = matrix.sum(axis=0).astype(float)
-    support = matrix.sum(axis=1).astype(float)
-    precision = np.divide(
-        true_positive, predicted, out=np.zeros_like(true_positive), where=predicted > 0
+def _as_labels(y: Sequence[int] | np.ndarray) -> np.ndarray:
+    return np.asarray(y, dtype=np.int64).reshape(-1)
+
+
+def confusion_matrix(
+    y_true: Sequence[int] | np.ndarray, y_pred: Sequence[int] | np.ndarray, num_classes: int
+) -> np.ndarray:
+    """K × K counts, rows true classes, columns predicted ones (absent classes are zero rows)."""
+    return skm.confusion_matrix(
+        _as_labels(y_true), _as_labels(y_pred), labels=_labels(num_classes)
+    ).astype(np.int64)
+
+
+def per_class_scores(
+    y_true: Sequence[int] | np.ndarray, y_pred: Sequence[int] | np.ndarray, num_classes: int
+) -> dict[str, np.ndarray]:
+    """Accuracy, precision, recall, F1 and support per class (arrays of length K).
+
+    ``accuracy`` is the class's recall: the per-class accuracy papers on this task report is
+    "correct clips of the class / clips of the class", not the binary one-vs-rest accuracy
+    (which rewards every true negative and is near 1 for any rare class). A ratio that is 0/0
+    (class absent from the truth, or never predicted) is 0.
+    """
+    precision, recall, f1, support = skm.precision_recall_fscore_support(
+        _as_labels(y_true),
+        _as_labels(y_pred),
+        labels=_labels(num_classes),
+        average=None,
+        zero_division=0,
     )
-    recall = np.divide(true_positive, support, out=np.zeros_like(true_positive), where=support > 0)
-    denominator = precision + recall
-    f1 = np.divide(
-        2 * precision * recall, denominator, out=np.zeros_like(precision), where=denominator > 0
-    )
-    return {"precision": precision, "recall": recall, "f1": f1, "support": support}
-
-
-def classification_summary(
-    y_true: np.ndarray, y_pred: np.ndarray, num_classes: int
-) -> dict[str, float]:
-    """Top-1 accuracy, support-weighted F1 and macro F1 (over classes present in y_true)."""
-    y_true = np.asarray(y_true, int)
-    y_pred = np.asarray(y_pred, int)
-    if len(y_true) == 0:
-        return {"accuracy": 0.0, "weighted_f1": 0.0, "macro_f1": 0.0}
-    scores = per_class_scores(confusion_matrix(y_true, y_pred, num_classes))
-    support = scores["support"]
-    present = support > 0
     return {
-        "accuracy": float((y_true == y_pred).mean()),
-        "weighted_f1": float((scores["f1"] * support).sum() / support.sum()),
-        "macro_f1": float(scores["f1"][present].mean()),
+        "accuracy": recall.astype(float),
+        "precision": precision.astype(float),
+        "recall": recall.astype(float),
+        "f1": f1.astype(float),
+        "support": support.astype(float),
     }
 
 
-def polarity_accuracy(y_true: np.ndarray, y_pred: np.ndarray, polarity_of: Sequence[str]) -> float:
-    """Share of clips whose predicted class has the true class's polarity."""
+def classification_summary(
+    y_true: Sequence[int] | np.ndarray, y_pred: Sequence[int] | np.ndarray, num_classes: int
+) -> dict[str, float]:
+    """Top-1 accuracy (= WAR), UAR, weighted F1 and macro F1 over all K classes.
+
+    UAR averages recall over the classes present in ``y_true`` (``balanced_accuracy_score``'s
+    definition): the recall of a class with no clip is 0/0, and counting it as 0 would punish a
+    model for a gap in the split. Macro F1 does count such a class (as 0, or less if the model
+    predicted it), since predicting a class that is not there is a real error.
+    """
+    y_true, y_pred = _as_labels(y_true), _as_labels(y_pred)
+    labels = _labels(num_classes)
+    if len(y_true) == 0:
+        return dict.fromkeys(SUMMARY_KEYS, 0.0)
+    present = sorted(set(y_true.tolist()))
+    return {
+        "accuracy": float(skm.accuracy_score(y_true, y_pred)),
+        "war": float(
+            skm.recall_score(y_true, y_pred, labels=labels, average="weighted", zero_division=0)
+        ),
+        "uar": float(
+            skm.recall_score(y_true, y_pred, labels=present, average="macro", zero_division=0)
+        ),
+        "weighted_f1": float(
+            skm.f1_score(y_true, y_pred, labels=labels, average="weighted", zero_division=0)
+        ),
+        "macro_f1": float(
+            skm.f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0)
+        ),
+    }
+
+
+def polarity_accuracy(
+    y_true: Sequence[int] | np.ndarray,
+    y_pred: Sequence[int] | np.ndarray,
+    polarity_of: Sequence[str],
+) -> float:
+    """Share of clips whose predicted class has the true class's polarity.
+
+    Classes map to their polarity first; the score is then plain accuracy on polarities.
+    """
+    y_true, y_pred = _as_labels(y_true), _as_labels(y_pred)
     if len(y_true) == 0:
         return 0.0
     polarity = np.asarray(polarity_of)
-    return float((polarity[np.asarray(y_true, int)] == polarity[np.asarray(y_pred, int)]).mean())
+    return float(skm.accuracy_score(polarity[y_true], polarity[y_pred]))
+
+
+def accuracy_or_none(
+    y_true: Sequence[int] | np.ndarray, y_pred: Sequence[int] | np.ndarray
+) -> float | None:
+    """Top-1 accuracy, or None for an empty group (a subset of the test split may be empty)."""
+    y_true = _as_labels(y_true)
+    return float(skm.accuracy_score(y_true, _as_labels(y_pred))) if len(y_true) else None
 
 
 def expected_calibration_error(
-    probabilities: np.ndarray, y_true: np.ndarray, bins: int = 15
+    probabilities: np.ndarray, y_true: Sequence[int] | np.ndarray, bins: int = 15
 ) -> float:
-    """ECE with equal-width confidence bins: mean |accuracy − confidence| weighted by bin size."""
+    """Top-label ECE with equal-width confidence bins: Σ_b (n_b / N) · |accuracy_b − confidence_b|.
+
+    Written here because scikit-learn has no multi-class ECE: ``calibration_curve`` is binary
+    and returns only the non-empty bins' means, without the bin sizes ECE weights by.
+    """
     probabilities = np.asarray(probabilities, float)
     if len(probabilities) == 0:
         return 0.0
     confidence = probabilities.max(axis=1)
-    correct = probabilities.argmax(axis=1) == np.asarray(y_true, int)
+    correct = probabilities.argmax(axis=1) == _as_labels(y_true)
     edges = np.linspace(0.0, 1.0, bins + 1)
     which = np.clip(np.digitize(confidence, edges[1:-1], right=True), 0, bins - 1)
     error = 0.0

@@ -100,14 +100,11 @@ def fleiss_kappa(counts: np.ndarray) -> float:
 
     Every subject must have the same number of ratings n ≥ 2 (Fleiss 1971). Returns NaN when
     chance agreement is already perfect (every rating in one category), where kappa is undefined.
+    Written here because scikit-learn only has Cohen's kappa (two raters, each rating every
+    subject); eMotions has several anonymous annotators per clip.
     """
-    table = np.asarray(counts, dtype=np.float64)
-    if table.ndim != 2 or table.shape[0] == 0:
-        raise ValueError("counts must be a non-empty subjects × categories matrix")
-    raters = table.sum(axis=1)
-    n = raters[0]
-    if n < 2 or not np.all(raters == n):
-        raise ValueError("every subject needs the same number of ratings, at least two")
+    table = _rating_table(counts)
+    n = table.sum(axis=1)[0]
     p_category = table.sum(axis=0) / (table.shape[0] * n)
     p_subject = ((table**2).sum(axis=1) - n) / (n * (n - 1))
     p_observed = p_subject.mean()
@@ -117,29 +114,101 @@ def fleiss_kappa(counts: np.ndarray) -> float:
     return float((p_observed - p_chance) / (1.0 - p_chance))
 
 
-def first_stage_kappa(votes: pd.DataFrame) -> dict[str, object]:
-    """Fleiss' kappa over the first stage's votes, on the clips with the most common vote count.
+def category_kappas(counts: np.ndarray) -> np.ndarray:
+    """Fleiss' kappa of each category (Fleiss 1971): how far raters agree on *that* class.
+
+    κ_j = 1 − Σ_i n_ij (n − n_ij) / (N n (n − 1) p_j (1 − p_j)); NaN for a category nobody or
+    everybody chose. The overall kappa is their p_j (1 − p_j)-weighted mean, so a low overall
+    value can be traced to the classes annotators confuse.
+    """
+    table = _rating_table(counts)
+    subjects, n = table.shape[0], table.sum(axis=1)[0]
+    p_category = table.sum(axis=0) / (subjects * n)
+    spread = p_category * (1.0 - p_category)
+    disagreement = (table * (n - table)).sum(axis=0)
+    defined = ~np.isclose(spread, 0.0)
+    kappas = np.full(table.shape[1], np.nan)
+    kappas[defined] = 1.0 - disagreement[defined] / (subjects * n * (n - 1) * spread[defined])
+    return kappas
+
+
+def _rating_table(counts: np.ndarray) -> np.ndarray:
+    table = np.asarray(counts, dtype=np.float64)
+    if table.ndim != 2 or table.shape[0] == 0:
+        raise ValueError("counts must be a non-empty subjects × categories matrix")
+    raters = table.sum(axis=1)
+    if raters[0] < 2 or not np.all(raters == raters[0]):
+        raise ValueError("every subject needs the same number of ratings, at least two")
+    return table
+
+
+def _rounded(value: float) -> float | None:
+    return None if np.isnan(value) else round(float(value), 6)
+
+
+def stage_kappa(
+    votes: pd.DataFrame, stage: int, class_order: Sequence[str] = ()
+) -> dict[str, object]:
+    """Fleiss' kappa (overall and per class) of one stage, on its clips with the usual vote count.
 
     Fleiss' kappa needs equal ratings per subject; the usual count (the mode) keeps the most
-    clips, and how many were left out is reported next to the value.
+    clips, and how many were left out is reported next to the value. ``per_class`` lists the
+    classes voted for in the stage, in taxonomy order (unknown labels last).
     """
-    empty = {"kappa": None, "n_clips": 0, "raters_per_clip": None, "n_clips_excluded": 0}
-    if votes.empty:
+    empty = {
+        "kappa": None,
+        "n_clips": 0,
+        "raters_per_clip": None,
+        "n_clips_excluded": 0,
+        "per_class": {},
+    }
+    chosen_stage = votes[votes["stage"] == stage] if len(votes) else votes
+    if chosen_stage.empty:
         return empty
-    first = votes[votes["stage"] == votes["stage"].min()]
-    table = first.groupby(["clip_id", "label"]).size().unstack(fill_value=0)
+    table = chosen_stage.groupby(["clip_id", "label"]).size().unstack(fill_value=0)
+    rank = {name: i for i, name in enumerate(class_order)}
+    table = table[sorted(table.columns, key=lambda c: (rank.get(c, len(rank)), c))]
     per_clip = table.sum(axis=1)
     usual = int(per_clip.mode().max())
     chosen = table[per_clip == usual]
     if usual < 2 or chosen.empty:
         return {**empty, "n_clips_excluded": len(table)}
-    kappa = fleiss_kappa(chosen.to_numpy())
+    matrix = chosen.to_numpy()
     return {
-        "kappa": None if np.isnan(kappa) else round(kappa, 6),
+        "kappa": _rounded(fleiss_kappa(matrix)),
         "n_clips": len(chosen),
         "raters_per_clip": usual,
         "n_clips_excluded": len(table) - len(chosen),
+        "per_class": {
+            str(label): _rounded(k)
+            for label, k in zip(chosen.columns, category_kappas(matrix), strict=True)
+        },
     }
+
+
+def first_stage_kappa(votes: pd.DataFrame, class_order: Sequence[str] = ()) -> dict[str, object]:
+    """``stage_kappa`` of the first stage, the one every annotated clip went through."""
+    if votes.empty:
+        return stage_kappa(votes, 0)
+    return stage_kappa(votes, int(votes["stage"].min()), class_order)
+
+
+def per_stage_summary(votes: pd.DataFrame, class_order: Sequence[str]) -> dict[str, object]:
+    """Per stage: votes, clips, mean agreement (majority share per clip) and Fleiss' kappa."""
+    summary: dict[str, object] = {}
+    if votes.empty:
+        return summary
+    counts = votes.groupby(["stage", "clip_id", "label"]).size()
+    for stage, per_stage in counts.groupby(level=0, sort=True):
+        per_clip = per_stage.groupby(level=1)
+        share = per_clip.max() / per_clip.sum()
+        summary[str(stage)] = {
+            "n_votes": int(per_stage.sum()),
+            "n_clips": int(len(share)),
+            "mean_agreement": round(float(share.mean()), 6),
+            "fleiss_kappa": stage_kappa(votes, int(stage), class_order),
+        }
+    return summary
 
 
 def annotation_stats(
@@ -169,7 +238,8 @@ def annotation_stats(
         "clips_sent_to_stage2": 0,
         "second_stage_below": second_stage_below,
         "clips_below_threshold_without_later_stage": 0,
-        "fleiss_kappa_stage1": first_stage_kappa(votes),
+        "fleiss_kappa_stage1": first_stage_kappa(votes, class_order),
+        "per_stage": per_stage_summary(votes, class_order),
     }
     if len(votes):
         per_stage = votes.groupby("stage")
