@@ -84,7 +84,10 @@ def ablate(
             },
         }
         rows.append(row)
-        print(f"ablate {name}: accuracy={row['accuracy']:.3f} weighted_f1={row['weighted_f1']:.3f}")
+        print(
+            f"ablate {name}: accuracy={row['accuracy']:.3f} uar={row['uar']:.3f} "
+            f"weighted_f1={row['weighted_f1']:.3f}"
+        )
     atomic_write_json(rows, Path("metrics") / spec.dataset / "ablation.json")
     write_ablation_report(rows, Path("reports") / "ablation.md", run=run, variant=spec.variant)
     return rows

@@ -132,7 +132,7 @@ def cmd_evaluate(args: argparse.Namespace, params: Params) -> None:
     from emotions.evaluate import evaluate_run
 
     metrics = evaluate_run(params, args.run)
-    shown = ("accuracy", "weighted_f1", "macro_f1", "polarity_accuracy", "ece")
+    shown = ("accuracy", "uar", "weighted_f1", "macro_f1", "polarity_accuracy", "ece")
     scores = ", ".join(f"{key}={metrics[key]:.3f}" for key in shown)
     print(f"evaluate {args.run}: {scores}, n_test={metrics['n_test']}")
 

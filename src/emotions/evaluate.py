@@ -4,6 +4,11 @@ Temperature scaling is fitted on the validation split (one scalar, so it cannot 
 class wins, only how confident the model says it is); ECE is reported before and after. The
 test predictions with their embeddings are kept as `predictions.parquet`, the reference the
 drift monitor compares live traffic against.
+
+`metrics/<dataset>/<variant>.json` carries what the field reports (`emotions.metrics`):
+accuracy (= WAR), UAR, weighted and macro F1, per-class accuracy/precision/recall/F1,
+polarity accuracy, ECE, the confusion matrix, and the accuracy on high- against
+low-agreement test clips (`evaluate.high_agreement`), where the labels come with votes.
 """
 
 from __future__ import annotations
