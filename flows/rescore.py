@@ -64,7 +64,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as error:  # one line for the flow's log, whatever went wrong
         print(f"rescore: {type(error).__name__}: {error}", file=sys.stderr)
         return 1
-    shown = {k: metrics[k] for k in ("accuracy", "weighted_f1", "macro_f1") if k in metrics}
+    shown = {k: metrics[k] for k in ("accuracy", "uar", "weighted_f1", "macro_f1") if k in metrics}
     print(f"rescore {args.run} at {args.rev[:10]}: {json.dumps(shown)}")
     return 0
 

@@ -161,7 +161,10 @@ def evaluate_run(
         "temperature": temperature,
         "n_test": len(labels),
         "per_class": {
-            name: {key: float(per_class[key][i]) for key in PER_CLASS_KEYS}
+            name: {
+                **{key: float(per_class[key][i]) for key in PER_CLASS_KEYS[:-1]},
+                "support": int(per_class["support"][i]),
+            }
             for i, name in enumerate(classes)
         },
         "by_agreement": accuracy_by_agreement(
