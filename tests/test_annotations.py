@@ -107,6 +107,15 @@ def test_per_stage_kappa_by_hand():
     assert summary["1"]["mean_agreement"] == pytest.approx((1 + 0.5 + 1) / 3, abs=1e-6)
     assert summary["2"]["mean_agreement"] == pytest.approx((1 + 1 / 3) / 2, abs=1e-6)
     assert summary["2"]["fleiss_kappa"] == second
+    assert "mean_agreement_per_class" not in summary["1"]  # no final labels given
+    final = pd.Series({"c1": "joy", "c2": "joy", "c3": "fear"})
+    by_class = per_stage_summary(clean, ORDER, final)
+    # Stage 1: fear clips c3 (2/2); joy clips c1 (2/2) and c2 (1/2). Stage 2: c3 1/3, c2 3/3.
+    assert by_class["1"]["mean_agreement_per_class"] == pytest.approx({"fear": 1.0, "joy": 0.75})
+    assert list(by_class["1"]["mean_agreement_per_class"]) == ["fear", "joy"]
+    assert by_class["2"]["mean_agreement_per_class"] == pytest.approx(
+        {"fear": 1 / 3, "joy": 1.0}, abs=1e-6
+    )
 
 
 def test_fleiss_kappa_extremes():
@@ -222,6 +231,10 @@ def test_annotation_stats_summarises_votes_of_kept_clips():
     assert stats["per_stage"]["2"]["fleiss_kappa"]["per_class"] == {"fear": None}
     assert stats["per_stage"]["2"]["mean_agreement"] == pytest.approx(1.0)
     assert stats["per_stage"]["1"]["n_votes"] == 12
+    # Stage 1 share of votes for the final label: anger c2 2/3, c4 1/3; fear c3 1/3; joy c1 1.
+    assert stats["per_stage"]["1"]["mean_agreement_per_class"] == pytest.approx(
+        {"anger": 0.5, "fear": 1 / 3, "joy": 1.0}, abs=1e-6
+    )
 
 
 def test_annotation_stats_for_a_single_label_source():

@@ -154,7 +154,16 @@ def test_report_renders_the_new_columns_and_the_annotation_section(evaluated):
             f"{summary['mean_agreement']:.3f} | {shown} |"
         )
         assert expected in text
-    assert "κ stage 1" in text
+    assert "| agreement stage 1 | κ stage 1 |" in text
+    first = stats["per_stage"]["1"]
+    for name, n in stats["label_distribution"].items():
+        kappa = first["fleiss_kappa"]["per_class"].get(name)
+        expected = (
+            f"| {name} | {n} | {stats['mean_agreement_per_class'][name]:.3f} | "
+            f"{first['mean_agreement_per_class'][name]:.3f} | "
+            f"{'–' if kappa is None else f'{kappa:.3f}'} |"
+        )
+        assert expected in text, expected
     ablation = text[text.index("## Ablation on emotions") :]
     assert f"| both | lgfm | epce | {metrics['accuracy']:.3f} | {metrics['uar']:.3f} |" in ablation
     assert f"| video | lgfm | ce | {metrics['accuracy']:.3f} | – |" in ablation

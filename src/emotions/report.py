@@ -228,12 +228,21 @@ def _annotation_lines(dataset: str, path: Path) -> list[str]:
     agreement: dict[str, float] = stats.get("mean_agreement_per_class", {})
     class_rows = []
     for name in distribution:
-        class_rows.append(
-            [name, str(distribution[name]), fmt(agreement.get(name))]
-            + [fmt(stages[s]["fleiss_kappa"].get("per_class", {}).get(name)) for s in stages]
-        )
-    header = ["class", "clips", "mean agreement", *(f"κ stage {s}" for s in stages)]
-    lines += ["", *_table(header, class_rows, 1)]
+        row = [name, str(distribution[name]), fmt(agreement.get(name))]
+        for summary in stages.values():
+            row.append(fmt(summary.get("mean_agreement_per_class", {}).get(name)))
+            row.append(fmt(summary["fleiss_kappa"].get("per_class", {}).get(name)))
+        class_rows.append(row)
+    header = ["class", "clips", "mean agreement"]
+    for stage in stages:
+        header += [f"agreement stage {stage}", f"κ stage {stage}"]
+    lines += [
+        "",
+        "Per class: mean agreement of the deciding stage; per stage, the share of that stage's",
+        "votes that named the class (its clips only) and Fleiss' per-category kappa.",
+        "",
+        *_table(header, class_rows, 1),
+    ]
     return lines
 
 

@@ -193,21 +193,45 @@ def first_stage_kappa(votes: pd.DataFrame, class_order: Sequence[str] = ()) -> d
     return stage_kappa(votes, int(votes["stage"].min()), class_order)
 
 
-def per_stage_summary(votes: pd.DataFrame, class_order: Sequence[str]) -> dict[str, object]:
-    """Per stage: votes, clips, mean agreement (majority share per clip) and Fleiss' kappa."""
+def per_stage_summary(
+    votes: pd.DataFrame,
+    class_order: Sequence[str],
+    labels: pd.Series | None = None,
+) -> dict[str, object]:
+    """Per stage: votes, clips, mean agreement (majority share per clip) and Fleiss' kappa.
+
+    With ``labels`` (the final label per clip id), also ``mean_agreement_per_class``: for the
+    clips of each final class, the mean share of the stage's votes that named that class, which
+    shows where a second stage changed annotators' minds.
+    """
     summary: dict[str, object] = {}
     if votes.empty:
         return summary
     counts = votes.groupby(["stage", "clip_id", "label"]).size()
+    rank = {name: i for i, name in enumerate(class_order)}
     for stage, per_stage in counts.groupby(level=0, sort=True):
-        per_clip = per_stage.groupby(level=1)
-        share = per_clip.max() / per_clip.sum()
-        summary[str(stage)] = {
+        per_clip = per_stage.droplevel(0)
+        totals = per_clip.groupby(level=0).sum()
+        share = per_clip.groupby(level=0).max() / totals
+        entry: dict[str, object] = {
             "n_votes": int(per_stage.sum()),
             "n_clips": int(len(share)),
             "mean_agreement": round(float(share.mean()), 6),
             "fleiss_kappa": stage_kappa(votes, int(stage), class_order),
         }
+        if labels is not None:
+            final = labels.reindex(totals.index).dropna()
+            for_label = pd.Series(
+                [per_clip.get((clip, label), 0) for clip, label in final.items()],
+                index=final.index,
+                dtype=float,
+            )
+            by_class = (for_label / totals.reindex(final.index)).groupby(final).mean()
+            ordered = sorted(by_class.index, key=lambda c: (rank.get(c, len(rank)), c))
+            entry["mean_agreement_per_class"] = {
+                str(c): round(float(by_class[c]), 6) for c in ordered
+            }
+        summary[str(stage)] = entry
     return summary
 
 
@@ -239,7 +263,9 @@ def annotation_stats(
         "second_stage_below": second_stage_below,
         "clips_below_threshold_without_later_stage": 0,
         "fleiss_kappa_stage1": first_stage_kappa(votes, class_order),
-        "per_stage": per_stage_summary(votes, class_order),
+        "per_stage": per_stage_summary(
+            votes, class_order, manifest.drop_duplicates("clip_id").set_index("clip_id")["label"]
+        ),
     }
     if len(votes):
         per_stage = votes.groupby("stage")
