@@ -19,7 +19,7 @@ import pandas as pd
 import pytest
 from sklearn import metrics as skm
 
-from emotions.evaluate import evaluate_run
+from emotions.evaluate import accuracy_by_agreement, evaluate_run
 from emotions.report import results_table
 
 CONTRACT = {"accuracy", "weighted_f1", "macro_f1", "polarity_accuracy", "ece", "n_test"}
@@ -41,6 +41,21 @@ def evaluated(corpus, model_dir, tmp_path_factory) -> dict:
             eval_dir=out / "eval",
         )
     return {"params": params, "out": out, "metrics": metrics, "corpus": corpus}
+
+
+def test_accuracy_by_agreement_includes_the_threshold_and_skips_clips_without_votes():
+    agreement = pd.Series([0.9, 0.8, 0.5, np.nan, 0.4])
+    labels = np.array([0, 1, 2, 3, 4])
+    predicted = np.array([0, 0, 2, 3, 0])
+    groups = accuracy_by_agreement(agreement, labels, predicted, 0.8)
+    assert groups == {
+        "threshold": 0.8,
+        "high": {"n": 2, "accuracy": 0.5},  # 0.9 right, 0.8 (at the threshold) wrong
+        "low": {"n": 2, "accuracy": 0.5},
+        "n_without_votes": 1,
+    }
+    none = accuracy_by_agreement(pd.Series([np.nan]), labels[:1], predicted[:1], 0.8)
+    assert none["high"] == {"n": 0, "accuracy": None} and none["n_without_votes"] == 1
 
 
 @pytest.mark.slow

@@ -93,9 +93,11 @@ def test_dvc_repro_runs_the_whole_dag_then_is_a_no_op(scratch_repo: Path):
     assert [(r["modality"], r["loss"]) for r in ablation] == [("video", "epce"), ("both", "ce")]
     results = (scratch_repo / "reports" / "results.md").read_text(encoding="utf-8")
     assert "| emotions | full | AV-CANet" in results
+    assert "| UAR | WAR |" in results and "## Annotations: emotions" in results
     assert (scratch_repo / "artifacts" / "bento.txt").read_text().strip().startswith("emotions")
     shown = _run(["dvc", "metrics", "show"], scratch_repo)
     assert "metrics/emotions/full.json" in shown.stdout
+    assert "uar" in shown.stdout and "by_agreement.high.n" in shown.stdout
 
     second = _run(["dvc", "repro"], scratch_repo)
     assert "Running stage" not in second.stdout, second.stdout

@@ -72,6 +72,7 @@ def clip_agreement(paths: RunPaths, clip_ids: Sequence[str]) -> pd.Series:
     """
     split = pd.read_parquet(paths.split, columns=["clip_id", "agreement"]).set_index("clip_id")
     agreement = split["agreement"].reindex(list(clip_ids)).astype(float)
+    # artifacts/<dataset>/variants/<variant>/split.parquet → artifacts/<dataset>/manifest.parquet
     manifest = paths.split.parent.parent.parent / "manifest.parquet"
     voted = pd.Series(False, index=agreement.index)
     if manifest.is_file():
