@@ -10,12 +10,12 @@ from collections.abc import Mapping
 from typing import ClassVar
 
 from emotions.data.sources import COMMON_SYNONYMS
-from emotions.data.sources.folder import FolderSource
+from emotions.data.sources.release import ReleaseSource
 
 CLASSES = ("anger", "disgust", "fear", "joy", "sadness", "surprise")
 
 
-class Ekman6Source(FolderSource):
+class Ekman6Source(ReleaseSource):
     name = "ekman6"
     dataset_classes = CLASSES
     synonyms: ClassVar[Mapping[str, str]] = {

@@ -11,12 +11,12 @@ from collections.abc import Mapping
 from typing import ClassVar
 
 from emotions.data.sources import COMMON_SYNONYMS
-from emotions.data.sources.folder import FolderSource
+from emotions.data.sources.release import ReleaseSource
 
 CLASSES = ("anger", "anticipation", "disgust", "fear", "joy", "sadness", "surprise", "trust")
 
 
-class VideoEmotion8Source(FolderSource):
+class VideoEmotion8Source(ReleaseSource):
     name = "videoemotion8"
     dataset_classes = CLASSES
     synonyms: ClassVar[Mapping[str, str]] = {
