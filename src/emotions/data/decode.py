@@ -22,8 +22,9 @@ loader crops ``crop`` out of that square (randomly when training).
 
 Frame folders
     A folder ``imgs/<Class>/<id>/`` of pictures (layout ``frames``) is one clip: the segment
-    indices are taken over its sorted pictures, each chosen picture is decoded by PyAV and
-    scaled exactly like a PyAV-decoded video frame, and the audio is ``mp3/<Class>/<id>.*``.
+    indices are taken over its sorted pictures, each chosen picture is decoded by PyAV to RGB
+    and scaled by the same function as a video frame read at native size, and the audio is
+    ``mp3/<Class>/<id>.*``.
 
 Audio
     PyAV only (decord cannot read AC3 and has stereo and hang bugs, dmlc/decord #242, #373):
@@ -347,9 +348,9 @@ def _keyframe_frames(
 
 def _frame_folder_clip(folder: Path, config: PreprocessConfig, fps: float | str) -> DecodedClip:
     """A frame folder through the video path's steps: segment sampling over the pictures
-    (every picture is a keyframe, so both samplings pick the same ones), then the same
-    PyAV/swscale scaling and centre square as a decoded video frame; audio from the file
-    beside it."""
+    (every picture is a keyframe, so both samplings pick the same ones), each picture as RGB
+    at its own size and then :func:`_resize_rgb`, the very scaling and centre square that
+    decord's native-size path applies to video frames; audio from the file beside it."""
     try:
         files = framefolder.frame_files(folder)
         if not files:
@@ -357,7 +358,8 @@ def _frame_folder_clip(folder: Path, config: PreprocessConfig, fps: float | str)
         wanted = segment_indices(len(files), config.num_frames)
         pictures: dict[int, np.ndarray] = {}
         for index in dict.fromkeys(int(i) for i in wanted):
-            pictures[index] = _upright_rgb(framefolder.read_picture(files[index]), config.resize)
+            picture = framefolder.read_picture(files[index]).to_ndarray(format="rgb24")
+            pictures[index] = np.ascontiguousarray(_resize_rgb(picture, config.resize))
     except framefolder.FrameFolderError as error:
         raise DecodeError(f"{folder.name}: {error}") from None
     audio = framefolder.audio_for(folder)
