@@ -15,9 +15,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 from realworld import make_clip
 from releasetree import RELEASED, build_release_tree
 
+from emotions.cli import main
 from emotions.config import (
     ConfigError,
     IngestConfig,
@@ -278,3 +280,74 @@ def test_videoemotion8_and_ekman6_read_lists_when_present(clip, tmp_path):
     assert all(r.official_split is None for r in plain)
     named = list(get_source("release", SourceOptions(splits="nowhere")).scan(tmp_path))
     assert any(r.path == "nowhere" and r.reason.startswith("missing file") for r in named)
+
+
+def test_listed_clip_whose_file_is_quarantined_counts_as_missing(tmp_path):
+    root = tmp_path / "root"
+    make_clip(root / "Fear/good.mp4", seed=21, audio_channels=1)
+    make_clip(root / "Tension/t.mp4", seed=22, audio_channels=1)
+    (root / "Fear/empty.mp4").write_bytes(b"")
+    (root / "splits").mkdir()
+    (root / "splits/trainlist01.txt").write_text("Fear/good\nFear/empty\n", encoding="utf-8")
+    (root / "splits/testlist01.txt").write_text("Tension/t.mp4\n", encoding="utf-8")
+    result = ingest(
+        root,
+        tmp_path / "out",
+        layout="release",
+        taxonomy=RELEASED,
+        config=CONFIG,
+        progress=False,
+    )
+    section = result.stats["official_split"]
+    assert section["listed_missing"] == [
+        {"path": "Fear/empty.mp4", "split": "train", "reason": "empty file"}
+    ]
+    assert listed_missing_line(result.stats) == (
+        "1 listed clips missing, e.g. Fear/empty.mp4 (empty file)"
+    )
+
+
+def test_cli_reads_splits_and_split_index_from_the_dataset_params(
+    release, tmp_path, monkeypatch, capsys
+):
+    tree, _, _ = release
+    root = tmp_path / "download"
+    shutil.copytree(tree.root, root)
+    (root / "splits").rename(root / "lists")
+    for split in ("train", "test"):
+        (root / f"lists/{split}list01.txt").rename(root / f"lists/{split}list02.txt")
+    params = {
+        "taxonomies": {"released": RELEASED},
+        "datasets": {
+            "rel": {
+                "layout": "release",
+                "root": str(root),
+                "taxonomy": "released",
+                "splits": "lists",
+                "split_index": 2,
+                "variants": ["official"],
+            }
+        },
+        "ablate": {"dataset": "rel", "variant": "official"},
+        "variants": {"official": {"val": 0.34}},
+    }
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params), encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    argv = [
+        "ingest",
+        "--dataset",
+        "rel",
+        "--layout",
+        "release",
+        "--root",
+        str(root),
+        "--out",
+        "artifacts/rel",
+    ]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "ingest: official split 18 train, 6 test clips" in printed
+    assert "ingest: 2 listed clips missing, e.g. Fear/fea_lost.mp4" in printed
+    assert main(["variants", "--dataset", "rel"]) == 0
+    split = pd.read_parquet(tmp_path / "artifacts/rel/variants/official/split.parquet")
+    assert split["split"].value_counts().to_dict() == {"train": 12, "test": 6, "val": 6}

@@ -284,7 +284,9 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("--out", default=None)
     validate.set_defaults(run_command=cmd_validate)
 
-    variants = sub.add_parser("variants", help="seeded full / balanced / test-oriented splits")
+    variants = sub.add_parser(
+        "variants", help="seeded full / balanced / test-oriented splits, official lists"
+    )
     variants.add_argument("--dataset", required=True)
     variants.set_defaults(run_command=cmd_variants)
 

@@ -2,6 +2,9 @@
 
 Folders are "anger", "disgust", "fear", "joy", "sadness", "surprise"; copies of the set circulate
 with Ekman's own wording ("happiness") and with capitals, so both are accepted.
+
+Copies that come with UCF101-style split lists (``splits/trainlistNN.txt`` …) get their
+official train/test membership from them, as in the ``release`` layout this adapter extends.
 """
 
 from __future__ import annotations

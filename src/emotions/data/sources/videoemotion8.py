@@ -3,6 +3,9 @@
 The published tree names its folders with capitals ("Anger", "Anticipation", "Disgust", "Fear",
 "Joy", "Sadness", "Surprise", "Trust"); labels are matched case- and separator-insensitively,
 and the common words for the same feelings map onto Plutchik's names.
+
+Copies that come with UCF101-style split lists (``splits/trainlistNN.txt`` …) get their
+official train/test membership from them, as in the ``release`` layout this adapter extends.
 """
 
 from __future__ import annotations
