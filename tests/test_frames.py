@@ -182,3 +182,26 @@ def test_frame_rate_from_the_audio_and_a_stable_content_hash(trees, tmp_path):
     (copy / "n_frames").write_text("40\n", encoding="utf-8")
     reason = probe_file(ProbeTask(str(copy), 512.0, frames=True)).reason
     assert reason == "truncated: 15 of 40 frames (n_frames) present"
+
+
+def test_frames_layout_reports_what_is_not_a_clip(tmp_path):
+    from emotions.data.sources import Candidate, Reject, get_source
+
+    assert [(r.path, r.reason[:12]) for r in get_source("frames").scan(tmp_path)] == [
+        ("imgs", "missing file")
+    ]
+    (tmp_path / "imgs/Fear/clip_a").mkdir(parents=True)
+    (tmp_path / "imgs/Fear/stray.jpg").write_bytes(b"\xff\xd8\xff")
+    (tmp_path / "imgs/README.txt").write_text("class folders below", encoding="utf-8")
+    (tmp_path / "mp3/Fear").mkdir(parents=True)
+    (tmp_path / "mp3/Fear/clip_a.mp3").write_bytes(b"x")
+    (tmp_path / "mp3/Fear/clip_b.wav").write_bytes(b"x")
+    records = list(get_source("frames").scan(tmp_path))
+    assert [(r.path, r.frames) for r in records if isinstance(r, Candidate)] == [
+        ("imgs/Fear/clip_a", True)
+    ]
+    rejects = {r.path: r.reason for r in records if isinstance(r, Reject)}
+    assert rejects == {
+        "imgs/Fear/stray.jpg": "not a video: a file where a frame folder is expected",
+        "mp3/Fear/clip_b.wav": "missing file (audio without its frame folder imgs/Fear/clip_b)",
+    }
