@@ -6,6 +6,11 @@ file is probed in an isolated worker with a timeout; identical files are collaps
 or all rejected (different labels). Every listed entry ends up in ``manifest.parquet`` or in
 ``quarantine.csv`` with a specific reason. Nothing stops the stage except having
 no usable clip at all, and nothing under the root is ever written.
+
+Layouts with split lists (``release``, ``frames``, ``videoemotion8``, ``ekman6``) also give each
+clip its ``official_split``; a listed clip that has no file or ends in quarantine is counted and
+named in ``annotation_stats.json`` (section ``official_split``) and in the log, so the official
+split never shrinks unnoticed.
 """
 
 from __future__ import annotations
