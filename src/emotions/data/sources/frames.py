@@ -48,7 +48,13 @@ class FramesSource(Source):
         for class_dir in _children(images):
             if not class_dir.is_dir():
                 continue  # a README next to the class folders is no clip
-            for clip in _children(class_dir):
+            try:
+                clips = _children(class_dir)
+            except OSError as error:
+                reason = f"unreadable: {error.strerror or error}"
+                yield Reject(class_dir.relative_to(root).as_posix(), reason)
+                continue
+            for clip in clips:
                 rel = clip.relative_to(root).as_posix()
                 if clip.is_symlink() and not clip.resolve().is_relative_to(root_resolved):
                     yield Reject(rel, "outside root (linked folder)")
