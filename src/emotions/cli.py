@@ -45,11 +45,16 @@ def cmd_synth(args: argparse.Namespace, params: Params) -> None:
 
 
 def cmd_ingest(args: argparse.Namespace, params: Params) -> None:
-    from emotions.data.ingest import NoUsableClipsError, ingest
+    from emotions.data.ingest import NoUsableClipsError, ingest, listed_missing_line
+    from emotions.data.sources import SourceOptions
 
     taxonomy = (
         params.taxonomy_for(args.dataset) if args.dataset else params.taxonomies[args.taxonomy]
     )
+    options = SourceOptions()
+    if args.dataset:
+        dataset = params.dataset(args.dataset)
+        options = SourceOptions(dataset.splits, dataset.split_index, dataset.fps)
     try:
         result = ingest(
             Path(args.root),
@@ -57,6 +62,7 @@ def cmd_ingest(args: argparse.Namespace, params: Params) -> None:
             layout=args.layout,
             taxonomy=taxonomy,
             config=params.ingest,
+            options=options,
         )
     except NoUsableClipsError as error:
         raise StageError(str(error)) from None
@@ -64,6 +70,12 @@ def cmd_ingest(args: argparse.Namespace, params: Params) -> None:
         f"ingest: {len(result.manifest)} usable clips, {len(result.quarantine)} quarantined "
         f"-> {Path(args.out) / 'manifest.parquet'}"
     )
+    if "official_split" in result.stats:
+        kept = result.stats["official_split"]["kept"]
+        print(f"ingest: official split {kept['train']} train, {kept['test']} test clips")
+    line = listed_missing_line(result.stats)
+    if line:
+        print(f"ingest: {line}")
 
 
 def cmd_validate(args: argparse.Namespace, params: Params) -> None:
@@ -112,6 +124,7 @@ def cmd_preprocess(args: argparse.Namespace, params: Params) -> None:
         _artifacts(args.dataset) / "variants",
         _artifacts(args.dataset) / "cache",
         config=params.preprocess,
+        frames_fps=dataset.fps,
     )
     print(f"preprocess: {result}")
 
@@ -255,7 +268,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     ingest = sub.add_parser("ingest", help="probe a corpus into manifest.parquet + quarantine.csv")
     ingest.add_argument(
-        "--layout", required=True, choices=["emotions", "videoemotion8", "ekman6", "folder", "csv"]
+        "--layout",
+        required=True,
+        choices=["emotions", "videoemotion8", "ekman6", "folder", "csv", "release", "frames"],
     )
     ingest.add_argument("--root", required=True)
     ingest.add_argument("--out", required=True)
@@ -269,7 +284,9 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("--out", default=None)
     validate.set_defaults(run_command=cmd_validate)
 
-    variants = sub.add_parser("variants", help="seeded full / balanced / test-oriented splits")
+    variants = sub.add_parser(
+        "variants", help="seeded full / balanced / test-oriented splits, official lists"
+    )
     variants.add_argument("--dataset", required=True)
     variants.set_defaults(run_command=cmd_variants)
 

@@ -16,8 +16,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from emotions.models.settings import LossSettings, ModelSettings
 
 Polarity = Literal["positive", "negative", "neutral"]
-Layout = Literal["emotions", "videoemotion8", "ekman6", "folder", "csv"]
-VariantName = Literal["full", "balanced", "test"]
+Layout = Literal["emotions", "videoemotion8", "ekman6", "folder", "csv", "release", "frames"]
+VariantName = Literal["full", "balanced", "test", "official"]
+# Layouts whose adapter reads UCF101-style split lists (trainlistNN.txt / testlistNN.txt).
+LIST_LAYOUTS: tuple[str, ...] = ("release", "frames", "videoemotion8", "ekman6")
 
 
 class ConfigError(ValueError):
@@ -78,12 +80,19 @@ class TestVariantConfig(Strict):
     min_agreement: float = Field(0.8, ge=0.0, le=1.0)
 
 
+class OfficialVariantConfig(Strict):
+    """The authors' train/test lists; only the validation share is ours (carved from train)."""
+
+    val: float = Field(0.1, ge=0.0, lt=1.0)
+
+
 class VariantsConfig(Strict):
     """The eMotions family of splits."""
 
     full: SplitShares = SplitShares()
     balanced: SplitShares = SplitShares()
     test: TestVariantConfig = TestVariantConfig()
+    official: OfficialVariantConfig = OfficialVariantConfig()
 
 
 class AudioFeatures(Strict):
@@ -277,6 +286,24 @@ class DatasetConfig(Strict):
     root: str
     taxonomy: str = "emotions6"
     variants: list[VariantName] = ["full"]
+    # Split lists (layouts in LIST_LAYOUTS): the folder holding classInd.txt, trainlistNN.txt
+    # and testlistNN.txt (relative paths are taken from the root; null: <root>/splits), and NN.
+    splits: str | None = None
+    split_index: int = Field(1, ge=1, le=99)
+    # Frame folders (layout `frames`): frames per second, or "audio" for n_frames divided by
+    # the audio's duration (30 when a clip has no audio).
+    fps: float | Literal["audio"] = 30.0
+
+    @model_validator(mode="after")
+    def _official_needs_lists(self) -> DatasetConfig:
+        if "official" in self.variants and self.layout not in LIST_LAYOUTS:
+            raise ValueError(
+                f"variant 'official' needs split lists, which layout '{self.layout}' does not "
+                f"read (layouts with lists: {', '.join(LIST_LAYOUTS)})"
+            )
+        if isinstance(self.fps, float | int) and self.fps <= 0:
+            raise ValueError(f"fps must be positive (got {self.fps})")
+        return self
 
 
 class Params(Strict):

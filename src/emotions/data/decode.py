@@ -20,6 +20,12 @@ Frames
 Every frame is resized so that its short side is ``resize`` and the centre square is kept; the
 loader crops ``crop`` out of that square (randomly when training).
 
+Frame folders
+    A folder ``imgs/<Class>/<id>/`` of pictures (layout ``frames``) is one clip: the segment
+    indices are taken over its sorted pictures, each chosen picture is decoded by PyAV to RGB
+    and scaled by the same function as a video frame read at native size, and the audio is
+    ``mp3/<Class>/<id>.*``.
+
 Audio
     PyAV only (decord cannot read AC3 and has stereo and hang bugs, dmlc/decord #242, #373):
     mono 16 kHz through ``av.AudioResampler``; a packet that fails to decode is skipped and
@@ -39,6 +45,7 @@ import av
 import numpy as np
 
 from emotions.config import AudioFeatures, PreprocessConfig
+from emotions.data import framefolder
 
 # swscale filter used whenever we scale ourselves; ffmpeg's `scale` filter (which decord uses
 # inside its decoder) defaults to bicubic too, so both paths produce alike pixels.
@@ -73,14 +80,19 @@ class _Probe:
     duration_s: float
 
 
-def decode_clip(path: str | Path, config: PreprocessConfig, *, threads: int = 1) -> DecodedClip:
+def decode_clip(
+    path: str | Path, config: PreprocessConfig, *, threads: int = 1, fps: float | str = 30.0
+) -> DecodedClip:
     """Decode ``path`` into T frames and a fixed-size log-mel, as configured.
 
     ``threads`` is the decoder's thread count: 1 in worker processes (they already fill the
     cores), more for a single request being served. Raises :class:`DecodeError` when the file
     has no decodable video; missing or broken audio is not an error (``has_audio`` is False).
+    A folder is a frame folder (layout ``frames``); ``fps`` is then its frame rate.
     """
     path = Path(path)
+    if path.is_dir():
+        return _frame_folder_clip(path, config, fps)
     if not path.is_file():
         raise DecodeError(f"{path}: no such file")
     probe = _probe(path, need_rotation=config.frame_sampling == "exact")
@@ -328,6 +340,46 @@ def _keyframe_frames(
     return (
         np.stack([b[0] for b in best]),  # type: ignore[index]
         np.array([b[1] for b in best], dtype=np.float64),  # type: ignore[index]
+    )
+
+
+# --------------------------------------------------------------------------- frame folders
+
+
+def _frame_folder_clip(folder: Path, config: PreprocessConfig, fps: float | str) -> DecodedClip:
+    """A frame folder through the video path's steps: segment sampling over the pictures
+    (every picture is a keyframe, so both samplings pick the same ones), each picture as RGB
+    at its own size and then :func:`_resize_rgb`, the very scaling and centre square that
+    decord's native-size path applies to video frames; audio from the file beside it."""
+    try:
+        files = framefolder.frame_files(folder)
+        if not files:
+            raise DecodeError(f"{folder.name}: empty frame folder (no pictures)")
+        wanted = segment_indices(len(files), config.num_frames)
+        pictures: dict[int, np.ndarray] = {}
+        for index in dict.fromkeys(int(i) for i in wanted):
+            picture = framefolder.read_picture(files[index]).to_ndarray(format="rgb24")
+            pictures[index] = np.ascontiguousarray(_resize_rgb(picture, config.resize))
+    except framefolder.FrameFolderError as error:
+        raise DecodeError(f"{folder.name}: {error}") from None
+    audio = framefolder.audio_for(folder)
+    rate = framefolder.frame_rate(fps, len(files), audio)
+    a = config.audio
+    fbank, valid, skipped = np.zeros((a.target_frames, a.n_mels), dtype=np.float32), 0, 0
+    if audio is not None:
+        try:
+            fbank, valid, skipped = log_mel(audio, config.audio)
+        except DecodeError:
+            pass  # an unreadable audio file is a clip without audio, as for a video
+    duration = len(files) / rate
+    return DecodedClip(
+        frames=np.stack([pictures[int(i)] for i in wanted]),
+        fbank=fbank,
+        audio_frames=valid,
+        has_audio=valid > 0,
+        duration_s=duration,
+        frame_times_s=wanted.astype(np.float64) / rate,
+        skipped_audio_packets=skipped,
     )
 
 

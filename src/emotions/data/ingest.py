@@ -6,6 +6,11 @@ file is probed in an isolated worker with a timeout; identical files are collaps
 or all rejected (different labels). Every listed entry ends up in ``manifest.parquet`` or in
 ``quarantine.csv`` with a specific reason. Nothing stops the stage except having
 no usable clip at all, and nothing under the root is ever written.
+
+Layouts with split lists (``release``, ``frames``, ``videoemotion8``, ``ekman6``) also give each
+clip its ``official_split``; a listed clip that has no file or ends in quarantine is counted and
+named in ``annotation_stats.json`` (section ``official_split``) and in the log, so the official
+split never shrinks unnoticed.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from emotions.atomic import atomic_write
 from emotions.config import IngestConfig
 from emotions.data.annotations import aggregate_votes, annotation_stats, clean_votes
 from emotions.data.probe import REASON_PREFIXES, ClipInfo, ProbeTask, probe_file
-from emotions.data.sources import Candidate, Reject, Source, get_source
+from emotions.data.sources import Candidate, Reject, Source, SourceOptions, get_source
 from emotions.data.workers import map_isolated
 
 log = logging.getLogger(__name__)
@@ -58,6 +63,8 @@ EXTRA_COLUMNS = (
     "n_votes",
     "deciding_stage",
     "audio_bad_packets",
+    # The split list naming the clip ("train", "test"), null when none does (or no lists).
+    "official_split",
 )
 DTYPES = {
     "clip_id": "string",
@@ -83,6 +90,7 @@ DTYPES = {
     "n_votes": "Int64",
     "deciding_stage": "Int64",
     "audio_bad_packets": "int64",
+    "official_split": "string",
 }
 # Audio containers are probed too, so a voice memo is reported as "no video stream" rather than
 # as an unknown kind of file.
@@ -117,6 +125,8 @@ class _Pending:
     agreement: float = 1.0
     n_votes: int | None = None
     deciding_stage: int | None = None
+    official_split: str | None = None
+    frames: bool = False
 
     @property
     def voted(self) -> bool:
@@ -131,14 +141,17 @@ def ingest(
     taxonomy: dict[str, str],
     config: IngestConfig,
     progress: bool = True,
+    options: SourceOptions | None = None,
 ) -> IngestResult:
     """Ingest ``root`` (in ``layout``) into ``out``; raises NoUsableClipsError if nothing is usable.
 
     ``taxonomy`` maps class → polarity in the declared class order (ties between classes are
-    broken by that order). ``quarantine.csv`` is written even when the stage fails.
+    broken by that order). ``options`` are the dataset's split-list and frame-rate params.
+    ``quarantine.csv`` is written even when the stage fails.
     """
     root, out = Path(root), Path(out)
-    source = get_source(layout)
+    options = options or SourceOptions()
+    source = get_source(layout, options, taxonomy)
     _refuse_output_inside(root, out)
     out.mkdir(parents=True, exist_ok=True)
     quarantine_path = out / QUARANTINE_NAME
@@ -146,10 +159,14 @@ def ingest(
         _fail(out, [], f"no usable clip: the root {root} is not a directory")
 
     rejected: list[tuple[str, str]] = []
-    pending, votes = _collect(root, source, taxonomy, config, rejected)
+    listed: dict[str, str] = {}
+    pending, votes = _collect(root, source, taxonomy, config, rejected, listed)
     outcomes = map_isolated(
         probe_file,
-        [ProbeTask(str(p.target), config.max_file_mb) for p in pending],
+        [
+            ProbeTask(str(p.target), config.max_file_mb, p.frames, options.fps)
+            for p in pending
+        ],
         workers=config.workers,
         timeout_s=config.timeout_s,
         desc="probe",
@@ -170,6 +187,8 @@ def ingest(
         _fail(out, rejected, _failure_line(root, layout, rejected, quarantine_path))
     manifest = _manifest(kept, taxonomy)
     stats = _stats(manifest, quarantine, kept, votes, taxonomy, config, layout)
+    if source.split_lists is not None:
+        stats["official_split"] = _list_stats(source, root, manifest, rejected, listed)
 
     write_csv_atomic(quarantine, quarantine_path)
     manifest_path, stats_path = out / MANIFEST_NAME, out / STATS_NAME
@@ -192,22 +211,32 @@ def _collect(
     taxonomy: Mapping[str, str],
     config: IngestConfig,
     rejected: list[tuple[str, str]],
+    listed: dict[str, str],
 ) -> tuple[list[_Pending], pd.DataFrame]:
-    """Run the adapter and every check that needs no decoding; returns (to probe, clean votes)."""
+    """Run the adapter and every check that needs no decoding; returns (to probe, clean votes).
+
+    ``listed`` receives, for every record a split list names, its path as found → the split,
+    so that listed clips that end in quarantine can be counted.
+    """
     suffixes = {s.lower() for s in config.extensions} | set(AUDIO_SUFFIXES)
     located: list[tuple[Candidate, str, Path]] = []
     vote_frames: list[pd.DataFrame] = []
     for record in source.scan(root):
+        if record.official_split is not None:
+            listed[record.path] = record.official_split
         if isinstance(record, Reject):
             rejected.append((record.path, record.reason))
             continue
-        where = locate(root, record.path)
+        where = locate(root, record.path, folder=record.frames)
         if isinstance(where, str):
             rejected.append((record.path, where))
             continue
         path, target = where
+        if record.frames:
+            # Opened by its place under the root: the audio file is found beside it there.
+            target = Path(os.path.abspath(root)) / path
         suffix = PurePosixPath(path).suffix.lower()
-        if suffix not in suffixes:
+        if not record.frames and suffix not in suffixes:
             what = f"unsupported extension '{suffix}'" if suffix else "no file extension"
             rejected.append((record.path, f"not a video: {what}"))
             continue
@@ -237,7 +266,18 @@ def _collect(
         if label is None:
             rejected.append((record.path, f"unknown label '{raw}'"))
             continue
-        pending.append(_Pending(record.path, path, target, label, record.platform, **from_votes))
+        pending.append(
+            _Pending(
+                record.path,
+                path,
+                target,
+                label,
+                record.platform,
+                **from_votes,
+                official_split=record.official_split,
+                frames=record.frames,
+            )
+        )
     return pending, votes
 
 
@@ -259,11 +299,12 @@ def _votes(frames: list[pd.DataFrame], source: Source, taxonomy: Mapping[str, st
     return votes.assign(label=votes["label"].map(spelled))
 
 
-def locate(root: Path, found: str) -> tuple[str, Path] | str:
+def locate(root: Path, found: str, *, folder: bool = False) -> tuple[str, Path] | str:
     """(normalised relative path, path to open) for a listed path, or the quarantine reason.
 
     The check is on the fully resolved path, so ``..``, absolute paths and symlinks (at any
     depth) that lead out of the root are all caught; nothing outside the root is ever opened.
+    ``folder``: the clip is a frame folder, so a directory is expected instead of a file.
     """
     root_abs = Path(os.path.abspath(root))
     listed = Path(found)
@@ -277,7 +318,9 @@ def locate(root: Path, found: str) -> tuple[str, Path] | str:
         return f"outside root ({how})"
     if not resolved.exists():
         return "missing file"
-    if not resolved.is_file():
+    if folder and not resolved.is_dir():
+        return "not a video: a file where a frame folder is expected"
+    if not folder and not resolved.is_file():
         return "not a video: not a regular file"
     if joined.is_relative_to(root_abs):
         return joined.relative_to(root_abs).as_posix(), resolved
@@ -356,6 +399,7 @@ def _manifest(kept: list[tuple[_Pending, ClipInfo]], taxonomy: Mapping[str, str]
                 "n_votes": item.n_votes,
                 "deciding_stage": item.deciding_stage,
                 "audio_bad_packets": info.audio_bad_packets,
+                "official_split": item.official_split,
             }
         )
     frame = pd.DataFrame(rows, columns=[*MANIFEST_COLUMNS, *EXTRA_COLUMNS]).astype(DTYPES)
@@ -385,6 +429,51 @@ def _stats(
     stats["n_quarantined"] = len(quarantine)
     stats["quarantine_reasons"] = _reason_counts(quarantine["reason"])
     return stats
+
+
+def _list_stats(
+    source: Source,
+    root: Path,
+    manifest: pd.DataFrame,
+    rejected: list[tuple[str, str]],
+    listed: dict[str, str],
+) -> dict:
+    """What the split lists held, what of it survived, and every listed clip that did not."""
+    lists = source.split_lists
+    assert lists is not None
+    lost = [
+        {"path": path, "split": listed[path], "reason": reason}
+        for path, reason in sorted(rejected)
+        if path in listed
+    ]
+    kept = manifest["official_split"].fillna("unlisted").value_counts()
+    if lost:
+        shown = ", ".join(item["path"] for item in lost[:5])
+        log.warning("ingest: %d listed clips missing, e.g. %s", len(lost), shown)
+    try:
+        folder = lists.folder.resolve().relative_to(root.resolve()).as_posix()
+    except ValueError:
+        folder = str(lists.folder)
+    return {
+        "folder": folder,
+        "split_index": lists.index,
+        "classes": {str(k): v for k, v in sorted(lists.classes.items())},
+        "listed": lists.counts(),
+        "kept": {key: int(kept.get(key, 0)) for key in ("train", "test", "unlisted")},
+        "n_listed_missing": len(lost),
+        "listed_missing": lost,
+        "n_list_problems": len(lists.problems),
+    }
+
+
+def listed_missing_line(stats: dict) -> str | None:
+    """The ingest log's line about lost listed clips ("2 listed clips missing, e.g. …")."""
+    section = stats.get("official_split") or {}
+    lost = section.get("listed_missing") or []
+    if not lost:
+        return None
+    shown = ", ".join(f"{item['path']} ({item['reason']})" for item in lost[:3])
+    return f"{len(lost)} listed clips missing, e.g. {shown}"
 
 
 def reason_kind(reason: str) -> str:

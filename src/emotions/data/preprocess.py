@@ -116,6 +116,7 @@ def preprocess(
     config: PreprocessConfig,
     progress: bool = True,
     cluster: Any = None,
+    frames_fps: float | str = 30.0,
 ) -> PreprocessResult:
     """Decode every clip of every variant once and replace ``out`` with the new cache.
 
@@ -131,7 +132,7 @@ def preprocess(
     stats_split = variants[stats_name]
     train_ids = set(stats_split.loc[stats_split["split"] == STATS_SPLIT, "clip_id"].astype(str))
 
-    decode = partial(decode_for_cache, root=str(root), config=config)
+    decode = partial(decode_for_cache, root=str(root), config=config, frames_fps=frames_fps)
     address = cluster if cluster is not None else config.dask_address
     if address is not None:
         runner = partial(map_on_dask, address=address, timeout_s=config.timeout_s)
@@ -184,15 +185,18 @@ def _default_dask_client(address: Any) -> Iterator[None]:
         yield
 
 
-def decode_for_cache(item: Item, *, root: str, config: PreprocessConfig) -> DecodedClip:
+def decode_for_cache(
+    item: Item, *, root: str, config: PreprocessConfig, frames_fps: float | str = 30.0
+) -> DecodedClip:
     """The worker's job for one clip. One torch thread in a worker process: the pool already
-    fills the cores (a thread-based Dask worker inside the caller's process is left alone)."""
+    fills the cores (a thread-based Dask worker inside the caller's process is left alone).
+    ``frames_fps`` is the frame rate of frame-folder clips (the dataset's ``fps``)."""
     if multiprocessing.parent_process() is not None:
         import torch
 
         torch.set_num_threads(1)
     _clip_id, path = item
-    return decode_clip(Path(root) / path, config)
+    return decode_clip(Path(root) / path, config, fps=frames_fps)
 
 
 def write_cache(

@@ -10,6 +10,10 @@ can count them.
 Cost is kept close to a container read: the whole file is hashed and demuxed (no video decode
 beyond the first picture), audio packets are decoded one by one (cheap, and the only way to
 find a broken one), and one seek fetches a picture near the middle for the near-duplicate hash.
+
+A frame folder (``ProbeTask.frames``, layout ``frames``) is probed as one clip at the same cost:
+every picture hashed and its signature checked, the first and the middle one decoded, and its
+audio file decoded packet by packet; see :func:`_probe_frame_folder`.
 """
 
 from __future__ import annotations
@@ -23,6 +27,9 @@ from pathlib import Path
 
 import av
 import numpy as np
+
+from emotions.data import framefolder
+from emotions.data.framefolder import FrameFolderError
 
 MB = 1024 * 1024
 HASH_CHUNK = 4 * MB
@@ -48,6 +55,7 @@ REASON_PREFIXES = (
     "timeout",
     "worker crashed",
     "no annotations",
+    "empty frame folder",
 )
 
 # Leading bytes of containers: a file that starts like one but does not open is damaged, not junk.
@@ -65,6 +73,10 @@ class ProbeTask:
 
     path: str
     max_file_mb: float
+    # A frame folder (layout ``frames``) instead of a file, and its frames per second or
+    # "audio" (see emotions.data.framefolder).
+    frames: bool = False
+    fps: float | str = 30.0
 
 
 @dataclass(frozen=True)
@@ -105,7 +117,12 @@ def probe_file(task: ProbeTask) -> ProbeResult:
     # FFmpeg's own log lines about a broken file would only repeat the reason, once per packet.
     av.logging.set_level(None)
     try:
-        return ProbeResult(info=_probe(Path(task.path), task.max_file_mb))
+        path = Path(task.path)
+        if task.frames:
+            return ProbeResult(info=_probe_frame_folder(path, task.max_file_mb, task.fps))
+        return ProbeResult(info=_probe(path, task.max_file_mb))
+    except FrameFolderError as reject:
+        return ProbeResult(reason=str(reject))
     except _Reject as reject:
         return ProbeResult(reason=str(reject))
     except av.FFmpegError as error:
@@ -409,3 +426,112 @@ def _middle_frame(container, video, duration: float) -> av.VideoFrame | None:
         return chosen
     except av.FFmpegError:
         return None
+
+
+# --------------------------------------------------------------------------------------------
+# Frame folders (layout ``frames``)
+
+# A declared picture count above the pictures present by more than this means frames are lost.
+MISSING_FRAMES_SHARE = 0.02
+
+
+def _probe_frame_folder(folder: Path, max_file_mb: float, fps: float | str) -> ClipInfo:
+    """A folder of pictures (plus its audio file, if any) as one clip.
+
+    Every picture is hashed and its leading bytes checked (a renamed or zeroed file fails);
+    the first and the middle picture are decoded, which proves the format and gives the size
+    and the near-duplicate hash, the same two reads a video probe makes.
+    """
+    files = framefolder.frame_files(folder)
+    if not files:
+        raise _Reject(
+            "empty frame folder (no " + "/".join(framefolder.PICTURE_SUFFIXES) + " pictures)"
+        )
+    digests: list[str] = []
+    bad: list[str] = []
+    size = 0
+    for path in files:
+        digest, head, length = framefolder.file_sha256(path)
+        size += length
+        digests.append(digest)
+        if not framefolder.looks_like_picture(path, head):
+            bad.append(path.name)
+    if bad:
+        raise _Reject(
+            f"undecodable: {len(bad)} of {len(files)} frames are not pictures "
+            f"(e.g. {', '.join(bad[:3])})"
+        )
+    declared = framefolder.declared_count(folder)
+    if declared is not None and len(files) < declared - max(1, MISSING_FRAMES_SHARE * declared):
+        raise _Reject(f"truncated: {len(files)} of {declared} frames (n_frames) present")
+    audio_path = framefolder.audio_for(folder)
+    audio = _probe_audio(audio_path) if audio_path is not None else None
+    audio_digest = None
+    if audio_path is not None:
+        audio_digest, _, audio_size = framefolder.file_sha256(audio_path)
+        size += audio_size
+    if size > max_file_mb * MB:
+        raise _Reject(f"too large ({size / MB:.1f} MB > {max_file_mb:g} MB limit)")
+    first = framefolder.read_picture(files[0])
+    middle = framefolder.read_picture(files[len(files) // 2]) if len(files) > 2 else first
+    rate = framefolder.frame_rate(fps, len(files), audio_path if audio else None)
+    grey = middle.reformat(width=36, height=32, format="gray").to_ndarray()
+    return ClipInfo(
+        size_bytes=size,
+        sha256=framefolder.content_sha256(digests, audio_digest),
+        duration_s=round(len(files) / rate, 4),
+        fps=round(rate, 4),
+        n_frames=len(files),
+        width=int(first.width),
+        height=int(first.height),
+        rotation=0,
+        video_codec=_picture_codec(files[0]),
+        visual_hash=difference_hash(grey),
+        has_audio=audio is not None and audio.frames > 0,
+        audio_sample_rate=audio.sample_rate if audio is not None else None,
+        audio_channels=audio.channels if audio is not None else None,
+        audio_codec=audio.codec if audio is not None else None,
+        audio_bad_packets=audio.bad_packets if audio is not None else 0,
+    )
+
+
+@dataclass(frozen=True)
+class _AudioScan:
+    sample_rate: int
+    channels: int | None
+    codec: str
+    frames: int
+    bad_packets: int
+
+
+def _probe_audio(path: Path) -> _AudioScan | None:
+    """Decode an audio file packet by packet; None when it does not open or has no audio."""
+    try:
+        container = av.open(str(path), metadata_errors="ignore")
+    except av.FFmpegError:
+        return None
+    with container:
+        if not container.streams.audio:
+            return None
+        stream = container.streams.audio[0]
+        frames = bad = 0
+        try:
+            for packet in container.demux(stream):
+                try:
+                    frames += len(stream.decode(packet))
+                except av.FFmpegError:
+                    bad += 1
+        except av.FFmpegError:
+            bad += 1
+        ctx = stream.codec_context
+        return _AudioScan(
+            sample_rate=int(ctx.sample_rate),
+            channels=_channels(stream),
+            codec=ctx.codec.canonical_name,
+            frames=frames,
+            bad_packets=bad,
+        )
+
+
+def _picture_codec(path: Path) -> str:
+    return "png" if path.suffix.lower() == ".png" else "mjpeg"

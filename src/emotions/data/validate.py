@@ -211,6 +211,15 @@ def _checks(
             "values that are not 16 hex digits",
             "16 hex digits",
         )
+    if "official_split" in present:
+        # Null (no split list names the clip) is allowed: GX's value-set check skips nulls.
+        add(
+            gxe.ExpectColumnValuesToBeInSet(column="official_split", value_set=["train", "test"]),
+            "critical",
+            "official_split",
+            "values that are not an official split",
+            "train, test or null",
+        )
     if "label" in present:
         add(
             gxe.ExpectColumnDistinctValuesToContainSet(column="label", value_set=classes),

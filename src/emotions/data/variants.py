@@ -1,4 +1,4 @@
-"""The eMotions family of splits: ``full``, ``balanced`` and ``test``.
+"""The eMotions family of splits: ``full``, ``balanced``, ``test`` and ``official``.
 
 Every variant assigns each clip to train, val or test. What makes this more than a shuffle:
 
@@ -14,6 +14,12 @@ Every variant assigns each clip to train, val or test. What makes this more than
 * **Seeded.** The same manifest (in any row order) and seed give identical frames; each variant
   draws from its own stream, so asking for one variant does not change another.
 
+``official`` is the exception to the rules above: train and test are the dataset's own split
+lists (manifest column ``official_split``), untouched, and only validation is drawn (from the
+listed train clips, seeded, stratified, duplicate groups whole). Lists are the authors', so a
+duplicate group that spans their train and test is not moved but reported, pair by pair, as an
+``OfficialLeakWarning``.
+
 A class needs at least one independent group per non-empty split (3 for train/val/test) or
 ``make_variants`` raises ``SplitError`` naming the class; drop or enlarge the class instead of
 training on a split that cannot measure it.
@@ -21,8 +27,10 @@ training on a split that cannot measure it.
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
+import warnings
 import zlib
 from collections.abc import Sequence
 from pathlib import Path
@@ -31,9 +39,11 @@ import numpy as np
 import pandas as pd
 
 from emotions.atomic import atomic_write
-from emotions.config import SplitShares, VariantsConfig
+from emotions.config import OfficialVariantConfig, SplitShares, VariantsConfig
 
-VARIANTS: tuple[str, ...] = ("full", "balanced", "test")
+log = logging.getLogger(__name__)
+
+VARIANTS: tuple[str, ...] = ("full", "balanced", "test", "official")
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 OUTPUT_COLUMNS: tuple[str, ...] = ("clip_id", "path", "label", "polarity", "agreement", "split")
 REQUIRED_COLUMNS: tuple[str, ...] = ("clip_id", "path", "label", "polarity", "agreement", "sha256")
@@ -49,6 +59,10 @@ _CELLS = 4_000_000
 
 class SplitError(ValueError):
     """The manifest cannot be split as asked (a class too small, bad shares, bad input)."""
+
+
+class OfficialLeakWarning(UserWarning):
+    """The official lists put copies of one clip in both train and test (left as listed)."""
 
 
 class _UnionFind:
@@ -293,6 +307,8 @@ def make_variants(
     * ``full``: every clip, stratified train/val/test with ``config.full`` shares.
     * ``balanced``: each class undersampled (seeded) to the smallest class, then split with
       ``config.balanced`` shares, so every class has the same number of clips.
+    * ``official``: the dataset's train/test lists as listed, val drawn from their train
+      with ``config.official.val`` (clips no list names are left out).
     * ``test``: test clips only from groups whose every clip has agreement ≥
       ``config.test.min_agreement`` (stratified as far as such clips exist; a class without any
       gets no test clips), a larger test share; the other clips go to train and val.
@@ -317,6 +333,8 @@ def make_variants(
                 subset, config.balanced, rng, variant=name, near_duplicate_bits=near_duplicate_bits
             )
             out[name] = _finish(subset, split)
+        elif name == "official":
+            out[name] = _official(frame, config.official, rng, near_duplicate_bits)
         else:
             shares = SplitShares(val=config.test.val, test=config.test.test)
             _check_shares(name, shares)
@@ -336,6 +354,71 @@ def make_variants(
             )
             out[name] = _finish(frame, split)
     return out
+
+
+def _official(
+    frame: pd.DataFrame,
+    config: OfficialVariantConfig,
+    rng: np.random.Generator,
+    near_duplicate_bits: int,
+) -> pd.DataFrame:
+    """Train and test as listed; val carved from the listed train clips; unlisted clips left out."""
+    if "official_split" not in frame.columns or not frame["official_split"].notna().any():
+        raise SplitError(
+            "variant 'official' needs the dataset's split lists (trainlistNN.txt / "
+            "testlistNN.txt, see the dataset params splits: and split_index:), and no clip of "
+            "this manifest is named by one; ingest a layout with lists or drop the variant"
+        )
+    listed = frame["official_split"].astype("string")
+    bad = sorted(set(listed.dropna()) - {"train", "test"})
+    if bad:
+        raise SplitError(f"variant 'official': official_split values {bad} (expected train, test)")
+    subset = frame[listed.notna()].reset_index(drop=True)
+    official = subset["official_split"].astype(str)
+    report_official_leaks(subset, near_duplicate_bits=near_duplicate_bits)
+    split = official.copy()
+    train = subset[official == "train"]
+    if config.val > 0 and len(train):
+        # Only val is drawn: shares with test = 0 make _assign deal train and val alone.
+        shares = SplitShares.model_construct(val=config.val, test=0.0)
+        carved = _assign(
+            train, shares, rng, variant="official", near_duplicate_bits=near_duplicate_bits
+        )
+        split.loc[carved.index] = carved
+    return _finish(subset, split)
+
+
+def official_leaks(
+    frame: pd.DataFrame, *, near_duplicate_bits: int = NEAR_DUPLICATE_BITS
+) -> list[tuple[str, str]]:
+    """(train path, test path) for every listed train clip that is a copy (exact or near) of
+    a listed test clip, in path order."""
+    listed = frame[frame["official_split"].isin(["train", "test"])].reset_index(drop=True)
+    groups = duplicate_groups(listed, near_duplicate_bits=near_duplicate_bits)
+    pairs: list[tuple[str, str]] = []
+    for group in np.unique(groups):
+        members = listed[groups == group]
+        trains = sorted(members.loc[members["official_split"] == "train", "path"].astype(str))
+        tests = sorted(members.loc[members["official_split"] == "test", "path"].astype(str))
+        pairs += [(a, b) for a in trains for b in tests]
+    return sorted(pairs)
+
+
+def report_official_leaks(
+    frame: pd.DataFrame, *, near_duplicate_bits: int = NEAR_DUPLICATE_BITS
+) -> list[tuple[str, str]]:
+    """Warn (``OfficialLeakWarning``, and the log) about each train/test copy pair."""
+    pairs = official_leaks(frame, near_duplicate_bits=near_duplicate_bits)
+    if pairs:
+        shown = "; ".join(f"{a} ~ {b}" for a, b in pairs[:10])
+        more = f" (and {len(pairs) - 10} more)" if len(pairs) > 10 else ""
+        message = (
+            f"variant 'official': {len(pairs)} clip pair(s) in the official train and test "
+            f"lists are copies of each other (kept as listed): {shown}{more}"
+        )
+        log.warning(message)
+        warnings.warn(message, OfficialLeakWarning, stacklevel=3)
+    return pairs
 
 
 def write_variants(variants: dict[str, pd.DataFrame], out_dir: Path) -> dict[str, Path]:

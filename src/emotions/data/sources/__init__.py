@@ -18,9 +18,12 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import pandas as pd
+
+if TYPE_CHECKING:
+    from emotions.data.sources.splitlists import SplitLists
 
 # layout name → "module:Class". Imported lazily so listing layouts costs nothing.
 LAYOUTS: dict[str, str] = {
@@ -29,6 +32,8 @@ LAYOUTS: dict[str, str] = {
     "ekman6": "emotions.data.sources.ekman6:Ekman6Source",
     "folder": "emotions.data.sources.folder:FolderSource",
     "csv": "emotions.data.sources.csv:CsvSource",
+    "release": "emotions.data.sources.release:ReleaseSource",
+    "frames": "emotions.data.sources.frames:FramesSource",
 }
 
 # Words people use for the same class. Applied only when the label itself is not a class, so a
@@ -49,20 +54,31 @@ COMMON_SYNONYMS: dict[str, str] = {
 
 @dataclass(frozen=True)
 class Candidate:
-    """A clip the layout names. ``votes`` (columns stage, annotator, label) replaces ``label``."""
+    """A clip the layout names. ``votes`` (columns stage, annotator, label) replaces ``label``.
+
+    ``official_split`` is the split list naming the clip ("train", "test"; None when no list
+    does); ``frames`` marks a folder of pictures (layout ``frames``) instead of a media file.
+    """
 
     path: str
     label: str | None
     platform: str | None = None
     votes: pd.DataFrame | None = None
+    official_split: str | None = None
+    frames: bool = False
 
 
 @dataclass(frozen=True)
 class Reject:
-    """Something the layout names that cannot become a clip, with the quarantine reason."""
+    """Something the layout names that cannot become a clip, with the quarantine reason.
+
+    ``official_split`` is set when a split list names it, so ingest can count listed clips
+    that are lost instead of letting them disappear from the official split unnoticed.
+    """
 
     path: str
     reason: str
+    official_split: str | None = None
 
 
 Record = Candidate | Reject
@@ -74,11 +90,43 @@ def normalise_label(raw: object) -> str:
     return re.sub(r"[\s_\-]+", " ", text)
 
 
+@dataclass(frozen=True)
+class SourceOptions:
+    """The dataset params an adapter may read (see ``DatasetConfig``): where the split lists
+    are, which of them, and the frame rate of frame folders."""
+
+    splits: str | None = None
+    split_index: int = 1
+    fps: float | str = 30.0
+
+
 class Source(ABC):
-    """One on-disk layout."""
+    """One on-disk layout.
+
+    ``classes`` (the taxonomy, when the caller has one) lets an adapter match class names
+    written in two places, e.g. a folder ``Sad`` and a split list's ``Sadness``, the way ingest
+    will resolve them.
+    """
 
     name: ClassVar[str]
     synonyms: ClassVar[Mapping[str, str]] = COMMON_SYNONYMS
+
+    def __init__(
+        self, options: SourceOptions | None = None, classes: Mapping[str, object] | None = None
+    ) -> None:
+        self.options = options or SourceOptions()
+        self.classes = dict(classes or {})
+        # Set by scan() in layouts with split lists: what the lists held (ingest reports it).
+        self.split_lists: SplitLists | None = None
+
+    def class_key(self, raw: object) -> str:
+        """One spelling per class for matching names across files: the taxonomy class when
+        ``raw`` resolves to one, else its normalised form after the synonyms."""
+        resolved = self.resolve_label(raw, self.classes) if self.classes else None
+        if resolved is not None:
+            return resolved
+        form = normalise_label(raw)
+        return normalise_label(self.synonyms.get(form, form))
 
     @abstractmethod
     def scan(self, root: Path) -> Iterator[Record]:
@@ -131,7 +179,11 @@ def available_layouts() -> list[str]:
     return list(LAYOUTS)
 
 
-def get_source(layout: str) -> Source:
+def get_source(
+    layout: str,
+    options: SourceOptions | None = None,
+    classes: Mapping[str, object] | None = None,
+) -> Source:
     """An adapter instance for ``layout``; a ValueError names the known layouts."""
     try:
         target = LAYOUTS[layout]
@@ -139,4 +191,4 @@ def get_source(layout: str) -> Source:
         known = ", ".join(LAYOUTS)
         raise ValueError(f"unknown layout '{layout}' (known layouts: {known})") from None
     module_name, class_name = target.split(":")
-    return getattr(importlib.import_module(module_name), class_name)()
+    return getattr(importlib.import_module(module_name), class_name)(options, classes)

@@ -2,6 +2,9 @@
 
 Folders are "anger", "disgust", "fear", "joy", "sadness", "surprise"; copies of the set circulate
 with Ekman's own wording ("happiness") and with capitals, so both are accepted.
+
+Copies that come with UCF101-style split lists (``splits/trainlistNN.txt`` …) get their
+official train/test membership from them, as in the ``release`` layout this adapter extends.
 """
 
 from __future__ import annotations
@@ -10,12 +13,12 @@ from collections.abc import Mapping
 from typing import ClassVar
 
 from emotions.data.sources import COMMON_SYNONYMS
-from emotions.data.sources.folder import FolderSource
+from emotions.data.sources.release import ReleaseSource
 
 CLASSES = ("anger", "disgust", "fear", "joy", "sadness", "surprise")
 
 
-class Ekman6Source(FolderSource):
+class Ekman6Source(ReleaseSource):
     name = "ekman6"
     dataset_classes = CLASSES
     synonyms: ClassVar[Mapping[str, str]] = {

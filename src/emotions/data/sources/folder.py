@@ -19,13 +19,17 @@ class FolderSource(Source):
 
     def scan(self, root: Path) -> Iterator[Record]:
         for folder in sorted(root.iterdir()):
-            if is_hidden(folder.name) or not folder.is_dir():
+            if is_hidden(folder.name) or not folder.is_dir() or not self.is_class_folder(folder):
                 continue
             for item in walk_files(root, folder):
                 if isinstance(item, Reject):
                     yield item
                 else:
                     yield Candidate(item, label=self.label_of(folder.name))
+
+    def is_class_folder(self, folder: Path) -> bool:
+        """Whether a top-level folder holds a class (layouts with a split folder say no to it)."""
+        return True
 
     def label_of(self, folder_name: str) -> str:
         """The label a class folder gives; subclasses may clean dataset-specific spellings."""

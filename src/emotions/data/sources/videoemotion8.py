@@ -3,6 +3,9 @@
 The published tree names its folders with capitals ("Anger", "Anticipation", "Disgust", "Fear",
 "Joy", "Sadness", "Surprise", "Trust"); labels are matched case- and separator-insensitively,
 and the common words for the same feelings map onto Plutchik's names.
+
+Copies that come with UCF101-style split lists (``splits/trainlistNN.txt`` …) get their
+official train/test membership from them, as in the ``release`` layout this adapter extends.
 """
 
 from __future__ import annotations
@@ -11,12 +14,12 @@ from collections.abc import Mapping
 from typing import ClassVar
 
 from emotions.data.sources import COMMON_SYNONYMS
-from emotions.data.sources.folder import FolderSource
+from emotions.data.sources.release import ReleaseSource
 
 CLASSES = ("anger", "anticipation", "disgust", "fear", "joy", "sadness", "surprise", "trust")
 
 
-class VideoEmotion8Source(FolderSource):
+class VideoEmotion8Source(ReleaseSource):
     name = "videoemotion8"
     dataset_classes = CLASSES
     synonyms: ClassVar[Mapping[str, str]] = {
