@@ -5,10 +5,11 @@
    `monitor.min_rows` end the run with a note (and a summary.json saying so), not a failure;
 2. load the reference table of the served run (`serve.run`, split `monitor.reference_split`)
    from `monitor.out`, rebuilding it when the model, cache or split changed;
-3. run the Evidently report (emotions.monitor.drift): `report.html`, `snapshot.json` and
-   `summary.json` in `monitor.out`, a run in the Evidently UI workspace `monitor.workspace`
-   (`evidently ui --workspace artifacts/monitor/workspace`) and a `drift-report` markdown
-   artifact;
+3. run the Evidently report (emotions.monitor.drift): `report.html`, `snapshot.json`,
+   `traffic.json` and `summary.json` in `monitor.out`, a drift and a traffic run in the
+   dashboard project of the Evidently UI workspace `monitor.workspace`
+   (`evidently ui --workspace artifacts/monitor/workspace`, emotions.monitor.dashboard) and a
+   `drift-report` markdown artifact;
 4. when the drift share reaches the threshold (`monitor.threshold` unless given), run the
    retrain flow as a subflow; with `retrain_on_drift=False` only record "would retrain".
 
