@@ -173,20 +173,20 @@ def harness():
 def test_the_monitor_flow_decides_to_retrain_only_on_drift(
     harness, tmp_path, corpus, model_dir, logs
 ):
-    from flows.monitor import INSUFFICIENT, NO_DRIFT, WOULD_RETRAIN, monitor
+    from flows.monitor import INSUFFICIENT, NO_DRIFT, REQUESTED, WOULD_RETRAIN, monitor
 
     repo = corpus.workdir(tmp_path / "repo")
     raw = yaml.safe_load((repo / "params.yaml").read_text())
     raw["monitor"].update(reference_split=SPLIT, min_rows=10, threshold=0.3)
     (repo / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
 
-    def check(log: str) -> dict:
+    def check(log: str, on_drift: str = "report") -> dict:
         result = monitor(
             repo=str(repo),
             log=str(logs[log]),
             model=str(model_dir),
             run=RUN,
-            retrain_on_drift=False,
+            on_drift=on_drift,
         )
         assert json.loads((repo / "artifacts/monitor/summary.json").read_text()) == json.loads(
             json.dumps(result)
@@ -197,6 +197,10 @@ def test_the_monitor_flow_decides_to_retrain_only_on_drift(
     drifted = check("shifted")
     assert drifted["decision"] == WOULD_RETRAIN and drifted["drifted"] is True
     assert "retrain" not in drifted
+    # As the monitor deployment runs it: the drift becomes a Prefect event, not a retrain here.
+    requested = check("shifted", on_drift="event")
+    assert requested["decision"] == REQUESTED and requested["event"]
+    assert "retrain" not in requested
     short = check("short")
     assert short["decision"] == INSUFFICIENT and "at least 10" in short["reason"]
     assert (repo / "artifacts/monitor/reference.parquet").is_file()
@@ -210,8 +214,8 @@ def test_the_monitor_flow_decides_to_retrain_only_on_drift(
     (project,) = workspace.search_project(PROJECT)
     runs = [workspace.get_run(project.id, run) for run in workspace.list_runs(project.id)]
     kinds = sorted(tag for run in runs for tag in run.tags if tag in ("drift", "traffic"))
-    # Two drift reports; three traffic counts (the short log is counted, too few to test).
-    assert kinds == ["drift", "drift", "traffic", "traffic", "traffic"]
+    # Three drift reports; four traffic counts (the short log is counted, too few to test).
+    assert kinds == ["drift"] * 3 + ["traffic"] * 4
 
 
 def test_the_cli_reports_drift_and_refuses_a_short_log(

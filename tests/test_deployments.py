@@ -1,0 +1,160 @@
+"""The deployments against a real `prefect server start` on loopback: a drift event about a
+repository makes the retrain deployment's trigger start a retrain flow run of that repository.
+
+Everything is real and separate: the server (its own PREFECT_HOME in tmp, a free port, no UI,
+no scheduler so the only runs are the triggered ones), `python -m flows.deployments` serving
+the three deployments in a child process, and `python -m flows.events` emitting the event from
+another child, as the monitor flow does on drift. The test reads the server's REST API.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+from flowrepo import REPO, py, toy_repo
+from liveserver import LiveServer, free_port, start_server
+
+from flows.events import DRIFT_EVENT, repo_resource_id
+from flows.lock import limit_name
+
+NEVER = "0 0 1 1 *"  # the crons of the test repository: no schedule interferes (scheduler off)
+
+
+def prefect_env(home: Path, api: str | None = None) -> dict[str, str]:
+    """The children's environment: a private PREFECT_HOME, this worktree's code first."""
+    env = {
+        **os.environ,
+        "PREFECT_HOME": str(home),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "DO_NOT_TRACK": "1",
+        "PYTHONPATH": os.pathsep.join([str(REPO / "src"), str(REPO)]),
+        "PYTHONUNBUFFERED": "1",
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+    }
+    env.pop("PREFECT_API_URL", None)
+    if api:
+        env["PREFECT_API_URL"] = api
+    return env
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    where = tmp_path_factory.mktemp("prefect-server")
+    port = free_port()
+    argv = [str(Path(sys.executable).parent / "prefect"), "server", "start"]
+    argv += ["--host", "127.0.0.1", "--port", str(port), "--no-ui", "--no-scheduler"]
+    live = start_server(
+        argv,
+        port=port,
+        cwd=where,
+        env=prefect_env(where / "home"),
+        output=where / "server.log",
+        timeout_s=240,
+        health="/api/health",
+    )
+    yield live
+    live.stop()
+
+
+def api(server: LiveServer, path: str, body: dict | None = None) -> object:
+    url = f"{server.url}/api{path}"
+    answer = requests.post(url, json=body or {}, timeout=30)
+    assert answer.status_code in (200, 201), f"{path}: {answer.status_code} {answer.text}"
+    return answer.json()
+
+
+def poll(what, check, timeout_s: float = 180.0, every_s: float = 1.0):
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = check()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"{what}: not within {timeout_s:g} s"
+        time.sleep(every_s)
+
+
+@pytest.mark.slow
+def test_a_drift_event_starts_a_retrain_flow_run_of_the_served_deployment(server, tmp_path):
+    repo = toy_repo(
+        tmp_path / "toy",
+        {"train": {"cmd": py("open('model.bin','w').write('m')"), "outs": ["model.bin"]}},
+        retrain_cron=NEVER,
+        monitor_cron=NEVER,
+    )
+    root = repo.resolve()
+    env = prefect_env(tmp_path / "home", f"{server.url}/api")
+    handle = (tmp_path / "serve.log").open("wb")
+    serving = subprocess.Popen(
+        [sys.executable, "-m", "flows.deployments", "--repo", str(root)],
+        cwd=tmp_path,
+        env=env,
+        stdout=handle,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    handle.close()
+    runner = LiveServer(server.url, serving, tmp_path / "serve.log")
+    try:
+        # The three deployments, their schedules and the retrain trigger are on the server.
+        found = poll(
+            "three deployments",
+            lambda: (
+                items
+                if len(items := api(server, "/deployments/filter")) == 3 and serving.poll() is None
+                else None
+            ),
+            timeout_s=180,
+        )
+        by_name = {item["name"]: item for item in found}
+        assert set(by_name) == {"pipeline-emotions", "retrain-emotions", "monitor-emotions"}
+        retrain = by_name["retrain-emotions"]
+        assert [s["schedule"]["cron"] for s in retrain["schedules"]] == [NEVER]
+        assert retrain["parameters"] == {"repo": str(root), "refresh": "pull"}
+        assert by_name["monitor-emotions"]["parameters"]["on_drift"] == "event"
+        automations = api(server, "/automations/filter")
+        (trigger,) = [a["trigger"] for a in automations if "drift" in a["name"]]
+        assert trigger["expect"] == [DRIFT_EVENT]
+        assert trigger["match"] == {"prefect.resource.id": repo_resource_id(root)}
+        limits = api(server, "/v2/concurrency_limits/filter")
+        assert {"name": limit_name(root), "limit": 1} in [
+            {"name": item["name"], "limit": item["limit"]} for item in limits
+        ]
+        assert api(server, "/flow_runs/filter") == []  # nothing ran yet
+
+        # The monitor's event, emitted by a separate process.
+        sent = subprocess.run(
+            [sys.executable, "-m", "flows.events", "--repo", str(root), "--model", "tiny"],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert sent.returncode == 0, sent.stdout + sent.stderr
+
+        def retrain_runs() -> list[dict]:
+            runs = api(
+                server,
+                "/flow_runs/filter",
+                {"flow_runs": {"deployment_id": {"any_": [retrain["id"]]}}},
+            )
+            return [run for run in runs if run["state_type"] in ("COMPLETED", "FAILED", "CRASHED")]
+
+        (run,) = poll("a finished retrain flow run", retrain_runs, timeout_s=240)
+        assert run["created_by"]["type"] == "AUTOMATION"
+        assert run["parameters"] == {"repo": str(root), "refresh": "pull"}
+        # It ran here, in the served deployment's process, on this repository: its decision
+        # record names the flow run (the toy repository has no metrics, so no challenger).
+        decisions = (root / "registry" / "decisions.jsonl").read_text(encoding="utf-8")
+        record = json.loads(decisions.splitlines()[-1])
+        assert record["flow_run"] == run["name"] and record["decision"] == "failed"
+    finally:
+        runner.stop()
+        print(runner.tail(40))
