@@ -1,5 +1,6 @@
 """The deployments against a real `prefect server start` on loopback: a drift event about a
-repository makes the retrain deployment's trigger start a retrain flow run of that repository.
+repository makes the retrain deployment's trigger start a retrain flow run of that repository,
+and two runs of the pipeline deployment take turns on the repository's concurrency slot.
 
 Everything is real and separate: the server (its own PREFECT_HOME in tmp, a free port, no UI,
 no scheduler so the only runs are the triggered ones), `python -m flows.deployments` serving
@@ -24,7 +25,13 @@ from liveserver import LiveServer, free_port, start_server
 from flows.events import DRIFT_EVENT, repo_resource_id
 from flows.lock import limit_name
 
-NEVER = "0 0 1 1 *"  # the crons of the test repository: no schedule interferes (scheduler off)
+NEVER = "0 0 1 1 *"
+# The toy stage: slow while the file `slow` exists; appends when it ran to spans.jsonl.
+SPAN = (
+    "import json,os,time; t=time.time(); time.sleep(6 if os.path.exists('slow') else 0); "
+    "open('model.bin','w').write('m'); "
+    "open('spans.jsonl','a').write(json.dumps([t, time.time()]) + chr(10))"
+)  # the crons of the test repository: no schedule interferes (scheduler off)
 
 
 def prefect_env(home: Path, api: str | None = None) -> dict[str, str]:
@@ -81,12 +88,13 @@ def poll(what, check, timeout_s: float = 180.0, every_s: float = 1.0):
 
 
 @pytest.mark.slow
-def test_a_drift_event_starts_a_retrain_flow_run_of_the_served_deployment(server, tmp_path):
+def test_a_drift_event_starts_a_retrain_run_and_deployment_runs_share_one_slot(server, tmp_path):
     repo = toy_repo(
         tmp_path / "toy",
-        {"train": {"cmd": py("open('model.bin','w').write('m')"), "outs": ["model.bin"]}},
+        {"train": {"cmd": py(SPAN), "outs": ["model.bin"]}},
         retrain_cron=NEVER,
         monitor_cron=NEVER,
+        lock_wait_s=120,
     )
     root = repo.resolve()
     env = prefect_env(tmp_path / "home", f"{server.url}/api")
@@ -155,6 +163,38 @@ def test_a_drift_event_starts_a_retrain_flow_run_of_the_served_deployment(server
         decisions = (root / "registry" / "decisions.jsonl").read_text(encoding="utf-8")
         record = json.loads(decisions.splitlines()[-1])
         assert record["flow_run"] == run["name"] and record["decision"] == "failed"
+
+        # Two runs of the pipeline deployment at once: the repository's one slot keeps the
+        # second off the repository until the first is done.
+        (root / "slow").touch()
+        (root / "spans.jsonl").unlink(missing_ok=True)
+        pipeline_id = by_name["pipeline-emotions"]["id"]
+        created = [
+            api(
+                server,
+                f"/deployments/{pipeline_id}/create_flow_run",
+                {"parameters": {"force": True}},
+            )
+            for _ in range(2)
+        ]
+
+        def held() -> bool:
+            limits = api(server, "/v2/concurrency_limits/filter")
+            return any(i["name"] == limit_name(root) and i["active_slots"] == 1 for i in limits)
+
+        poll("the repository's slot taken by a pipeline run", held, timeout_s=180, every_s=0.3)
+
+        def finished() -> list[dict]:
+            ids = [item["id"] for item in created]
+            runs = api(server, "/flow_runs/filter", {"flow_runs": {"id": {"any_": ids}}})
+            done = [r for r in runs if r["state_type"] in ("COMPLETED", "FAILED", "CRASHED")]
+            return done if len(done) == 2 else []
+
+        runs = poll("both pipeline runs finished", finished, timeout_s=240)
+        assert [r["state_type"] for r in runs] == ["COMPLETED", "COMPLETED"], runs
+        lines = (root / "spans.jsonl").read_text(encoding="utf-8").splitlines()
+        spans = sorted(json.loads(line) for line in lines)
+        assert len(spans) == 2 and spans[0][1] <= spans[1][0]  # one after the other
     finally:
         runner.stop()
         print(runner.tail(40))
