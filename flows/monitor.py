@@ -154,7 +154,14 @@ def monitor(
     result = {**summary.to_dict(), "decision": decision}
     if decision == REQUESTED:
         result["event"] = emit_drift(root, summary.window.get("model") or run, result)
-        logger.info("emitted %s (event %s)", DRIFT_EVENT, result["event"])
+        if result["event"] is None:
+            logger.warning(
+                "%s was not sent (events are off, or no Prefect API takes them): no retrain "
+                "will follow; run with on_drift='retrain' to retrain here",
+                DRIFT_EVENT,
+            )
+        else:
+            logger.info("emitted %s (event %s)", DRIFT_EVENT, result["event"])
     atomic_write_json(result, out_dir / "summary.json")
     create_markdown_artifact(
         key="drift-report", markdown=_markdown(summary, decision), description="Evidently drift"
