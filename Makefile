@@ -66,11 +66,13 @@ pipeline: data
 ui: $(STAMP)
 	prefect server start
 
-# Serve the retrain flow on flow.retrain_cron (params.yaml); needs `make ui` running.
+# Serve the three deployments (flows/deployments.py): pipeline (on demand), retrain
+# (flow.retrain_cron and every drift event), monitor (flow.monitor_cron); needs `make ui` running.
 schedule: $(STAMP)
 	@python -c "import urllib.request; urllib.request.urlopen('$(PREFECT_SERVER_URL)/health', timeout=5)" 2>/dev/null \
 	  || { echo "no Prefect server at $(PREFECT_SERVER_URL): run 'make ui' in another terminal first"; exit 1; }
-	PREFECT_API_URL=$(PREFECT_SERVER_URL) python -m flows.retrain --serve
+	@python -m flows.deployments --repo . --list
+	PREFECT_API_URL=$(PREFECT_SERVER_URL) python -m flows.deployments --repo .
 
 # The BentoML service on http://127.0.0.1:$(PORT) with the model of serve.run (run `make demo` first).
 serve: $(STAMP)
@@ -80,11 +82,13 @@ serve: $(STAMP)
 package: $(STAMP)
 	dvc repro package
 
-# Evidently drift of the prediction log against the validation clips; retrains when it drifts.
+# Evidently drift of the prediction log against the validation clips. On drift: with
+# PREFECT_API_URL set, emits emotions.drift.detected (the served retrain deployment picks it
+# up); without, runs the retrain flow here. ARGS="--on-drift report" only reports.
 monitor: $(STAMP)
-	python -m flows.monitor --repo .
+	python -m flows.monitor --repo . $(ARGS)
 
-# The Evidently UI over every monitor report (http://127.0.0.1:8000).
+# The Evidently UI over every monitor run (http://127.0.0.1:8000, project emotions-drift).
 dashboard: $(STAMP)
 	evidently ui --workspace artifacts/monitor/workspace --port 8000
 

@@ -1,5 +1,6 @@
 """Prefect flows over the DVC pipeline: `pipeline` (run the DAG), `retrain` (scheduled,
-champion/challenger gate).
+champion/challenger gate), `monitor` (drift; emits `emotions.drift.detected`), and their
+deployments (`deployments`: `make schedule`, with the retrain trigger on the drift event).
 
 DVC stays the single source of the DAG and of caching; a flow only decides *when* and *how*
 stages run (retries, concurrency, logs, artifacts, schedules). Nothing under src/ imports this

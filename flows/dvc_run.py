@@ -11,14 +11,21 @@ cache) and, on failure, whether another attempt can help:
 - transient (retried): anything else — a crash or a kill of the command (exit 1, signals, out
   of memory), and DVC lock contention ("is busy", "Unable to acquire lock") with a `dvc` process
   the user started by hand.
+
+A command given a timeout (`flow.stage_timeout_s`) is killed when it runs past it, with every
+process it started (DVC runs the stage command as its own child): Prefect's task timeout alone
+cannot stop a thread blocked reading a silent child's output. A timeout is hard: the same
+command would only run out of time again.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import subprocess
 import sys
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -62,19 +69,44 @@ class CommandResult:
     returncode: int
     tail: tuple[str, ...]
     seconds: float
+    timeout_s: float | None = None  # set when the command was killed for running past it
 
     @property
     def text(self) -> str:
         return "\n".join(self.tail)
 
 
+def kill_tree(pid: int) -> None:
+    """Kill ``pid`` and every process below it. The list is taken first, so a child re-parented
+    by its parent's death is still killed; ``pid`` itself is left for its parent to reap (its
+    exit status then says it was killed)."""
+    import psutil
+
+    try:
+        root = psutil.Process(pid)
+        below = root.children(recursive=True)
+    except psutil.NoSuchProcess:
+        return
+    for process in [root, *below]:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            process.kill()
+    psutil.wait_procs(below, timeout=10)
+
+
 def stream(
-    args: Sequence[str], cwd: Path, on_line: Callable[[str], None] | None = None
+    args: Sequence[str],
+    cwd: Path,
+    on_line: Callable[[str], None] | None = None,
+    *,
+    timeout_s: float | None = None,
 ) -> CommandResult:
     """Run `args` in `cwd`, passing each output line (stdout and stderr merged, in order) to
-    `on_line` as it arrives; keep the last lines for error messages."""
+    `on_line` as it arrives; keep the last lines for error messages. Past `timeout_s` the
+    command and its children are killed (the result says so); an exception here (an interrupt,
+    Prefect's task timeout) kills them too, so no stage outlives its task."""
     started = time.perf_counter()
     tail: deque[str] = deque(maxlen=TAIL_LINES)
+    expired = threading.Event()
     with subprocess.Popen(
         list(args),
         cwd=cwd,
@@ -88,15 +120,32 @@ def stream(
         bufsize=1,
     ) as proc:
         assert proc.stdout is not None
-        for raw in proc.stdout:
-            line = raw.rstrip()
-            if not line:
-                continue
-            tail.append(line)
-            if on_line is not None:
-                on_line(line)
-        returncode = proc.wait()
-    return CommandResult(returncode, tuple(tail), time.perf_counter() - started)
+
+        def expire() -> None:
+            expired.set()
+            kill_tree(proc.pid)
+
+        timer = threading.Timer(timeout_s, expire) if timeout_s else None
+        if timer is not None:
+            timer.daemon = True
+            timer.start()
+        try:
+            for raw in proc.stdout:
+                line = raw.rstrip()
+                if not line:
+                    continue
+                tail.append(line)
+                if on_line is not None:
+                    on_line(line)
+            returncode = proc.wait()
+        except BaseException:
+            kill_tree(proc.pid)
+            raise
+        finally:
+            if timer is not None:
+                timer.cancel()
+    seconds = time.perf_counter() - started
+    return CommandResult(returncode, tuple(tail), seconds, timeout_s if expired.is_set() else None)
 
 
 class StageFailedError(RuntimeError):
@@ -126,6 +175,9 @@ def failure(stage: str, result: CommandResult, attempt: int = 1) -> StageFailedE
     text = result.text
     errors = [line for line in result.tail if line.startswith("ERROR")]
     summary = errors[-1].removeprefix("ERROR: ") if errors else f"dvc exited {result.returncode}"
+    if result.timeout_s is not None:
+        reason = f"timed out after {result.timeout_s:g} s: killed with its processes"
+        return StageFailedError(stage, reason, transient=False, attempt=attempt)
     if result.returncode < 0:
         return StageFailedError(
             stage, f"dvc was killed by signal {-result.returncode}", transient=True, attempt=attempt

@@ -102,3 +102,49 @@ def repo_lock(
         yield
     finally:
         lock.close()
+
+
+SLOT_MIN_WAIT_S = 10.0
+
+
+def limit_name(repo: Path) -> str:
+    """The Prefect global concurrency limit of one repository (by its resolved path)."""
+    import hashlib
+
+    digest = hashlib.sha256(str(Path(repo).resolve()).encode()).hexdigest()[:12]
+    return f"emotions-repo-{digest}"
+
+
+def ensure_limit(repo: Path) -> str:
+    """Create the repository's global concurrency limit (one slot) on the Prefect API if it is
+    missing; returns its name. Called when the deployments are served and again by each
+    deployment run, so a deployment made another way (`prefect deploy`) is guarded too."""
+    from prefect.client.orchestration import get_client
+
+    name = limit_name(repo)
+    with get_client(sync_client=True) as client:
+        try:
+            client.upsert_global_concurrency_limit_by_name(name, 1)
+        except Exception:  # two runs creating it at once: the other one's creation stands
+            client.read_global_concurrency_limit_by_name(name)
+    return name
+
+
+@contextmanager
+def repo_slot(repo: Path, wait_s: float) -> Iterator[str | None]:
+    """For a deployment run: hold the repository's slot of its Prefect global concurrency limit,
+    so a second deployment run on the same repository (a scheduled pipeline, a retrain started
+    by a drift event) waits in Prefect, visibly, instead of on the file lock; it gives up after
+    ``wait_s`` with a TimeoutError. A plain CLI run (no deployment) gets nothing here: the file
+    lock (:func:`repo_lock`) guards it, and it is held inside this slot for every run."""
+    from prefect.runtime import deployment
+
+    if not deployment.id:
+        yield None
+        return
+    from prefect.concurrency.sync import concurrency
+
+    name = ensure_limit(repo)
+    # Asking for a free slot is itself an API call: a wait of 0 still gets the time for it.
+    with concurrency(name, occupy=1, timeout_seconds=max(wait_s, SLOT_MIN_WAIT_S), strict=True):
+        yield name

@@ -1,28 +1,39 @@
 """Drift monitoring: the service's prediction log against the served run's validation clips.
 
-`monitor(repo, log, threshold, retrain_on_drift)`:
+`monitor(repo, log, threshold, on_drift)`:
 1. read the prediction log (default `serve.log_path`); fewer answered requests than
    `monitor.min_rows` end the run with a note (and a summary.json saying so), not a failure;
 2. load the reference table of the served run (`serve.run`, split `monitor.reference_split`)
    from `monitor.out`, rebuilding it when the model, cache or split changed;
-3. run the Evidently report (emotions.monitor.drift): `report.html`, `snapshot.json` and
-   `summary.json` in `monitor.out`, a run in the Evidently UI workspace `monitor.workspace`
-   (`evidently ui --workspace artifacts/monitor/workspace`) and a `drift-report` markdown
-   artifact;
-4. when the drift share reaches the threshold (`monitor.threshold` unless given), run the
-   retrain flow as a subflow; with `retrain_on_drift=False` only record "would retrain".
+3. run the Evidently report (emotions.monitor.drift): `report.html`, `snapshot.json`,
+   `traffic.json` and `summary.json` in `monitor.out`, a drift and a traffic run in the
+   dashboard project of the Evidently UI workspace `monitor.workspace`
+   (`evidently ui --workspace artifacts/monitor/workspace`, emotions.monitor.dashboard) and a
+   `drift-report` markdown artifact;
+4. when the drift share reaches the threshold (`monitor.threshold` unless given), act on
+   `on_drift`:
+   - `event` (the default, and what the monitor deployment does): emit the Prefect event
+     `emotions.drift.detected` about this repository (flows/events.py). The retrain deployment
+     served by `make schedule` (flows/deployments.py) has a trigger on it, so the retrain runs
+     as its own flow run of that deployment, under the repository's concurrency limit;
+   - `retrain`: run the retrain flow here, as a subflow. `python -m flows.monitor` (and so
+     `make monitor`) picks this when no Prefect server is configured (no `PREFECT_API_URL`):
+     on the temporary local API nothing would listen to the event;
+   - `report`: only record "would retrain" (`--no-retrain`).
 
-The decision (`retrain`, `would retrain`, `no drift`, `insufficient data`) is in the returned
-dict and in summary.json's `decision`.
+The decision (`retrain`, `retrain requested`, `would retrain`, `no drift`, `insufficient data`)
+is in the returned dict and in summary.json's `decision`; a requested retrain also records the
+event id under `event`.
 """
 
 # No `from __future__ import annotations` here: Prefect builds the flow's parameter model from
 # these annotations when a deployment runs it, and string annotations fail there.
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
@@ -31,14 +42,17 @@ from prefect.cache_policies import NO_CACHE
 from emotions.atomic import atomic_write_json
 from emotions.config import load_params
 from emotions.monitor.drift import DriftSummary, NotEnoughDataError, check_log
+from flows.events import DRIFT_EVENT, emit_drift
+from flows.pipeline import task_timeout
 
 RETRAIN = "retrain"
+REQUESTED = "retrain requested"
 WOULD_RETRAIN = "would retrain"
 NO_DRIFT = "no drift"
 INSUFFICIENT = "insufficient data"
 
 
-@task(cache_policy=NO_CACHE)
+@task(name="drift-check", cache_policy=NO_CACHE)
 def drift_check(
     log: Path,
     out: Path,
@@ -90,14 +104,14 @@ def monitor(
     repo: str = ".",
     log: str | None = None,
     threshold: float | None = None,
-    retrain_on_drift: bool = True,
+    on_drift: Literal["event", "retrain", "report"] = "event",
     model: str | None = None,
     run: str | None = None,
     out: str | None = None,
     min_rows: int | None = None,
 ) -> dict[str, Any]:
     """One drift check; returns summary.json's content (with ``decision``) and, when a
-    retrain ran, its decision record under ``retrain``."""
+    retrain ran here, its decision record under ``retrain``."""
     logger = get_run_logger()
     root = Path(repo).resolve()
     params = load_params(root / "params.yaml")
@@ -113,8 +127,11 @@ def monitor(
     threshold = config.threshold if threshold is None else threshold
     min_rows = config.min_rows if min_rows is None else min_rows
 
+    timed_check = drift_check.with_options(
+        timeout_seconds=task_timeout(params.flow.stage_timeout_s)
+    )
     try:
-        summary = drift_check(
+        summary = timed_check(
             log_path,
             out_dir,
             model_dir,
@@ -131,10 +148,20 @@ def monitor(
         atomic_write_json(result, out_dir / "summary.json")
         return result
 
-    decision = RETRAIN if retrain_on_drift else WOULD_RETRAIN
+    decision = {"event": REQUESTED, "retrain": RETRAIN, "report": WOULD_RETRAIN}[on_drift]
     if not summary.drifted:
         decision = NO_DRIFT
     result = {**summary.to_dict(), "decision": decision}
+    if decision == REQUESTED:
+        result["event"] = emit_drift(root, summary.window.get("model") or run, result)
+        if result["event"] is None:
+            logger.warning(
+                "%s was not sent (events are off, or no Prefect API takes them): no retrain "
+                "will follow; run with on_drift='retrain' to retrain here",
+                DRIFT_EVENT,
+            )
+        else:
+            logger.info("emitted %s (event %s)", DRIFT_EVENT, result["event"])
     atomic_write_json(result, out_dir / "summary.json")
     create_markdown_artifact(
         key="drift-report", markdown=_markdown(summary, decision), description="Evidently drift"
@@ -153,20 +180,31 @@ def monitor(
     return result
 
 
+def default_on_drift() -> str:
+    """`event` when a Prefect server is configured (its served retrain deployment listens),
+    else `retrain` in-process (the temporary local API has no one listening)."""
+    return "event" if os.environ.get("PREFECT_API_URL") else "retrain"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repo", default=".")
     parser.add_argument("--log", default=None, help="prediction log (default serve.log_path)")
     parser.add_argument("--threshold", type=float, default=None)
-    parser.add_argument("--no-retrain", action="store_true", help="report only, never retrain")
-    args = parser.parse_args(argv)
-    result = monitor(
-        repo=args.repo,
-        log=args.log,
-        threshold=args.threshold,
-        retrain_on_drift=not args.no_retrain,
+    parser.add_argument(
+        "--on-drift",
+        choices=["event", "retrain", "report"],
+        default=None,
+        help="event: emit emotions.drift.detected (default with PREFECT_API_URL set); retrain: "
+        "run the retrain flow here (default without); report: record only",
     )
-    summary = {k: result.get(k) for k in ("decision", "drift_share", "threshold", "reason")}
+    parser.add_argument("--no-retrain", action="store_true", help="same as --on-drift report")
+    args = parser.parse_args(argv)
+    on_drift = "report" if args.no_retrain else (args.on_drift or default_on_drift())
+    result = monitor(repo=args.repo, log=args.log, threshold=args.threshold, on_drift=on_drift)
+    summary = {
+        k: result.get(k) for k in ("decision", "drift_share", "threshold", "reason", "event")
+    }
     print(json.dumps(summary))
     return 0
 

@@ -31,6 +31,12 @@ process, with no lock of ours around them. What cannot be made safe stage by sta
 runs on one repository, so each flow run holds a repository-wide lock for its whole run
 (flows/lock.py): a second run waits up to `flow.lock_wait_s`, then fails with a message naming
 the holder; a `dvc` started by hand meanwhile shows up as lock contention, which is retried.
+A run of a deployment (flows/deployments.py) first takes the repository's slot of a Prefect
+global concurrency limit (one slot per repository, shared with the retrain deployment), so a
+second deployment run waits in Prefect, where the UI shows it, before it reaches the file lock.
+
+Timeouts: every stage task is killed after `flow.stage_timeout_s` (with the processes DVC
+started for it) and fails without retries; Prefect's task timeout stands behind it.
 
 Failure behaviour: a stage killed mid-run never reaches DVC's commit, so its outputs are not
 recorded in dvc.lock and the next flow run reruns it (DVC removes partial outputs first; `persist:
@@ -66,7 +72,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from emotions.config import ConfigError, FlowConfig, load_params
 from flows.dvc_graph import StageNode, UnknownTargetError, load_graph, metrics_paths, select
 from flows.dvc_run import StageFailedError, dvc, failure, outcome, stream
-from flows.lock import RepoBusyError, repo_lock
+from flows.lock import RepoBusyError, repo_lock, repo_slot
 
 # Threads available to the task runner; how many stages actually run at once is
 # `flow.concurrency`, enforced by the scheduler below (it is read from the repository's
@@ -115,14 +121,29 @@ def current_attempt() -> int:
     return max(context.task_run.run_count, 1) if context and context.task_run else 1
 
 
+# Prefect's own task timeout, a backstop behind `stream`'s kill at the stage timeout (which
+# ends the task with the reason); the grace lets the killed stage report first.
+TIMEOUT_GRACE_S = 30.0
+
+
+def task_timeout(seconds: float) -> float:
+    """The Prefect task timeout for a command killed after `seconds`."""
+    return seconds + TIMEOUT_GRACE_S
+
+
 def retry_transient(task: Any, task_run: TaskRun, state: State) -> bool:
-    """Retry only failures another attempt can fix (flows/dvc_run.py says which)."""
+    """Retry only failures another attempt can fix (flows/dvc_run.py says which); a timeout
+    is not one."""
+    if state.name == "TimedOut":
+        return False
     error = state.data if isinstance(state.data, BaseException) else None
     if error is None:
         try:
             error = state.result(raise_on_failure=False)
         except Exception as exc:  # the result itself could not be read: assume transient
             error = exc
+    if isinstance(error, TimeoutError):
+        return False
     return not isinstance(error, StageFailedError) or error.transient
 
 
@@ -132,13 +153,18 @@ def retry_transient(task: Any, task_run: TaskRun, state: State) -> bool:
     cache_policy=NO_CACHE,  # DVC is the cache; Prefect must always ask it
     retry_condition_fn=retry_transient,
 )
-def run_stage(stage: str, repo: str, force: bool = False) -> dict[str, Any] | State:
-    """`dvc repro --single-item STAGE` in the repository, its output in this task's logs."""
+def run_stage(
+    stage: str, repo: str, force: bool = False, timeout_s: float | None = None
+) -> dict[str, Any] | State:
+    """`dvc repro --single-item STAGE` in the repository, its output in this task's logs; past
+    `timeout_s` the stage is killed and fails (not retried)."""
     logger = get_run_logger()
     attempt = current_attempt()
     args = ["repro", "--single-item", stage] + (["--force"] if force else [])
     started = _now()
-    result = stream(dvc(*args), Path(repo), lambda line: logger.info("%s", line))
+    result = stream(
+        dvc(*args), Path(repo), lambda line: logger.info("%s", line), timeout_s=timeout_s
+    )
     if result.returncode != 0:
         error = failure(stage, result, attempt)
         logger.error("%s (%s)", error, "transient, may retry" if error.transient else "hard")
@@ -172,7 +198,9 @@ def _schedule(
     time; a stage downstream of a failure is not run. Returns outcomes in DAG order."""
     logger = get_run_logger()
     stage_task = run_stage.with_options(
-        retries=config.retries, retry_delay_seconds=config.retry_delay_s
+        retries=config.retries,
+        retry_delay_seconds=config.retry_delay_s,
+        timeout_seconds=task_timeout(config.stage_timeout_s),
     )
     outcomes: dict[str, StageOutcome] = {}
     futures: dict[str, PrefectFuture] = {}
@@ -197,6 +225,7 @@ def _schedule(
                     node.name,
                     str(repo),
                     force,
+                    config.stage_timeout_s,
                     wait_for=[futures[u] for u in node.upstream if u in futures],
                 )
                 futures[node.name] = future
@@ -306,7 +335,10 @@ def pipeline(
     config = flow_config(root)
     owner = f"flow run '{flow_run.get_name() or 'pipeline'}'"
     try:
-        with repo_lock(root, owner=owner, wait_s=config.lock_wait_s, on_wait=logger.warning):
+        with (
+            repo_slot(root, config.lock_wait_s),
+            repo_lock(root, owner=owner, wait_s=config.lock_wait_s, on_wait=logger.warning),
+        ):
             nodes = select(load_graph(root), targets)
             logger.info(
                 "%d stages, up to %d at once: %s",
@@ -317,7 +349,7 @@ def pipeline(
             started = time.perf_counter()
             outcomes = _schedule(nodes, root, force, config)
             metrics = publish(outcomes, targets, force, root)
-    except (RepoBusyError, UnknownTargetError, DvcException) as error:
+    except (RepoBusyError, UnknownTargetError, DvcException, TimeoutError) as error:
         logger.error("%s", error)
         return Failed(message=str(error), data=error)
     failed = [item for item in outcomes if item.status == "failed"]

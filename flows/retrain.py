@@ -27,8 +27,9 @@ When the challenger loses, the champion record (and whatever was packaged from i
 workspace keeps the challenger's results, as after any `dvc exp run`, and the champion's state
 is one `dvc exp apply <champion rev>` away.
 
-`serve_retrain()` / `python -m flows.retrain --serve` serves the flow as a deployment on the
-cron in `flow.retrain_cron`. Schedules fire only against a Prefect server (`prefect server
+`serve_retrain()` / `python -m flows.retrain --serve` serves the flow alone as a deployment on
+the cron in `flow.retrain_cron`; `make schedule` (flows/deployments.py) serves it with its
+drift trigger, beside the pipeline and monitor deployments. Schedules fire only against a Prefect server (`prefect server
 start`, then `PREFECT_API_URL=http://127.0.0.1:4200/api`); on the ephemeral API the deployment
 is registered but nothing triggers it.
 """
@@ -53,11 +54,11 @@ from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 from prefect.states import Failed, State
 
-from emotions.config import ConfigError, Params, load_params
+from emotions.config import ConfigError, FlowConfig, Params, load_params
 from flows.dvc_graph import data_sources, load_graph
 from flows.dvc_run import StageFailedError, dvc, failure, stream
-from flows.lock import RepoBusyError, repo_lock
-from flows.pipeline import current_attempt, retry_transient
+from flows.lock import RepoBusyError, repo_lock, repo_slot
+from flows.pipeline import current_attempt, flow_config, retry_transient, task_timeout
 from flows.registry import (
     RegistryError,
     append_decision,
@@ -191,23 +192,24 @@ def refresh_data(repo: str, mode: str) -> str:
     """Bring the data sources up to date before training (see the module docstring)."""
     logger = get_run_logger()
     root = Path(repo)
+    limit = flow_config(root).stage_timeout_s
     if mode == "none":
         return "refresh=none: the workspace data as it is"
     sources = data_sources(root)
     notes: list[str] = []
     for path, is_import in sources:
         if is_import:
-            result = stream(dvc("update", path), root, logger.info)
+            result = stream(dvc("update", path), root, logger.info, timeout_s=limit)
             if result.returncode != 0:
                 raise failure(f"dvc update {path}", result)
             notes.append(f"updated {path}")
     plain = [path for path, is_import in sources if not is_import]
     if plain:
-        remotes = stream(dvc("remote", "list"), root).tail
+        remotes = stream(dvc("remote", "list"), root, timeout_s=limit).tail
         if not remotes:
             notes.append(f"no DVC remote configured: {', '.join(plain)} used as in the workspace")
         else:
-            result = stream(dvc("pull", *plain), root, logger.info)
+            result = stream(dvc("pull", *plain), root, logger.info, timeout_s=limit)
             if result.returncode != 0:
                 raise failure(f"dvc pull {' '.join(plain)}", result)
             notes.append(f"pulled {', '.join(plain)}")
@@ -229,7 +231,8 @@ def run_experiment(repo: str, name: str) -> dict[str, str]:
     root = Path(repo)
     attempt = current_attempt()
     exp_name = name if attempt == 1 else f"{name}-{attempt}"
-    result = stream(dvc("exp", "run", "--name", exp_name), root, logger.info)
+    limit = flow_config(root).experiment_timeout_s
+    result = stream(dvc("exp", "run", "--name", exp_name), root, logger.info, timeout_s=limit)
     if result.returncode != 0:
         error = failure(f"dvc exp run {exp_name}", result, attempt)
         logger.error("%s (%s)", error, "transient, may retry" if error.transient else "hard")
@@ -248,7 +251,7 @@ def rescore_champion(repo: str, rev: str, run: str) -> dict[str, Any]:
     root = Path(repo)
     out = root / ".dvc" / "tmp" / f"rescore-{rev[:12]}.json"
     args = [sys.executable, str(RESCORE), "--rev", rev, "--run", run, "--out", str(out)]
-    result = stream(args, root, logger.info)
+    result = stream(args, root, logger.info, timeout_s=flow_config(root).stage_timeout_s)
     try:
         if result.returncode != 0:
             return {"error": result.tail[-1] if result.tail else f"exit {result.returncode}"}
@@ -260,7 +263,8 @@ def rescore_champion(repo: str, rev: str, run: str) -> dict[str, Any]:
 @task(name="dvc-exp-apply", task_run_name="dvc-exp-apply", cache_policy=NO_CACHE)
 def apply_experiment(repo: str, name: str) -> None:
     logger = get_run_logger()
-    result = stream(dvc("exp", "apply", name), Path(repo), logger.info)
+    limit = flow_config(Path(repo)).stage_timeout_s
+    result = stream(dvc("exp", "apply", name), Path(repo), logger.info, timeout_s=limit)
     if result.returncode != 0:
         raise RetrainError(f"dvc exp apply {name} failed: {result.text}")
 
@@ -272,11 +276,12 @@ def package(repo: str) -> str:
     exists, else a logged note that there is nothing to package with yet."""
     logger = get_run_logger()
     root = Path(repo)
+    limit = flow_config(root).stage_timeout_s
     tag_file = root / "artifacts" / "bento.txt"
     if any(node.group == "package" for node in load_graph(root)):
         note = "packaged by the experiment's `package` stage"
-    elif stream(["emotions", "package", "--help"], root).returncode == 0:
-        result = stream(["emotions", "package"], root, logger.info)
+    elif stream(["emotions", "package", "--help"], root, timeout_s=limit).returncode == 0:
+        result = stream(["emotions", "package"], root, logger.info, timeout_s=limit)
         if result.returncode != 0:
             raise RetrainError(f"emotions package failed: {result.text}")
         note = "packaged by `emotions package`"
@@ -327,12 +332,19 @@ def decision_markdown(record: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _challenge(root: Path, run: str, refresh: str, retries: int, delay: float) -> dict[str, Any]:
+def _timed(step: Any, seconds: float) -> Any:
+    """The task with Prefect's timeout behind the kill `stream` does at `seconds`."""
+    return step.with_options(timeout_seconds=task_timeout(seconds))
+
+
+def _challenge(root: Path, run: str, refresh: str, config: FlowConfig) -> dict[str, Any]:
     """Refresh, train into an experiment and measure it: the challenger's record."""
-    refreshed = refresh_data(str(root), refresh)
-    experiment = run_experiment.with_options(retries=retries, retry_delay_seconds=delay)(
-        str(root), f"retrain-{datetime.now(UTC):%Y%m%d-%H%M%S}"
-    )
+    refreshed = _timed(refresh_data, config.stage_timeout_s)(str(root), refresh)
+    experiment = run_experiment.with_options(
+        retries=config.retries,
+        retry_delay_seconds=config.retry_delay_s,
+        timeout_seconds=task_timeout(config.experiment_timeout_s),
+    )(str(root), f"retrain-{datetime.now(UTC):%Y%m%d-%H%M%S}")
     return {
         "experiment": experiment["name"],
         "rev": experiment["rev"],
@@ -343,13 +355,13 @@ def _challenge(root: Path, run: str, refresh: str, retries: int, delay: float) -
     }
 
 
-def _round(root: Path, run: str, refresh: str, margin: float, config) -> dict[str, Any]:
+def _round(root: Path, run: str, refresh: str, margin: float, config: FlowConfig) -> dict[str, Any]:
     """One champion/challenger round under the repository lock; returns the decision record."""
     logger = get_run_logger()
     base = {"flow_run": flow_run.get_name(), "run": run, "metric": config.promote_metric}
     champion = read_champion(root)
     try:
-        challenger = _challenge(root, run, refresh, config.retries, config.retry_delay_s)
+        challenger = _challenge(root, run, refresh, config)
     except (StageFailedError, RetrainError, DvcException) as error:
         # No challenger: the champion stays, and the audit trail says why.
         append_decision(
@@ -368,7 +380,7 @@ def _round(root: Path, run: str, refresh: str, margin: float, config) -> dict[st
     if champion is not None and champion.get("test_split") != challenger["test_split"]:
         logger.info("the test split changed since the champion was measured: re-scoring it")
         rescored = (
-            rescore_champion(str(root), champion["rev"], run)
+            _timed(rescore_champion, config.stage_timeout_s)(str(root), champion["rev"], run)
             if champion.get("rev")
             else {"error": "champion.json has no rev"}
         )
@@ -378,8 +390,8 @@ def _round(root: Path, run: str, refresh: str, margin: float, config) -> dict[st
     logger.info("%s: %s", "PROMOTE" if decision.promote else "KEEP champion", decision.reason)
     package_note = None
     if decision.promote:
-        apply_experiment(str(root), challenger["experiment"])
-        package_note = package(str(root))
+        _timed(apply_experiment, config.stage_timeout_s)(str(root), challenger["experiment"])
+        package_note = _timed(package, config.stage_timeout_s)(str(root))
         write_champion(
             root,
             {
@@ -427,9 +439,12 @@ def retrain(
         raise ValueError(f"margin must be >= 0, got {margin}")
     owner = f"flow run '{flow_run.get_name() or 'retrain'}'"
     try:
-        with repo_lock(root, owner=owner, wait_s=config.lock_wait_s, on_wait=logger.warning):
+        with (
+            repo_slot(root, config.lock_wait_s),
+            repo_lock(root, owner=owner, wait_s=config.lock_wait_s, on_wait=logger.warning),
+        ):
             record = _round(root, run, refresh, margin, config)
-    except RepoBusyError as error:
+    except (RepoBusyError, TimeoutError) as error:
         logger.error("%s", error)
         return Failed(message=str(error), data=error)
     create_markdown_artifact(

@@ -75,8 +75,9 @@ def start_server(
     env: dict[str, str],
     output: Path,
     timeout_s: float = 240.0,
+    health: str = "/healthz",
 ) -> LiveServer:
-    """Run ``argv`` and wait (bounded) until ``GET /healthz`` answers 200."""
+    """Run ``argv`` and wait (bounded) until ``GET <health>`` answers 200."""
     handle = output.open("wb")
     process = subprocess.Popen(
         list(argv),
@@ -93,7 +94,7 @@ def start_server(
         if process.poll() is not None:
             raise RuntimeError(f"server exited with {process.returncode}:\n{server.tail()}")
         try:
-            if requests.get(f"{server.url}/healthz", timeout=5).status_code == 200:
+            if requests.get(f"{server.url}{health}", timeout=5).status_code == 200:
                 return server
         except requests.RequestException:
             pass

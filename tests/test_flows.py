@@ -81,7 +81,8 @@ def _flow_env() -> dict[str, str]:
         **os.environ,
         "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
         "PREFECT_API_URL": PREFECT_API_URL.value(),
-        "PYTHONPATH": str(REPO),
+        # This checkout's code, also where the venv's editable install points elsewhere.
+        "PYTHONPATH": os.pathsep.join([str(REPO / "src"), str(REPO)]),
     }
 
 
@@ -292,6 +293,37 @@ def test_a_killed_flow_run_resumes_without_redoing_finished_stages(tmp_path):
     assert (repo / "slow.count").read_text() == "xx"  # killed mid-run: rerun from scratch
     assert (repo / "slow.txt").read_text() == "s"
     assert "up to date" in run(["dvc", "status"], repo).stdout
+
+
+def test_a_stage_past_its_timeout_is_killed_with_its_processes_and_not_retried(tmp_path):
+    import psutil
+
+    # The stage starts a child of its own that sleeps silently: the kill must reach it too.
+    hang = py(
+        "import os,subprocess,sys,time; open('hang.count','a').write('x'); "
+        "c=subprocess.Popen([sys.executable,'-c','import time; time.sleep(300)']); "
+        "open('hang.pids','w').write(f'{os.getpid()} {c.pid}'); time.sleep(300)"
+    )
+    repo = toy_repo(
+        tmp_path / "toy",
+        {
+            "hang": {"cmd": hang, "outs": ["h.txt"]},
+            "next": {"cmd": py("open('n.txt','w')"), "deps": ["h.txt"], "outs": ["n.txt"]},
+        },
+        retries=2,
+        stage_timeout_s=8,
+    )
+    started = time.monotonic()
+    state = pipeline(repo=str(repo), return_state=True)
+    assert state.is_failed() and time.monotonic() - started < 90
+    by_stage = {item.stage: item for item in state.result(raise_on_failure=False).outcomes}
+    assert by_stage["hang"].status == "failed" and "timed out after 8 s" in by_stage["hang"].message
+    assert (repo / "hang.count").read_text() == "x"  # a timeout is not retried
+    assert by_stage["next"].status == "not run"
+    pids = [int(pid) for pid in (repo / "hang.pids").read_text().split()]
+    assert not any(
+        psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie" for pid in pids
+    )
 
 
 def test_targets_select_upstream_stages_and_unknown_targets_are_named(tmp_path):

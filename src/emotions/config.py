@@ -201,7 +201,13 @@ class FlowConfig(Strict):
     concurrency: int = Field(2, ge=1)
     # How long a flow run waits for another flow run on the same repository to finish.
     lock_wait_s: float = Field(600.0, ge=0)
+    # Longest run of one stage task (`dvc repro` of one stage, a refresh, a re-score): the
+    # task ends TimedOut and its process is killed. `dvc exp run` (the whole DAG) gets its own.
+    stage_timeout_s: float = Field(3600.0, gt=0)
+    experiment_timeout_s: float = Field(14400.0, gt=0)
     retrain_cron: str = "0 3 * * 1"
+    # The monitor deployment's schedule (`make schedule`): the drift check of the prediction log.
+    monitor_cron: str = "0 * * * *"
     # The champion/challenger gate: this run's test metric decides, by at least this margin.
     promote_run: str = "emotions-full"
     promote_metric: Literal["accuracy", "weighted_f1", "macro_f1", "polarity_accuracy"] = (

@@ -3,26 +3,30 @@
 Checks, each drifted or not by Evidently's own test (method and threshold chosen by Evidently
 from the column type and size: K-S for numbers, chi-square or z-test for labels):
 
-- value drift of each input statistic (brightness, motion, loudness, duration),
-- value drift of the predicted label and of the confidence,
+- value drift of each input statistic (brightness, motion, loudness, duration) and of the
+  predicted label and the confidence: Evidently's ``DataDriftPreset`` over these columns, whose
+  ``DriftedColumnsCount`` gives the drifted count and share;
 - embedding drift (``EmbeddingsDrift``, the share of embedding components that drifted,
-  Evidently's ``ratio`` method, drifted above 0.2).
+  Evidently's ``ratio`` method, drifted above 0.2), reported beside the value checks.
 
-``drift_share`` is the share of the checks that ran which drifted, and ``drifted`` says whether
-it reached the threshold: the one number the monitor flow acts on. A check that cannot run (a
-column empty on one side, embeddings of different sizes, too few rows for the report's t-SNE
-plot of the embeddings) is listed as skipped with the reason rather than counted either way.
+``drift_share`` is the preset's share of drifted value columns, and ``drifted`` says whether it
+reached the threshold (the preset's own test, ``drift_share=threshold``): the one number the
+monitor flow acts on. The embedding check is shown with the others but does not count towards
+the share (one whole representation against single columns). A check that cannot run (a column
+empty on one side, embeddings of different sizes, too few rows for the report's t-SNE plot of
+the embeddings) is listed as skipped with the reason rather than counted either way.
 
 Outputs in ``out_dir``: ``report.html`` (Evidently's single offline HTML file),
-``snapshot.json`` (the full Evidently snapshot, loadable into an Evidently UI workspace) and
-``summary.json`` (:class:`DriftSummary`). With ``workspace``, the snapshot is also added as a
-run of the ``emotions-drift`` project of that local Evidently UI workspace, the dashboard
-(``evidently ui --workspace DIR``) that shows every check over time.
+``snapshot.json`` (the snapshot in Evidently's own serialisation, ``Snapshot.load`` reads it
+back), ``traffic.json`` (the traffic snapshot, :mod:`emotions.monitor.traffic`) and
+``summary.json`` (:class:`DriftSummary`). Both snapshots carry the log window (``timestamp`` =
+the newest request, metadata = log path and range, requests, refusals, model; tags = kind and
+model). With ``workspace``, they are also added as runs of the dashboard project
+(:mod:`emotions.monitor.dashboard`, ``evidently ui --workspace DIR``).
 """
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -31,11 +35,14 @@ from typing import Any
 import pandas as pd
 
 from emotions.atomic import atomic_write, atomic_write_json, atomic_write_text
+from emotions.monitor.dashboard import PROJECT, add_to_workspace
 from emotions.monitor.reference import INPUT_COLUMNS, MonitorDataError, embedding_columns
+from emotions.monitor.traffic import DRIFT_TAG, LogWindow, read_requests, traffic_report
+
+__all__ = ["PROJECT", "DriftSummary", "NotEnoughDataError", "check_log", "drift_report"]
 
 VALUE_COLUMNS = (*INPUT_COLUMNS, "label", "confidence")
 EMBEDDINGS = "embedding"
-PROJECT = "emotions-drift"
 # The embedding check: the share of components that drifted (per-component Wasserstein
 # distance above 0.1) and the share above which the embeddings count as drifted.
 EMBEDDING_DRIFT_SHARE = 0.2
@@ -61,6 +68,7 @@ class DriftSummary:
     skipped: dict[str, str] = field(default_factory=dict)  # name -> why
     report_html: str = ""
     summary_json: str = ""
+    window: dict[str, Any] = field(default_factory=dict)  # LogWindow.to_dict()
 
     @property
     def drifted_checks(self) -> list[str]:
@@ -86,15 +94,21 @@ def drift_report(
     threshold: float = 0.3,
     min_rows: int = 30,
     workspace: str | Path | None = None,
+    window: LogWindow | None = None,
+    traffic: Any = None,
 ) -> DriftSummary:
     """Compare ``current`` (the log table) with ``reference``; write the report and summary.
+
+    ``window`` stamps the snapshot (default: now, no log range); ``traffic`` (a snapshot of
+    :func:`~emotions.monitor.traffic.traffic_report`) is saved and added to the workspace with it.
 
     Raises :class:`NotEnoughDataError` when ``current`` has fewer than ``min_rows`` rows (or
     the reference fewer than 2), with a message that says how many there are.
     """
     from evidently import DataDefinition, Dataset, Report
     from evidently.legacy.metrics.data_drift.embedding_drift_methods import ratio
-    from evidently.metrics import EmbeddingsDrift, ValueDrift
+    from evidently.metrics import EmbeddingsDrift, UniqueValueCount
+    from evidently.presets import DataDriftPreset
 
     if len(current) < min_rows:
         raise NotEnoughDataError(
@@ -136,19 +150,26 @@ def drift_report(
         categorical_columns=["label"] if "label" in values else [],
         embeddings={EMBEDDINGS: embeddings} if embeddings else None,
     )
-    metrics: list[Any] = [ValueDrift(column=c) for c in values]
+    # The preset's share test fails at share >= drift_share: the same verdict as `drifted`.
+    metrics: list[Any] = [DataDriftPreset(columns=values, drift_share=threshold)] if values else []
+    if "label" in values:
+        metrics.append(UniqueValueCount(column="label"))  # the predicted-label distribution
     if embeddings:
         method = ratio(threshold=EMBEDDING_DRIFT_SHARE)
         metrics.append(EmbeddingsDrift(embeddings_name=EMBEDDINGS, drift_method=method))
+    window = window or LogWindow("", None, None, len(current), 0, "")
     report = Report(metrics, include_tests=True)
     snapshot = report.run(
         Dataset.from_pandas(current[columns].reset_index(drop=True), data_definition=definition),
         Dataset.from_pandas(reference[columns].reset_index(drop=True), data_definition=definition),
+        timestamp=window.timestamp,
+        tags=window.tags(DRIFT_TAG),
+        metadata=window.metadata(),
+        name=f"drift {window.timestamp:%Y-%m-%d %H:%M:%S}",
     )
-    checks = _checks(snapshot.dict())
-
-    ran = len(checks)
-    share = sum(check["drifted"] for check in checks.values()) / ran if ran else 0.0
+    result = snapshot.dict()
+    checks = _checks(result)
+    share = _drifted_share(result)
     summary = DriftSummary(
         drifted=share >= threshold,
         drift_share=round(share, 4),
@@ -159,25 +180,24 @@ def drift_report(
         skipped=skipped,
         report_html=str(out / "report.html"),
         summary_json=str(out / "summary.json"),
+        window=window.to_dict(),
     )
     atomic_write(out / "report.html", lambda tmp: snapshot.save_html(str(tmp)))
-    atomic_write_text(out / "snapshot.json", json.dumps(snapshot.dict(), default=str) + "\n")
+    atomic_write_text(out / "snapshot.json", snapshot.dumps() + "\n")
+    if traffic is not None:
+        atomic_write_text(out / "traffic.json", traffic.dumps() + "\n")
     atomic_write_json(summary.to_dict(), out / "summary.json")
     if workspace is not None:
-        add_to_workspace(snapshot, workspace)
+        add_to_workspace([snapshot, *([traffic] if traffic is not None else [])], workspace)
     return summary
 
 
-def add_to_workspace(snapshot: Any, workspace: str | Path) -> str:
-    """Add ``snapshot`` to the :data:`PROJECT` project of a local Evidently UI workspace
-    (created on first use); returns the project id."""
-    from evidently.ui.workspace import Workspace
-
-    ws = Workspace.create(str(workspace))
-    found = ws.search_project(PROJECT)
-    project = found[0] if found else ws.create_project(PROJECT, description="eMotions drift")
-    ws.add_run(project.id, snapshot, include_data=False)
-    return str(project.id)
+def _drifted_share(snapshot: dict[str, Any]) -> float:
+    """The ``DriftedColumnsCount`` share of the preset (0 when no value column could run)."""
+    for metric in snapshot["metrics"]:
+        if metric["config"]["type"].endswith(":DriftedColumnsCount"):
+            return float(metric["value"]["share"])
+    return 0.0
 
 
 def _checks(snapshot: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -190,6 +210,8 @@ def _checks(snapshot: dict[str, Any]) -> dict[str, dict[str, Any]]:
     checks: dict[str, dict[str, Any]] = {}
     for metric in snapshot["metrics"]:
         config = metric["config"]
+        if not config["type"].endswith((":EmbeddingsDrift", ":ValueDrift")):
+            continue
         score = metric["value"]
         score = float(score) if isinstance(score, int | float) else float("nan")
         if config["type"].endswith(":EmbeddingsDrift"):
@@ -224,16 +246,34 @@ def check_log(
     workspace: str | Path | None = None,
 ) -> DriftSummary:
     """The whole check for the CLI and the flow: read the log, load (or build) the reference
-    of ``split`` into ``out_dir``, run :func:`drift_report` into ``out_dir``."""
+    of ``split`` into ``out_dir``, run :func:`drift_report` into ``out_dir``.
+
+    The traffic snapshot is recorded even when there are too few answered requests to test
+    (a service that refuses everything is exactly when the dashboard should show it)."""
     from emotions.monitor.reference import load_or_build_reference, log_table
 
+    requests = read_requests(log)
+    window = LogWindow.of(requests, log)
+    traffic = traffic_report(requests, window) if len(requests) else None
     current = log_table(log)
     if len(current) < min_rows:  # before the reference costs a pass of the model
+        if traffic is not None:
+            Path(out_dir).mkdir(parents=True, exist_ok=True)
+            atomic_write_text(Path(out_dir) / "traffic.json", traffic.dumps() + "\n")
+            if workspace is not None:
+                add_to_workspace(traffic, workspace)
         raise NotEnoughDataError(
             f"{log}: {len(current)} answered predictions; the drift check needs at least "
             f"{min_rows} (monitor.min_rows)"
         )
     reference = load_or_build_reference(out_dir, model_dir, cache_dir, split_file, split)
     return drift_report(
-        current, reference, out_dir, threshold=threshold, min_rows=min_rows, workspace=workspace
+        current,
+        reference,
+        out_dir,
+        threshold=threshold,
+        min_rows=min_rows,
+        workspace=workspace,
+        window=window,
+        traffic=traffic,
     )

@@ -1,0 +1,124 @@
+"""What the prediction log says about the service itself, beside the data's drift.
+
+The drift report compares answered requests only. The dashboard also needs the traffic: how
+many requests came in, which share the service refused (too large, not a video, undecodable),
+the time window the log covers and the model that answered. :class:`LogWindow` holds the window
+(it becomes every snapshot's ``timestamp``, tags and metadata, so the dashboard's points sit at
+the time the log reached, not at the time the monitor happened to run); :func:`traffic_report`
+measures requests and refusals with Evidently's own ``RowCount`` and ``CategoryCount``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+REFUSED = "error"  # the ``status`` of a refused or failed request (serve.prediction_log)
+TRAFFIC_TAG = "traffic"
+DRIFT_TAG = "drift"
+
+
+def _parse_time(value: Any) -> datetime | None:
+    """A log line's ``time`` as naive UTC (Evidently compares snapshot timestamps naively)."""
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if parsed.tzinfo is not None:
+        parsed = parsed.astimezone(UTC).replace(tzinfo=None)
+    return parsed
+
+
+def request_table(records: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
+    """One row per logged request, answered or not: ``time``, ``status``, ``model``."""
+    rows = [
+        {
+            "time": _parse_time(record.get("time")),
+            "status": str(record.get("status") or "unknown"),
+            "model": str(record.get("model") or ""),
+        }
+        for record in records
+    ]
+    return pd.DataFrame(rows, columns=["time", "status", "model"])
+
+
+def read_requests(path: str | Path) -> pd.DataFrame:
+    """:func:`request_table` of the log file at ``path`` (empty when there is no such file)."""
+    from emotions.serve.prediction_log import read_prediction_log
+
+    return request_table(read_prediction_log(path))
+
+
+@dataclass(frozen=True)
+class LogWindow:
+    """The stretch of the prediction log one monitor run looked at."""
+
+    log: str
+    start: datetime | None
+    end: datetime | None
+    requests: int
+    refused: int
+    model: str  # the model tag of the latest answered request ("" when none answered)
+
+    @classmethod
+    def of(cls, requests: pd.DataFrame, log: str | Path) -> LogWindow:
+        times = requests["time"].dropna() if "time" in requests else pd.Series(dtype=object)
+        answered = requests[(requests["status"] == "ok") & (requests["model"] != "")]
+        return cls(
+            log=str(log),
+            start=None if times.empty else pd.Timestamp(times.min()).to_pydatetime(),
+            end=None if times.empty else pd.Timestamp(times.max()).to_pydatetime(),
+            requests=len(requests),
+            refused=int((requests["status"] == REFUSED).sum()),
+            model=str(answered["model"].iloc[-1]) if not answered.empty else "",
+        )
+
+    @property
+    def timestamp(self) -> datetime:
+        """Where the dashboard puts this run: the newest request (now, for an empty log)."""
+        return self.end or datetime.now(UTC).replace(tzinfo=None)
+
+    def metadata(self) -> dict[str, str]:
+        """Snapshot metadata (strings: the UI filters series by exact metadata values)."""
+        return {
+            "log": self.log,
+            "log_start": self.start.isoformat() if self.start else "",
+            "log_end": self.end.isoformat() if self.end else "",
+            "requests": str(self.requests),
+            "refused": str(self.refused),
+            "model": self.model,
+        }
+
+    def tags(self, kind: str) -> list[str]:
+        """``kind`` (:data:`DRIFT_TAG` or :data:`TRAFFIC_TAG`) and the model tag."""
+        return [kind, *([f"model={self.model}"] if self.model else [])]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.metadata(), "requests": self.requests, "refused": self.refused}
+
+
+def traffic_report(requests: pd.DataFrame, window: LogWindow) -> Any:
+    """An Evidently snapshot of the requests: their count and the refused count and share."""
+    from evidently import DataDefinition, Dataset, Report
+    from evidently.metrics import CategoryCount, RowCount
+
+    if requests.empty:
+        raise ValueError("no requests in the log: nothing to count")
+    table = requests[["status"]].reset_index(drop=True)
+    definition = DataDefinition(categorical_columns=["status"])
+    report = Report([RowCount(), CategoryCount(column="status", category=REFUSED)])
+    return report.run(
+        Dataset.from_pandas(table, data_definition=definition),
+        None,
+        timestamp=window.timestamp,
+        tags=window.tags(TRAFFIC_TAG),
+        metadata=window.metadata(),
+        name=f"traffic {window.timestamp:%Y-%m-%d %H:%M:%S}",
+    )
