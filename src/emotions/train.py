@@ -42,7 +42,8 @@ from emotions.config import Params
 from emotions.data.loader import CachedClipDataset, SpecAugment
 from emotions.metrics import classification_summary
 from emotions.models.avcanet import AVCANet
-from emotions.models.losses import EPCELoss
+from emotions.models.losses import build_criterion
+from emotions.models.objective import objective
 from emotions.runtime import Runtime, broadcast_object, resolve_runtime, shutdown
 
 
@@ -243,7 +244,9 @@ def _train(
     model = build_model(params, len(classes)).to(runtime.device)
     if cfg.channels_last and runtime.device.type == "cuda" and hasattr(model, "video"):
         model.video.to(memory_format=torch.channels_last_3d)
-    criterion = EPCELoss(list(params.taxonomy_for(params.run(run).dataset).values()), params.loss)
+    criterion = build_criterion(
+        list(params.taxonomy_for(params.run(run).dataset).values()), params.loss
+    ).to(runtime.device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = len(_epoch_loader(train_set, params, runtime, 0))
     scheduler = _scheduler(
@@ -297,13 +300,10 @@ def _train(
             batch = move_batch(batch, runtime)
             with runtime.autocast():
                 out = wrapped(batch["video"], batch["audio"], batch["has_audio"])
-            loss = criterion(out["logits"].float(), batch["label"])
-            if params.loss.window_weight > 0:
-                windows = out["window_logits"].float()
-                per_window = batch["label"].repeat_interleave(windows.shape[1])
-                loss = loss + params.loss.window_weight * criterion(
-                    windows.flatten(0, 1), per_window
-                )
+            # fused + window + auxiliary audio/video terms (emotions.models.objective)
+            loss = objective(out, batch["label"], batch["has_audio"], criterion, params.loss)[
+                "loss"
+            ]
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)

@@ -18,6 +18,7 @@ from timm.layers import PatchEmbed, resample_abs_pos_embed
 from timm.models.vision_transformer import VisionTransformer
 from torch import Tensor, nn
 
+from emotions.models.registry import register_audio
 from emotions.models.settings import AudioSettings
 from emotions.models.video import WeightsError, load_matching, read_state_dict
 
@@ -69,6 +70,7 @@ class StridedPatchEmbed(PatchEmbed):
         return self.norm(x)
 
 
+@register_audio("ast")
 class AudioBackbone(nn.Module):
     """(B, A, M) normalised log-mel → tokens (B, A', D) per time column and their time centres."""
 
