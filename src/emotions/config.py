@@ -144,6 +144,12 @@ class TrainConfig(Strict):
     spec_augment_freq: int = Field(16, ge=0)
     # torch intra-op threads; null keeps torch's default (all cores).
     threads: int | None = Field(None, ge=1)
+    # Parameter groups (src/emotions/optim.py): the branches' lr is lr × backbone_lr_mult;
+    # layer_decay (e.g. 0.75) additionally scales a branch layer's lr by decay^(depth from top).
+    backbone_lr_mult: float = Field(1.0, gt=0)
+    layer_decay: float | None = Field(None, gt=0, le=1)
+    # Micro-batches per optimizer step (effective batch = batch_size × accumulate × ranks).
+    accumulate: int = Field(1, ge=1)
 
 
 class EvaluateConfig(Strict):

@@ -44,6 +44,7 @@ from emotions.metrics import classification_summary
 from emotions.models.avcanet import AVCANet
 from emotions.models.losses import build_criterion
 from emotions.models.objective import objective
+from emotions.optim import build_optimizer, ddp_sync, micro_group
 from emotions.runtime import Runtime, broadcast_object, resolve_runtime, shutdown
 
 
@@ -247,8 +248,9 @@ def _train(
     criterion = build_criterion(
         list(params.taxonomy_for(params.run(run).dataset).values()), params.loss
     ).to(runtime.device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    steps_per_epoch = len(_epoch_loader(train_set, params, runtime, 0))
+    optimizer = build_optimizer(model, cfg)  # param groups: emotions.optim
+    # Optimizer steps, not micro-batches, drive the schedule under gradient accumulation.
+    steps_per_epoch = math.ceil(len(_epoch_loader(train_set, params, runtime, 0)) / cfg.accumulate)
     scheduler = _scheduler(
         optimizer, round(cfg.warmup_epochs * steps_per_epoch), cfg.epochs * steps_per_epoch
     )
@@ -296,19 +298,25 @@ def _train(
             leave=False,
             disable=not (progress and runtime.is_main),
         )
-        for batch in bar:
+        optimizer.zero_grad(set_to_none=True)
+        for step, batch in enumerate(bar):
+            # Gradient accumulation: a group of `accumulate` micro-batches (the last may be
+            # shorter) makes one optimizer step; DDP all-reduces only on the group's last.
+            group = micro_group(step, len(loader), cfg.accumulate)
+            final = step + 1 == group.stop
             batch = move_batch(batch, runtime)
-            with runtime.autocast():
-                out = wrapped(batch["video"], batch["audio"], batch["has_audio"])
-            # fused + window + auxiliary audio/video terms (emotions.models.objective)
-            loss = objective(out, batch["label"], batch["has_audio"], criterion, params.loss)[
-                "loss"
-            ]
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            optimizer.step()
-            scheduler.step()
+            with ddp_sync(wrapped, final):
+                with runtime.autocast():
+                    out = wrapped(batch["video"], batch["audio"], batch["has_audio"])
+                # fused + window + auxiliary audio/video terms (emotions.models.objective)
+                terms = objective(out, batch["label"], batch["has_audio"], criterion, params.loss)
+                loss = terms["loss"]
+                (loss / len(group)).backward()
+            if final:
+                nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
             losses.append(loss.item())
             bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
         record: dict[str, float] = {"epoch": state.epoch + 1, "train_loss": float(np.mean(losses))}

@@ -101,6 +101,20 @@ class AudioBackbone(nn.Module):
         """(frequency, time) patch grid the position embeddings are laid out on."""
         return tuple(self.vit.patch_embed.grid_size)
 
+    @property
+    def num_layers(self) -> int:
+        """Depth for layer-wise lr decay: the patch/position embedding, each block, the norm."""
+        return len(self.vit.blocks) + 2
+
+    def layer_id(self, name: str) -> int:
+        """Depth of parameter ``name`` (relative to this module): 0 = embeddings."""
+        parts = name.split(".")
+        if parts[:2] == ["vit", "blocks"]:
+            return int(parts[2]) + 1
+        if parts[:2] in (["vit", "patch_embed"], ["vit", "pos_embed"]):
+            return 0
+        return self.num_layers - 1
+
     def load_weights(self, path: str | Path) -> None:
         """Load a local timm ViT or AST checkpoint, adapted to one channel and this grid.
 

@@ -34,6 +34,25 @@ class ResNetAudio(nn.Module):
         if settings.weights:
             self.load_weights(settings.weights)
 
+    @property
+    def depths(self) -> list[int]:
+        return [len(getattr(self.net, f"layer{k}")) for k in range(1, 5)]
+
+    @property
+    def num_layers(self) -> int:
+        """Depth for layer-wise lr decay: the stem, each residual block, the top."""
+        return sum(self.depths) + 2
+
+    def layer_id(self, name: str) -> int:
+        """Depth of parameter ``name`` (relative to this module): 0 = the stem."""
+        parts = name.split(".")
+        if len(parts) > 2 and parts[1].startswith("layer"):
+            stage = int(parts[1].removeprefix("layer")) - 1
+            return sum(self.depths[:stage]) + int(parts[2]) + 1
+        if parts[1] in ("conv1", "bn1"):
+            return 0
+        return self.num_layers - 1
+
     def load_weights(self, path: str | Path) -> None:
         """A local timm/torchvision ResNet checkpoint; RGB stem kernels averaged to one channel."""
         state = read_state_dict(path)
