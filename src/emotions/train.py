@@ -108,6 +108,14 @@ def build_model(params: Params, num_classes: int) -> AVCANet:
     return AVCANet(params.model, num_classes=num_classes)
 
 
+def set_input_stats(model: nn.Module, paths: RunPaths) -> None:
+    """Tell an audio branch that rescales its input (AST normalisation) the cache's stats."""
+    audio = getattr(model, "audio", None)
+    if audio is not None and hasattr(audio, "set_input_stats"):
+        stats = json.loads((paths.cache / "stats.json").read_text(encoding="utf-8"))
+        audio.set_input_stats(float(stats["fbank_mean"]), float(stats["fbank_std"]))
+
+
 def model_metadata(params: Params, run: str, paths: RunPaths) -> dict[str, Any]:
     """Everything `predict` and serving need to rebuild the model and its inputs.
 
@@ -243,6 +251,7 @@ def _train(
         raise RuntimeError(f"run {run}: the train split of {paths.split} is empty")
     classes = list(params.taxonomy_for(params.run(run).dataset))
     model = build_model(params, len(classes)).to(runtime.device)
+    set_input_stats(model, paths)
     if cfg.channels_last and runtime.device.type == "cuda" and hasattr(model, "video"):
         model.video.to(memory_format=torch.channels_last_3d)
     criterion = build_criterion(

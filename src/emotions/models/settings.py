@@ -34,8 +34,11 @@ class VideoSettings(_Strict):
     """Video Swin Transformer branch."""
 
     arch: VideoArch = "tiny"
-    # A local Kinetics checkpoint for the chosen arch (never downloaded); None = random init.
+    # A local checkpoint (never downloaded); None = random init. Its key layout: torchvision's
+    # Swin3d (Kinetics), swin2d (an ImageNet Swin, timm or original keys, inflated to 3D),
+    # video_swin (the original / mmaction2 Video Swin); auto tells them apart by their keys.
     weights: str | None = None
+    weights_layout: Literal["auto", "torchvision", "swin2d", "video_swin"] = "auto"
     # The last feature map is average-pooled to spatial_pool × spatial_pool tokens per temporal
     # position: enough tokens for cross-attention to pick regions, few enough to stay cheap.
     spatial_pool: int = Field(2, ge=1)
@@ -68,6 +71,11 @@ class AudioSettings(_Strict):
     drop_path: float = Field(0.1, ge=0.0, lt=1.0)
     # A local timm ViT / AST checkpoint (never downloaded); None = random init.
     weights: str | None = None
+    # ast: the AST branch rescales its input to AST's (fbank − ast_mean) / (2 · ast_std) (use it
+    # with AST weights); dataset: it takes the loader's dataset-normalised log-mel as is.
+    input_norm: Literal["dataset", "ast"] = "dataset"
+    ast_mean: float = -4.2677393  # AudioSet, from the AST recipes
+    ast_std: float = Field(4.5689974, gt=0)
 
     @model_validator(mode="after")
     def _geometry(self) -> AudioSettings:

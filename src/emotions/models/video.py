@@ -179,8 +179,13 @@ class VideoBackbone(nn.Module):
         return self.num_layers - 1
 
     def load_weights(self, path: str | Path) -> None:
-        """Load a local Kinetics checkpoint of the same arch (its head is ignored)."""
-        state = read_state_dict(path)
+        """Load a local checkpoint of the same arch in ``settings.weights_layout`` (see
+        ``emotions.models.pretrained``); its classifier head is ignored."""
+        from emotions.models.pretrained import to_torchvision_swin3d
+
+        state = to_torchvision_swin3d(
+            read_state_dict(path), self.swin, self.settings.weights_layout
+        )
         load_matching(self.swin, state, path, f"video '{self.settings.arch}'", ignore=("head.",))
 
     def normalise(self, video: Tensor) -> Tensor:
