@@ -63,7 +63,14 @@ def test_output_shapes(fusion: str, modality: str) -> None:
 
 @pytest.mark.parametrize(
     ("fusion", "t", "frames", "windows"),
-    [("lgfm", 6, 250, 3), ("lgfm", 8, 400, 6), ("global", 12, 530, 2), ("concat", 4, 160, 5)],
+    [
+        ("lgfm", 6, 250, 3),
+        ("lgfm", 8, 400, 6),
+        ("global", 12, 530, 2),
+        ("concat", 4, 160, 5),
+        ("pyramid", 8, 400, 6),  # windows not a power of two: the last block is partial
+        ("pyramid", 12, 530, 3),
+    ],
 )
 def test_windowing_is_general(fusion: str, t: int, frames: int, windows: int) -> None:
     # (8, 400, 6): more windows than the 4 video time positions, windows borrow the nearest.
