@@ -15,6 +15,7 @@ with no audio at all contributes exactly 0.
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -50,7 +51,7 @@ def objective(
         terms["window"] = criterion(windows.flatten(0, 1), per_window)
         loss = loss + settings.window_weight * terms["window"]
     if settings.aux_audio > 0 and "audio_logits" in out:
-        mask = has_audio.to(device=target.device, dtype=bool)
+        mask = has_audio.to(device=target.device, dtype=torch.bool)
         terms["aux_audio"] = masked_ce(out["audio_logits"].float(), target, mask)
         loss = loss + settings.aux_audio * terms["aux_audio"]
     if settings.aux_video > 0 and "video_logits" in out:
