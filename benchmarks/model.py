@@ -21,6 +21,11 @@ the Python loop, not arithmetic, set the time on a GPU.
     .venv/bin/python benchmarks/model.py                       # both sizes
     .venv/bin/python benchmarks/model.py --json reports/bench_model.json
     .venv/bin/python benchmarks/model.py --skip-paper          # seconds, tiny only
+    .venv/bin/python benchmarks/model.py --skip-paper --preset params/paper.yaml --preset-only
+
+``--preset`` (default params/paper.yaml) also measures the ``paper`` preset: params.yaml with that
+overlay applied (pyramid fusion, ResNet-34 audio over 16 segments, Swin-T on 16 × 8 frames at
+112², see the README), on the inputs its preprocess settings make.
 """
 
 from __future__ import annotations
@@ -38,9 +43,10 @@ from typing import Any
 
 import torch
 
-from emotions.config import load_params
+from emotions.config import Params, load_params
 from emotions.models.avcanet import AVCANet, count_parameters, estimate_flops
 from emotions.models.settings import ModelSettings, paper_size, without_weights
+from emotions.overlay import apply_overlay
 
 H100_BF16_DENSE_TFLOPS = 989.0  # H100 SXM5, dense (no sparsity) bf16 tensor-core peak
 ASSUMED_UTILISATION = 0.40
@@ -60,20 +66,34 @@ class Shape:
     mel_bins: int
 
     def describe(self) -> str:
+        audio = self.settings.audio
+        branch = (
+            f"{audio.size}, stride {audio.stride}"
+            if audio.arch == "ast"
+            else f"{audio.arch} × {audio.segments} segments"
+        )
         return (
             f"{self.name}: video {self.frames}×{self.crop}×{self.crop} "
             f"({self.settings.video.arch}), audio {self.audio_frames}×{self.mel_bins} "
-            f"({self.settings.audio.size}, stride {self.settings.audio.stride}), "
-            f"fusion {self.settings.fusion} dim {self.settings.dim}"
+            f"({branch}), fusion {self.settings.fusion} dim {self.settings.dim}"
         )
 
 
 def tiny_shape(params_path: Path) -> Shape:
     """The params.yaml model on the inputs the preprocess stage makes for it."""
-    params = load_params(params_path)
+    return params_shape("tiny", load_params(params_path))
+
+
+def preset_shape(params_path: Path, overlay: Path) -> Shape:
+    """params.yaml with a preset overlay (params/paper.yaml) on its own preprocess inputs."""
+    params, _ = apply_overlay(params_path, overlay)
+    return params_shape(f"preset {overlay.stem}", params)
+
+
+def params_shape(name: str, params: Params) -> Shape:
     pre = params.preprocess
     return Shape(
-        "tiny",
+        name,
         without_weights(params.model),
         pre.num_frames,
         pre.crop,
@@ -289,8 +309,21 @@ def main(argv: list[str] | None = None) -> int:
         f"= {ASSUMED_UTILISATION * H100_BF16_DENSE_TFLOPS:.0f} TFLOP/s)",
         flush=True,
     )
+    if args.preset_only:
+        result["preset"] = bench_shape(
+            preset_shape(args.params, args.preset), args, args.paper_batch, args.paper_iters
+        )
+        if args.json:
+            write_json(args.json, result)
+        return 0
     tiny = bench_shape(tiny_shape(args.params), args, args.batch, args.iters)
     result["tiny"] = tiny
+    if args.preset:
+        preset = bench_shape(
+            preset_shape(args.params, args.preset), args, args.paper_batch, args.paper_iters
+        )
+        preset["vs_tiny"] = ratios(preset, tiny)
+        result["preset"] = preset
     if not args.skip_paper:
         paper = bench_shape(paper_shape(), args, args.paper_batch, args.paper_iters)
         paper["vs_tiny"] = ratios(paper, tiny)
@@ -341,6 +374,14 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         "vary 10×; 0 keeps torch's default)",
     )
     parser.add_argument("--skip-paper", action="store_true", help="tiny model only")
+    parser.add_argument(
+        "--preset",
+        type=Path,
+        default=Path("params/paper.yaml"),
+        help="also measure params.yaml with this overlay (default: the paper preset)",
+    )
+    parser.add_argument("--no-preset", dest="preset", action="store_const", const=None)
+    parser.add_argument("--preset-only", action="store_true", help="measure only the preset")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     return parser.parse_args(argv)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -107,3 +109,102 @@ def test_polarity_accuracy() -> None:
     target = torch.tensor([0, 4, 0, 4])  # anger, joy, anger, joy
     # disgust~anger ✓, joy ✓, surprise vs anger ✗, anger vs joy ✗
     assert polarity_accuracy(logits, target, EMOTIONS6) == pytest.approx(0.5)
+
+
+# --- the authors' form (loss.form: reweight) and the summed objective -----------------------
+
+
+def test_reweight_by_hand() -> None:
+    from emotions.models.losses import ReweightedCELoss, build_criterion
+
+    settings = LossSettings(
+        form="reweight", **{"lambda": {"positive": 0.2, "neutral": 0.7, "negative": 0.5}}
+    )
+    loss = ReweightedCELoss(EMOTIONS6, settings)
+    assert isinstance(build_criterion(EMOTIONS6, settings), ReweightedCELoss)
+    assert isinstance(build_criterion(EMOTIONS6, LossSettings()), EPCELoss)
+    # Four clips: anger→joy (negative truth, positive guess: ×1.5), joy→joy (×1),
+    # surprise→anger (neutral truth, negative guess: ×1.7), anger→disgust (same polarity: ×1).
+    logits = torch.tensor(
+        [
+            [0.0, 0.0, 0.0, 0.0, 2.0, 0.0],
+            [0.0, 0.0, 0.0, 0.0, 3.0, 0.0],
+            [1.0, 0.0, 0.0, 0.0, 0.0, 0.5],
+            [0.5, 1.0, 0.0, 0.0, 0.0, 0.0],
+        ]
+    )
+    target = torch.tensor([0, 4, 5, 0])
+    # CE_i = logsumexp(logits_i) − logits_i[y_i], written out.
+    ce = [
+        math.log(5 + math.e**2) - 0.0,
+        math.log(5 + math.e**3) - 3.0,
+        math.log(math.e + 4 + math.e**0.5) - 0.5,
+        math.log(math.e**0.5 + math.e + 4) - 0.5,
+    ]
+    expected = (1.5 * ce[0] + ce[1] + 1.7 * ce[2] + ce[3]) / 4
+    torch.testing.assert_close(loss.weights(logits, target), torch.tensor([1.5, 1.0, 1.7, 1.0]))
+    assert float(loss(logits, target)) == pytest.approx(expected, rel=1e-6)
+
+
+def test_reweight_weight_is_detached_and_zero_lambda_is_ce() -> None:
+    from emotions.models.losses import ReweightedCELoss
+
+    logits, target = _batch(n=32, seed=4)
+    zero = LossSettings(form="reweight", **{"lambda": {"positive": 0, "neutral": 0, "negative": 0}})
+    assert torch.equal(
+        ReweightedCELoss(EMOTIONS6, zero)(logits, target), F.cross_entropy(logits, target)
+    )
+    # The gradient is that of CE scaled per sample by the constant weight.
+    loss = ReweightedCELoss(EMOTIONS6, LossSettings(form="reweight"))
+    x = logits.clone().requires_grad_()
+    loss(x, target).backward()
+    weights = loss.weights(logits, target)
+    assert (weights > 1).any() and (weights == 1).any()
+    y = logits.clone().requires_grad_()
+    (F.cross_entropy(y, target, reduction="none") * weights).mean().backward()
+    torch.testing.assert_close(x.grad, y.grad)
+
+
+def test_objective_sums_fused_window_and_auxiliary_terms() -> None:
+    from emotions.models.objective import objective
+
+    g = torch.Generator().manual_seed(5)
+    out = {
+        "logits": torch.randn(4, 6, generator=g),
+        "window_logits": torch.randn(4, 3, 6, generator=g),
+        "audio_logits": torch.randn(4, 6, generator=g, requires_grad=True),
+        "video_logits": torch.randn(4, 6, generator=g),
+    }
+    target = torch.tensor([0, 4, 5, 2])
+    has_audio = torch.tensor([True, False, True, False])
+    settings = LossSettings(window_weight=0.25, aux_audio=0.4, aux_video=0.6)
+    criterion = EPCELoss(EMOTIONS6, settings)
+    terms = objective(out, target, has_audio, criterion, settings)
+    audio_ce = F.cross_entropy(out["audio_logits"][[0, 2]], target[[0, 2]])
+    expected = (
+        criterion(out["logits"], target)
+        + 0.25 * criterion(out["window_logits"].flatten(0, 1), target.repeat_interleave(3))
+        + 0.4 * audio_ce
+        + 0.6 * F.cross_entropy(out["video_logits"], target)
+    )
+    torch.testing.assert_close(terms["aux_audio"], audio_ce)
+    torch.testing.assert_close(terms["loss"], expected)
+    # Clips without audio get no audio loss: no gradient reaches their audio logits.
+    terms["loss"].backward()
+    grad = out["audio_logits"].grad
+    assert grad[[1, 3]].abs().max() == 0 and grad[[0, 2]].abs().max() > 0
+    # No clip with audio: the audio term is exactly 0, not NaN.
+    none = objective(out, target, torch.zeros(4, dtype=torch.bool), criterion, settings)
+    assert float(none["aux_audio"].detach()) == 0.0
+
+
+def test_objective_without_extra_terms_is_the_fused_loss() -> None:
+    from emotions.models.objective import objective
+
+    logits, target = _batch(n=8)
+    settings = LossSettings(window_weight=0.0, aux_audio=0.0, aux_video=0.0)
+    criterion = EPCELoss(EMOTIONS6, settings)
+    out = {"logits": logits, "window_logits": logits[:, None], "audio_logits": logits}
+    terms = objective(out, target, torch.ones(8, dtype=torch.bool), criterion, settings)
+    assert torch.equal(terms["loss"], criterion(logits, target))
+    assert set(terms) == {"loss", "fused"}

@@ -25,7 +25,7 @@ from emotions.models.settings import (
 from emotions.models.video import VideoBackbone, WeightsError
 
 K = 6
-FUSIONS = ["concat", "local", "global", "lgfm"]
+FUSIONS = ["concat", "local", "global", "lgfm", "pyramid"]
 MODALITIES = ["both", "video", "audio"]
 
 
@@ -53,15 +53,24 @@ def test_output_shapes(fusion: str, modality: str) -> None:
     assert out["window_logits"].shape == (2, 4, K)
     assert out["embedding"].shape == (2, 128)
     assert all(torch.isfinite(v).all() for v in out.values())
+    aux = {"audio_logits", "video_logits"} if modality == "both" else set()
+    assert set(out) == {"logits", "window_logits", "embedding"} | aux
     # Every parameter takes part (DDP without find_unused_parameters relies on it).
-    (out["logits"].sum() + out["window_logits"].sum()).backward()
+    sum(out[key].sum() for key in ("logits", "window_logits", *aux)).backward()
     unused = [name for name, p in model.named_parameters() if p.grad is None]
     assert not unused, unused
 
 
 @pytest.mark.parametrize(
     ("fusion", "t", "frames", "windows"),
-    [("lgfm", 6, 250, 3), ("lgfm", 8, 400, 6), ("global", 12, 530, 2), ("concat", 4, 160, 5)],
+    [
+        ("lgfm", 6, 250, 3),
+        ("lgfm", 8, 400, 6),
+        ("global", 12, 530, 2),
+        ("concat", 4, 160, 5),
+        ("pyramid", 8, 400, 6),  # windows not a power of two: the last block is partial
+        ("pyramid", 12, 530, 3),
+    ],
 )
 def test_windowing_is_general(fusion: str, t: int, frames: int, windows: int) -> None:
     # (8, 400, 6): more windows than the 4 video time positions, windows borrow the nearest.
@@ -92,7 +101,7 @@ def test_missing_audio_output_ignores_audio_content(fusion: str) -> None:
     with torch.no_grad():
         a = model(video, audio, has_audio)
         b = model(video, other, has_audio)
-    for key in ("logits", "window_logits", "embedding"):
+    for key in ("logits", "window_logits", "embedding"):  # not audio_logits: loss-masked
         torch.testing.assert_close(a[key][0], b[key][0], rtol=0, atol=1e-6)
         assert not torch.allclose(a[key][1], b[key][1])
 
@@ -285,7 +294,7 @@ def test_models_do_not_import_data_train_serve_cli_or_config() -> None:
         "emotions.config",
     )
     package = Path(emotions.models.__file__).parent
-    for source in package.glob("*.py"):
+    for source in package.rglob("*.py"):
         for node in ast.walk(ast.parse(source.read_text(encoding="utf-8"))):
             if isinstance(node, ast.ImportFrom):
                 names = [node.module or ""]

@@ -90,7 +90,7 @@ def test_dvc_repro_runs_the_whole_dag_then_is_a_no_op(scratch_repo: Path):
         assert metrics["n_test"] > 0
         assert (scratch_repo / "plots" / "emotions" / variant / "confusion.png").stat().st_size > 0
     ablation = json.loads((scratch_repo / "metrics" / "emotions" / "ablation.json").read_text())
-    assert [(r["modality"], r["loss"]) for r in ablation] == [("video", "epce"), ("both", "ce")]
+    assert [(r["modality"], r["loss"]) for r in ablation] == [("video", "soft"), ("both", "ce")]
     results = (scratch_repo / "reports" / "results.md").read_text(encoding="utf-8")
     assert "| emotions | full | AV-CANet" in results
     assert "| UAR | WAR |" in results and "## Annotations: emotions" in results

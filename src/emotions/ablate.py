@@ -1,23 +1,28 @@
 """The `ablate` stage: retrain one run with parts of AV-CANet switched off.
 
-Every cell is a real training + evaluation with the same data, seed and epoch budget as the
+Every cell is a real training + evaluation with the same data, seeds and epoch budget as the
 others, through the very functions the `train` and `evaluate` stages use; only the modality,
-the fusion and the loss differ. Rows go to `metrics/<dataset>/ablation.json` (the contract) and a
-readable table to `reports/ablation.md`.
+the fusion and the loss differ. With `ablate.seeds: N` each cell is trained with N seeds and
+its row holds the mean (the contract's keys) plus the standard deviation (`<metric>_std`). Rows go to `metrics/<dataset>/ablation.json` (the contract) and a readable
+table to `reports/ablation.md`.
 """
 
 from __future__ import annotations
 
 import itertools
+import statistics
+import typing
 from pathlib import Path
 from typing import Any
 
 from emotions.atomic import atomic_write_json, atomic_write_text
-from emotions.config import AblationCell, Params, RunConfig
+from emotions.config import AblationCell, AblationLoss, Params, RunConfig
 from emotions.evaluate import evaluate_run
+from emotions.models.settings import Fusion
 from emotions.train import RunPaths, train_run
 
 ABLATION_RUN = "ablation"
+METRICS = ("accuracy", "uar", "weighted_f1", "macro_f1", "polarity_accuracy")
 
 
 def cells_of(params: Params) -> list[AblationCell]:
@@ -26,7 +31,7 @@ def cells_of(params: Params) -> list[AblationCell]:
     return [
         AblationCell(modality=m, fusion=f, loss=loss)
         for m, f, loss in itertools.product(
-            ("both", "video", "audio"), ("concat", "local", "global", "lgfm"), ("ce", "epce")
+            ("both", "video", "audio"), typing.get_args(Fusion), typing.get_args(AblationLoss)
         )
     ]
 
@@ -35,14 +40,16 @@ def cell_name(cell: AblationCell) -> str:
     return f"{cell.modality}-{cell.fusion}-{cell.loss}"
 
 
-def params_for_cell(params: Params, cell: AblationCell) -> Params:
-    """The run's params with the cell's switches applied."""
+def params_for_cell(params: Params, cell: AblationCell, seed_offset: int = 0) -> Params:
+    """The run's params with the cell's switches (and the seed's offset) applied.
+
+    ``ce`` is the soft form with both EP-CE weights 0, which is exactly cross-entropy.
+    """
     model = params.model.model_copy(update={"modality": cell.modality, "fusion": cell.fusion})
-    loss = (
-        params.loss
-        if cell.loss == "epce"
-        else params.loss.model_copy(update={"w_pol": 0.0, "w_opp": 0.0})
-    )
+    if cell.loss == "ce":
+        loss = params.loss.model_copy(update={"form": "soft", "w_pol": 0.0, "w_opp": 0.0})
+    else:
+        loss = params.loss.model_copy(update={"form": cell.loss})
     train = params.train
     if params.ablate.epochs:
         train = train.model_copy(update={"epochs": params.ablate.epochs})
@@ -50,7 +57,30 @@ def params_for_cell(params: Params, cell: AblationCell) -> Params:
         **params.runs,
         ABLATION_RUN: RunConfig(dataset=params.ablate.dataset, variant=params.ablate.variant),
     }
-    return params.model_copy(update={"model": model, "loss": loss, "train": train, "runs": runs})
+    return params.model_copy(
+        update={
+            "model": model,
+            "loss": loss,
+            "train": train,
+            "runs": runs,
+            "seed": params.seed + seed_offset,
+        }
+    )
+
+
+def summarise(cell: AblationCell, per_seed: list[dict[str, Any]]) -> dict[str, Any]:
+    """One row: the cell, each metric's mean over seeds and its sample std (0 for one seed).
+
+    Flat scalars only, so every consumer of the rows (report, Prefect table) reads them as
+    before; each seed's own metrics stay in its cell folder.
+    """
+    row: dict[str, Any] = {"modality": cell.modality, "fusion": cell.fusion, "loss": cell.loss}
+    for key in METRICS:
+        values = [float(metrics[key]) for metrics in per_seed]
+        row[key] = statistics.fmean(values)
+        row[f"{key}_std"] = statistics.stdev(values) if len(values) > 1 else 0.0
+    row["seeds"] = len(per_seed)
+    return row
 
 
 def ablate(
@@ -60,52 +90,63 @@ def ablate(
     spec = RunConfig(dataset=params.ablate.dataset, variant=params.ablate.variant)
     base = RunPaths.for_run(params_for_cell(params, AblationCell()), run, artifacts)
     work = artifacts / "ablation" / spec.dataset / spec.variant
+    seeds = params.ablate.seeds
     rows: list[dict[str, Any]] = []
     for cell in cells_of(params):
         name = cell_name(cell)
-        cell_params = params_for_cell(params, cell)
-        paths = RunPaths(cache=base.cache, split=base.split, model_dir=work / name / "model")
-        train_run(cell_params, run, paths=paths, resume=True, progress=progress)
-        metrics = evaluate_run(
-            cell_params,
-            run,
-            paths=paths,
-            metrics_path=work / name / "metrics.json",
-            plots_dir=work / name / "plots",
-            eval_dir=work / name / "eval",
-        )
-        row = {
-            "modality": cell.modality,
-            "fusion": cell.fusion,
-            "loss": cell.loss,
-            **{
-                key: metrics[key]
-                for key in ("accuracy", "uar", "weighted_f1", "macro_f1", "polarity_accuracy")
-            },
-        }
+        per_seed = []
+        for offset in range(seeds):
+            cell_params = params_for_cell(params, cell, offset)
+            out = work / name if seeds == 1 else work / name / f"seed{cell_params.seed}"
+            paths = RunPaths(cache=base.cache, split=base.split, model_dir=out / "model")
+            train_run(cell_params, run, paths=paths, resume=True, progress=progress)
+            per_seed.append(
+                evaluate_run(
+                    cell_params,
+                    run,
+                    paths=paths,
+                    metrics_path=out / "metrics.json",
+                    plots_dir=out / "plots",
+                    eval_dir=out / "eval",
+                )
+            )
+        row = summarise(cell, per_seed)
         rows.append(row)
         print(
-            f"ablate {name}: accuracy={row['accuracy']:.3f} uar={row['uar']:.3f} "
-            f"weighted_f1={row['weighted_f1']:.3f}"
+            f"ablate {name}: accuracy={row['accuracy']:.3f}±{row['accuracy_std']:.3f} "
+            f"uar={row['uar']:.3f} "
+            f"weighted_f1={row['weighted_f1']:.3f}±{row['weighted_f1_std']:.3f} ({seeds} seed(s))"
         )
     atomic_write_json(rows, Path("metrics") / spec.dataset / "ablation.json")
     write_ablation_report(rows, Path("reports") / "ablation.md", run=run, variant=spec.variant)
     return rows
 
 
+def _cell_value(row: dict[str, Any], key: str) -> str:
+    if row.get("seeds", 1) > 1:
+        return f"{row[key]:.3f} ± {row[f'{key}_std']:.3f}"
+    return f"{row[key]:.3f}"
+
+
 def write_ablation_report(
     rows: list[dict[str, Any]], path: Path, *, run: str, variant: str
 ) -> None:
+    seeds = max((row.get("seeds", 1) for row in rows), default=1)
+    note = (
+        f"Each cell: mean ± sample std over {seeds} seeds."
+        if seeds > 1
+        else "One seed per cell: differences of a few points on a small test split are within "
+        "seed noise; set `ablate.seeds` > 1 for mean ± std."
+    )
     lines = [
         f"# Ablation — run `{run}` (variant `{variant}`, test split)",
+        "",
+        note,
         "",
         "| modality | fusion | loss | accuracy | UAR | weighted F1 | macro F1 | polarity acc. |",
         "|---|---|---|---:|---:|---:|---:|---:|",
     ]
     for row in rows:
-        lines.append(
-            f"| {row['modality']} | {row['fusion']} | {row['loss']} | {row['accuracy']:.3f} | "
-            f"{row['uar']:.3f} | {row['weighted_f1']:.3f} | {row['macro_f1']:.3f} | "
-            f"{row['polarity_accuracy']:.3f} |"
-        )
+        values = " | ".join(_cell_value(row, key) for key in METRICS)
+        lines.append(f"| {row['modality']} | {row['fusion']} | {row['loss']} | {values} |")
     atomic_write_text(path, "\n".join(lines) + "\n")

@@ -248,6 +248,23 @@ def cmd_monitor(args: argparse.Namespace, params: Params) -> None:
     )
 
 
+def cmd_params(args: argparse.Namespace, params: Params) -> None:
+    from emotions.overlay import apply_overlay, leaves, read_yaml, set_args, write_merged
+
+    base = read_yaml(args.params)
+    overlay = read_yaml(args.overlay)
+    _, merged = apply_overlay(args.params, args.overlay)  # validates: a bad key stops here
+    if args.set_args:
+        print(" ".join(set_args(base, overlay)))
+        return
+    if args.write:
+        print(f"params: {args.params} + {args.overlay} -> {write_merged(merged, args.write)}")
+        return
+    for key, value in leaves(overlay):
+        print(f"{key}: {value}")
+    print(f"params: {args.params} + {args.overlay} is valid ({len(list(leaves(overlay)))} keys)")
+
+
 Command = Callable[[argparse.Namespace, Params], None]
 
 
@@ -313,6 +330,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     ablate = sub.add_parser("ablate", help="retrain with modality / fusion / loss switched off")
     ablate.set_defaults(run_command=cmd_ablate)
+
+    over = sub.add_parser("params", help="validate / apply a params overlay (params/paper.yaml)")
+    over.add_argument("--overlay", required=True, help="a partial params file to apply")
+    out = over.add_mutually_exclusive_group()
+    out.add_argument("--write", default=None, help="write the merged params here")
+    out.add_argument(
+        "--set-args", action="store_true", help="print `dvc exp run` -S overrides instead"
+    )
+    over.set_defaults(run_command=cmd_params)
 
     report = sub.add_parser("report", help="the paper-style results table from metrics/")
     report.set_defaults(run_command=cmd_report)

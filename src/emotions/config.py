@@ -11,9 +11,16 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
-from emotions.models.settings import LossSettings, ModelSettings
+from emotions.models.settings import Fusion, LossSettings, ModelSettings
 
 Polarity = Literal["positive", "negative", "neutral"]
 Layout = Literal["emotions", "videoemotion8", "ekman6", "folder", "csv", "release", "frames"]
@@ -146,6 +153,12 @@ class TrainConfig(Strict):
     spec_augment_freq: int = Field(16, ge=0)
     # torch intra-op threads; null keeps torch's default (all cores).
     threads: int | None = Field(None, ge=1)
+    # Parameter groups (src/emotions/optim.py): the branches' lr is lr × backbone_lr_mult;
+    # layer_decay (e.g. 0.75) additionally scales a branch layer's lr by decay^(depth from top).
+    backbone_lr_mult: float = Field(1.0, gt=0)
+    layer_decay: float | None = Field(None, gt=0, le=1)
+    # Micro-batches per optimizer step (effective batch = batch_size × accumulate × ranks).
+    accumulate: int = Field(1, ge=1)
 
 
 class EvaluateConfig(Strict):
@@ -155,20 +168,33 @@ class EvaluateConfig(Strict):
     high_agreement: float = Field(0.8, ge=0.0, le=1.0)
 
 
+AblationLoss = Literal["ce", "soft", "reweight"]
+
+
 class AblationCell(Strict):
-    """One ablation cell; `loss: ce` zeroes both EP-CE weights."""
+    """One ablation cell: ce (plain cross-entropy), soft (our EP-CE), reweight (the authors').
+
+    ``epce``, the name of ``soft`` before the authors' form existed, is still accepted.
+    """
 
     modality: Literal["both", "video", "audio"] = "both"
-    fusion: Literal["concat", "local", "global", "lgfm"] = "lgfm"
-    loss: Literal["ce", "epce"] = "epce"
+    fusion: Fusion = "lgfm"
+    loss: AblationLoss = "soft"
+
+    @field_validator("loss", mode="before")
+    @classmethod
+    def _old_loss_name(cls, value: object) -> object:
+        return "soft" if value == "epce" else value
 
 
 class AblateConfig(Strict):
-    """Which run the ablation retrains, and over which cells.
+    """Which run the ablation retrains, over which cells, and how many seeds per cell.
 
     The default is one factor at a time around the full model (modality, fusion, loss), which
-    answers the paper's questions at a fraction of the 24-cell full matrix; `full_matrix: true`
-    trains every combination.
+    answers the paper's questions at a fraction of the 45-cell full matrix; `full_matrix: true`
+    trains every combination. With `seeds: N` each cell is trained N times (seeds seed,
+    seed + 1, …) and reported as mean ± std, so a difference within the seed noise of a small
+    test split is not read as a finding.
     """
 
     dataset: str = "emotions"
@@ -181,10 +207,13 @@ class AblateConfig(Strict):
         AblationCell(fusion="concat"),
         AblationCell(fusion="local"),
         AblationCell(fusion="global"),
+        AblationCell(fusion="pyramid"),
         AblationCell(loss="ce"),
+        AblationCell(loss="reweight"),
     ]
     # Epoch budget per cell (null: train.epochs).
     epochs: int | None = Field(None, ge=1)
+    seeds: int = Field(1, ge=1)
 
 
 class FlowConfig(Strict):

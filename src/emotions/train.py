@@ -42,7 +42,9 @@ from emotions.config import Params
 from emotions.data.loader import CachedClipDataset, SpecAugment
 from emotions.metrics import classification_summary
 from emotions.models.avcanet import AVCANet
-from emotions.models.losses import EPCELoss
+from emotions.models.losses import build_criterion
+from emotions.models.objective import objective
+from emotions.optim import build_optimizer, ddp_sync, micro_group
 from emotions.runtime import Runtime, broadcast_object, resolve_runtime, shutdown
 
 
@@ -104,6 +106,14 @@ def build_dataset(params: Params, run: str, paths: RunPaths, split: str, train: 
 
 def build_model(params: Params, num_classes: int) -> AVCANet:
     return AVCANet(params.model, num_classes=num_classes)
+
+
+def set_input_stats(model: nn.Module, paths: RunPaths) -> None:
+    """Tell an audio branch that rescales its input (AST normalisation) the cache's stats."""
+    audio = getattr(model, "audio", None)
+    if audio is not None and hasattr(audio, "set_input_stats"):
+        stats = json.loads((paths.cache / "stats.json").read_text(encoding="utf-8"))
+        audio.set_input_stats(float(stats["fbank_mean"]), float(stats["fbank_std"]))
 
 
 def model_metadata(params: Params, run: str, paths: RunPaths) -> dict[str, Any]:
@@ -241,11 +251,15 @@ def _train(
         raise RuntimeError(f"run {run}: the train split of {paths.split} is empty")
     classes = list(params.taxonomy_for(params.run(run).dataset))
     model = build_model(params, len(classes)).to(runtime.device)
+    set_input_stats(model, paths)
     if cfg.channels_last and runtime.device.type == "cuda" and hasattr(model, "video"):
         model.video.to(memory_format=torch.channels_last_3d)
-    criterion = EPCELoss(list(params.taxonomy_for(params.run(run).dataset).values()), params.loss)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    steps_per_epoch = len(_epoch_loader(train_set, params, runtime, 0))
+    criterion = build_criterion(
+        list(params.taxonomy_for(params.run(run).dataset).values()), params.loss
+    ).to(runtime.device)
+    optimizer = build_optimizer(model, cfg)  # param groups: emotions.optim
+    # Optimizer steps, not micro-batches, drive the schedule under gradient accumulation.
+    steps_per_epoch = math.ceil(len(_epoch_loader(train_set, params, runtime, 0)) / cfg.accumulate)
     scheduler = _scheduler(
         optimizer, round(cfg.warmup_epochs * steps_per_epoch), cfg.epochs * steps_per_epoch
     )
@@ -293,22 +307,25 @@ def _train(
             leave=False,
             disable=not (progress and runtime.is_main),
         )
-        for batch in bar:
+        optimizer.zero_grad(set_to_none=True)
+        for step, batch in enumerate(bar):
+            # Gradient accumulation: a group of `accumulate` micro-batches (the last may be
+            # shorter) makes one optimizer step; DDP all-reduces only on the group's last.
+            group = micro_group(step, len(loader), cfg.accumulate)
+            final = step + 1 == group.stop
             batch = move_batch(batch, runtime)
-            with runtime.autocast():
-                out = wrapped(batch["video"], batch["audio"], batch["has_audio"])
-            loss = criterion(out["logits"].float(), batch["label"])
-            if params.loss.window_weight > 0:
-                windows = out["window_logits"].float()
-                per_window = batch["label"].repeat_interleave(windows.shape[1])
-                loss = loss + params.loss.window_weight * criterion(
-                    windows.flatten(0, 1), per_window
-                )
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            optimizer.step()
-            scheduler.step()
+            with ddp_sync(wrapped, final):
+                with runtime.autocast():
+                    out = wrapped(batch["video"], batch["audio"], batch["has_audio"])
+                # fused + window + auxiliary audio/video terms (emotions.models.objective)
+                terms = objective(out, batch["label"], batch["has_audio"], criterion, params.loss)
+                loss = terms["loss"]
+                (loss / len(group)).backward()
+            if final:
+                nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
             losses.append(loss.item())
             bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
         record: dict[str, float] = {"epoch": state.epoch + 1, "train_loss": float(np.mean(losses))}

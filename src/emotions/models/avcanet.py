@@ -1,4 +1,4 @@
-"""AV-CANet: video branch + audio branch + Local-Global Fusion, on batched tensors.
+"""AV-CANet: video branch + audio branch + a registered fusion, on batched tensors.
 
 Input contract (the loader's sample dict, batched): ``video`` uint8 or [0, 1] float
 (B, T, 3, H, W), ``audio`` normalised log-mel float (B, A, M), ``has_audio`` bool (B,).
@@ -14,8 +14,7 @@ from torch import Tensor, nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
-from emotions.models.audio import AudioBackbone
-from emotions.models.fusion import LocalGlobalFusion
+from emotions.models.registry import AUDIO_BRANCHES, FUSIONS
 from emotions.models.settings import ModelSettings
 from emotions.models.video import VideoBackbone
 
@@ -27,7 +26,9 @@ class AVCANet(nn.Module):
 
     ``forward`` returns ``logits`` (B, K), ``window_logits`` (B, S, K) for the prediction
     timeline (S = settings.windows, equal shares of the clip in time order) and ``embedding``
-    (B, D) for monitoring. ``mask_modality`` replaces one modality by its learned missing token
+    (B, D) for monitoring; a model with both modalities also returns ``audio_logits`` and
+    ``video_logits`` (B, K) from its auxiliary heads (each branch's mean token through LayerNorm
+    and a linear classifier), which the training objective may add. ``mask_modality`` replaces one modality by its learned missing token
     for every clip, so comparing predictions with and without it measures how much each
     modality drives a prediction (the service's modality_share).
     """
@@ -41,13 +42,23 @@ class AVCANet(nn.Module):
         uses = {"both": ("video", "audio"), "video": ("video",), "audio": ("audio",)}
         self.modalities = uses[settings.modality]
         self.video = VideoBackbone(settings.video) if "video" in self.modalities else None
-        self.audio = AudioBackbone(settings.audio) if "audio" in self.modalities else None
+        self.audio = (
+            AUDIO_BRANCHES.create(settings.audio.arch, settings.audio)
+            if "audio" in self.modalities
+            else None
+        )
         dims = {}
         if self.video is not None:
             dims["video"] = self.video.dim
         if self.audio is not None:
             dims["audio"] = self.audio.dim
-        self.fusion = LocalGlobalFusion(settings, dims, num_classes)
+        self.fusion = FUSIONS.create(settings.fusion, settings, dims, num_classes)
+        # Auxiliary modality heads only where they differ from the fused head.
+        self.aux = nn.ModuleDict(
+            {m: nn.Sequential(nn.LayerNorm(dims[m]), nn.Linear(dims[m], num_classes)) for m in dims}
+            if len(dims) > 1
+            else {}
+        )
 
     def forward(
         self,
@@ -86,7 +97,10 @@ class AVCANet(nn.Module):
             present["audio"] = has_audio.to(device=device, dtype=torch.bool)
         if mask_modality is not None:
             present[mask_modality] = torch.zeros_like(present[mask_modality])
-        return self.fusion(tokens, times, present)
+        out = self.fusion(tokens, times, present)
+        for m, head in self.aux.items():
+            out[f"{m}_logits"] = head(tokens[m].mean(dim=1))
+        return out
 
 
 def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:

@@ -1,19 +1,9 @@
-"""Local-Global Fusion Module (LGFM) and the simpler fusions it is ablated against.
+"""What every fusion shares: token embedding, window assignment, attention blocks, heads.
 
 Both branches cover the same clip, so each token carries a time centre (fraction of the clip)
-and is assigned to one of S equal windows. The stages:
-
-* local (stage 1): within each window, bidirectional cross-attention: video tokens query that
-  window's audio tokens and audio tokens query that window's video tokens. Windows are pooled
-  into per-window fused features and per-window logits (the prediction timeline). This is where
-  local agreement or conflict between picture and sound shows.
-* global (stage 2): a transformer over a learned clip token plus every token of both modalities
-  (with modality and window embeddings), then a gated fusion (learned sigmoid gates) of the
-  pooled video, pooled audio, clip token and, after a local stage, pooled local features.
-
-``fusion`` picks ``concat`` (pool each modality, concatenate, MLP), ``local``, ``global`` or
-``lgfm`` (local then global, the global stage reading the cross-attended tokens). With one
-modality the cross-attention becomes within-window self-attention.
+and is assigned to one of S equal windows. The fusions themselves live one per module in
+``emotions.models.fusions`` (concat, local, global, lgfm, pyramid) behind the registry in
+``emotions.models.registry``; each subclasses ``FusionBase`` and implements ``fuse``.
 
 An absent modality (a clip without audio, or one dropped with ``mask_modality``) is never
 represented by zeros posing as a signal: its tokens are replaced by a learned missing token, and
@@ -139,10 +129,13 @@ class GatedFusion(nn.Module):
         return self.norm(fused)
 
 
-class LocalGlobalFusion(nn.Module):
+class FusionBase(nn.Module):
     """Fuses branch tokens into clip logits, per-window logits and a clip embedding.
 
     ``dims`` maps each modality the model has ("video", "audio") to its branch's token width.
+    The base projects each modality to ``settings.dim``, swaps absent clips' tokens for the
+    learned missing token, adds modality and window embeddings and owns the classifier; a
+    subclass's ``fuse`` turns the embedded tokens into (embedding (B, D), windows (B, S, D)).
     """
 
     def __init__(self, settings: ModelSettings, dims: dict[str, int], num_classes: int) -> None:
@@ -150,15 +143,9 @@ class LocalGlobalFusion(nn.Module):
         self.modalities = tuple(m for m in MODALITIES if m in dims)
         if not self.modalities:
             raise ValueError("the fusion needs at least one modality")
-        self.fusion = settings.fusion
+        self.settings = settings
         self.windows = settings.windows
-        d, n = settings.dim, len(self.modalities)
-        self.has_local = settings.fusion in ("local", "lgfm")
-        self.has_global = settings.fusion in ("global", "lgfm")
-
-        def block(cross: bool, null_key: bool) -> Block:
-            return Block(d, settings.heads, settings.mlp_ratio, settings.dropout, cross, null_key)
-
+        d = settings.dim
         self.proj = nn.ModuleDict(
             {
                 m: nn.Sequential(nn.LayerNorm(dims[m]), nn.Linear(dims[m], d))
@@ -170,42 +157,17 @@ class LocalGlobalFusion(nn.Module):
             {m: nn.Parameter(torch.zeros(d)) for m in self.modalities}
         )
         self.window_embed = nn.Parameter(torch.zeros(settings.windows, d))
-        if self.has_local:
-            self.local = nn.ModuleDict(
-                {
-                    m: nn.ModuleList(
-                        block(cross=n > 1, null_key=True) for _ in range(settings.local_depth)
-                    )
-                    for m in self.modalities
-                }
-            )
-            self.window_mix = nn.Sequential(nn.Linear(n * d, d), nn.GELU(), nn.Linear(d, d))
-            self.window_norm = nn.LayerNorm(d)
-        if self.has_global:
-            self.clip_token = nn.Parameter(torch.zeros(1, 1, d))
-            self.encoder = nn.ModuleList(
-                block(cross=False, null_key=False) for _ in range(settings.global_depth)
-            )
-            self.encoder_norm = nn.LayerNorm(d)
-            self.gate = GatedFusion(n + 1 + int(self.has_local), d)
-        if settings.fusion == "concat":
-            self.concat = nn.Sequential(
-                nn.Linear(n * d, d), nn.GELU(), nn.Dropout(settings.dropout), nn.Linear(d, d)
-            )
-            self.concat_norm = nn.LayerNorm(d)
-        if settings.fusion == "local":
-            self.window_score = nn.Linear(d, 1)
         self.head = nn.Sequential(nn.Dropout(settings.dropout), nn.Linear(d, num_classes))
-        self._init_embeddings()
-
-    def _init_embeddings(self) -> None:
-        params = [*self.missing.values(), *self.modality_embed.values(), self.window_embed]
-        if self.has_global:
-            params.append(self.clip_token)
-        if self.has_local:
-            params += [blk.null for blocks in self.local.values() for blk in blocks]
-        for p in params:
+        for p in [*self.missing.values(), *self.modality_embed.values(), self.window_embed]:
             nn.init.trunc_normal_(p, std=0.02)
+
+    def block(self, cross: bool, null_key: bool) -> Block:
+        s = self.settings
+        return Block(s.dim, s.heads, s.mlp_ratio, s.dropout, cross, null_key)
+
+    @property
+    def n(self) -> int:
+        return len(self.modalities)
 
     def forward(
         self, tokens: dict[str, Tensor], times: dict[str, Tensor], present: dict[str, Tensor]
@@ -219,98 +181,28 @@ class LocalGlobalFusion(nn.Module):
             win = window_index(times[m], self.windows)
             x[m] = h + self.modality_embed[m] + self.window_embed[win]
             member[m] = assign_windows(times[m], self.windows)
-
-        local = None
-        if self.has_local:
-            x = self._local(x, member, present)
-            parts = [self._pool_windows(x[m], member[m], present[m], m) for m in self.modalities]
-            local = self.window_norm(self.window_mix(torch.cat(parts, dim=-1)))  # B S D
-
-        if self.has_global:
-            embedding, window_features = self._global(x, member, present, local)
-        elif local is not None:  # local only: attention pooling over the windows
-            weights = torch.softmax(self.window_score(local), dim=1)
-            embedding, window_features = (weights * local).sum(dim=1), local
-        else:
-            embedding, window_features = self._concat(x, member, present)
+        embedding, window_features = self.fuse(x, member, present)
         return {
             "logits": self.head(embedding),
             "window_logits": self.head(window_features),
             "embedding": embedding,
         }
 
-    def _partner(self, m: str) -> str:
+    def fuse(
+        self, x: dict[str, Tensor], member: dict[str, Tensor], present: dict[str, Tensor]
+    ) -> tuple[Tensor, Tensor]:
+        raise NotImplementedError
+
+    def partner(self, m: str) -> str:
+        """The other modality, or ``m`` itself in a one-modality model."""
         others = [o for o in self.modalities if o != m]
         return others[0] if others else m
 
-    def _local(
-        self, x: dict[str, Tensor], member: dict[str, Tensor], present: dict[str, Tensor]
-    ) -> dict[str, Tensor]:
-        """Stage 1: each modality attends to its partner's tokens of the same window."""
-        out = dict(x)
-        for m in self.modalities:
-            p = self._partner(m)
-            same_window = (member[m].T.float() @ member[p].float()) > 0  # L_m × L_p
-            allow = same_window.unsqueeze(0) & present[p].view(-1, 1, 1)
-            h = x[m]
-            for blk in self.local[m]:
-                h = blk(h, x[p] if p != m else None, allow)
-            out[m] = h
-        return out
-
-    def _pool(self, h: Tensor, present: Tensor, m: str) -> Tensor:
+    def pool(self, h: Tensor, present: Tensor, m: str) -> Tensor:
+        """Mean over a modality's tokens; its missing token where the modality is absent."""
         return torch.where(present.view(-1, 1), h.mean(dim=1), self.missing[m].to(h.dtype))
 
-    def _pool_windows(self, h: Tensor, member: Tensor, present: Tensor, m: str) -> Tensor:
+    def pool_windows(self, h: Tensor, member: Tensor, present: Tensor, m: str) -> Tensor:
+        """Mean over each window's tokens (B, S, D); the missing token where absent."""
         pooled = window_mean(h, member)
         return torch.where(present.view(-1, 1, 1), pooled, self.missing[m].to(h.dtype))
-
-    def _global(
-        self,
-        x: dict[str, Tensor],
-        member: dict[str, Tensor],
-        present: dict[str, Tensor],
-        local: Tensor | None,
-    ) -> tuple[Tensor, Tensor]:
-        """Stage 2: transformer over the clip token and all tokens, then gated fusion.
-
-        Returns the clip embedding and the per-window features of the timeline.
-        """
-        b = next(iter(x.values())).shape[0]
-        seq = [self.clip_token.expand(b, -1, -1)] + [x[m] for m in self.modalities]
-        keys = [torch.ones(b, 1, dtype=torch.bool, device=seq[0].device)]
-        keys += [present[m].view(-1, 1).expand(-1, x[m].shape[1]) for m in self.modalities]
-        allow = torch.cat(keys, dim=1).unsqueeze(1)  # B 1 L: absent tokens are never keys
-        h = torch.cat(seq, dim=1)
-        allow = allow.expand(-1, h.shape[1], -1)
-        for blk in self.encoder:
-            h = blk(h, None, allow)
-        h = self.encoder_norm(h)
-        clip = h[:, 0]
-        outs = h[:, 1:].split([x[m].shape[1] for m in self.modalities], dim=1)
-
-        parts = [self._pool(o, present[m], m) for o, m in zip(outs, self.modalities, strict=True)]
-        parts.append(clip)
-        if local is not None:
-            parts.append(local.mean(dim=1))
-        embedding = self.gate(parts)
-        if local is not None:  # the timeline comes from stage 1
-            return embedding, local
-
-        # No local stage: window-pooled stage-2 tokens through the same gate and head.
-        windows = [
-            self._pool_windows(o, member[m], present[m], m)
-            for o, m in zip(outs, self.modalities, strict=True)
-        ]
-        windows.append(clip.unsqueeze(1).expand(-1, self.windows, -1))
-        return embedding, self.gate(windows)
-
-    def _concat(
-        self, x: dict[str, Tensor], member: dict[str, Tensor], present: dict[str, Tensor]
-    ) -> tuple[Tensor, Tensor]:
-        """Baseline: pool each modality, concatenate, MLP; per window the same on window pools."""
-        clip = torch.cat([self._pool(x[m], present[m], m) for m in self.modalities], dim=-1)
-        windows = torch.cat(
-            [self._pool_windows(x[m], member[m], present[m], m) for m in self.modalities], dim=-1
-        )
-        return self.concat_norm(self.concat(clip)), self.concat_norm(self.concat(windows))

@@ -105,3 +105,50 @@ def polarity_accuracy(logits: Tensor, target: Tensor, polarity_of: Sequence[str]
         raise ValueError("polarity_accuracy of an empty batch")
     predicted = class_polarity[logits.argmax(dim=1)]
     return float((predicted == class_polarity[target]).float().mean())
+
+
+class ReweightedCELoss(nn.Module):
+    """EP-CE as the authors compute it ("PCCE"): cross-entropy reweighted on polarity mistakes.
+
+    Per sample with true class y and predicted class ŷ = argmax(logits):
+
+        loss_i = CE_i · (1 + lambda[P(y)] · [P(ŷ) ≠ P(y)])
+
+    averaged over the batch. The weight comes from the argmax, so it is a constant for the
+    gradient (detached): the loss pushes harder on opposite-polarity mistakes but never
+    through the weight itself. With every lambda 0 it is exactly ``F.cross_entropy``.
+    """
+
+    def __init__(self, polarity_of: Sequence[str], settings: LossSettings | None = None) -> None:
+        super().__init__()
+        self.settings = settings or LossSettings(form="reweight")
+        class_polarity = _polarity_ids(polarity_of)
+        self.num_classes = len(polarity_of)
+        lam = self.settings.lambda_
+        by_polarity = torch.tensor([getattr(lam, p) for p in POLARITIES], dtype=torch.float32)
+        self.register_buffer("class_polarity", class_polarity, persistent=False)
+        self.register_buffer("class_lambda", by_polarity[class_polarity], persistent=False)
+
+    def weights(self, logits: Tensor, target: Tensor) -> Tensor:
+        """The detached per-sample weights 1 + lambda[P(y)] · [P(ŷ) ≠ P(y)]."""
+        with torch.no_grad():
+            wrong = self.class_polarity[logits.argmax(dim=1)] != self.class_polarity[target]
+            lam = self.class_lambda[target].to(logits.dtype)
+            return 1.0 + lam * wrong.to(logits.dtype)
+
+    def terms(self, logits: Tensor, target: Tensor) -> dict[str, Tensor]:
+        if logits.ndim != 2 or logits.shape[1] != self.num_classes:
+            raise ValueError(f"logits must be (B, {self.num_classes}), got {tuple(logits.shape)}")
+        per_sample = F.cross_entropy(logits, target, reduction="none")
+        weights = self.weights(logits, target)
+        return {"loss": (per_sample * weights).mean(), "ce": per_sample.mean()}
+
+    def forward(self, logits: Tensor, target: Tensor) -> Tensor:
+        return self.terms(logits, target)["loss"]
+
+
+def build_criterion(polarity_of: Sequence[str], settings: LossSettings) -> nn.Module:
+    """The fused-logits criterion ``settings.form`` names (soft: EPCELoss, reweight: PCCE)."""
+    if settings.form == "reweight":
+        return ReweightedCELoss(polarity_of, settings)
+    return EPCELoss(polarity_of, settings)

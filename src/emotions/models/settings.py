@@ -20,7 +20,10 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 VideoArch = Literal["tiny", "swin3d_t", "swin3d_s", "swin3d_b"]
 AudioSize = Literal["tiny", "small", "base"]
 Modality = Literal["both", "video", "audio"]
-Fusion = Literal["concat", "local", "global", "lgfm"]
+# The registered fusions (emotions.models.fusions) and audio branches (emotions.models.audio);
+# listed here too so params validate without importing torch. A test keeps them equal.
+Fusion = Literal["concat", "local", "global", "lgfm", "pyramid"]
+AudioArch = Literal["ast", "resnet18", "resnet34"]
 
 
 class _Strict(BaseModel):
@@ -31,8 +34,11 @@ class VideoSettings(_Strict):
     """Video Swin Transformer branch."""
 
     arch: VideoArch = "tiny"
-    # A local Kinetics checkpoint for the chosen arch (never downloaded); None = random init.
+    # A local checkpoint (never downloaded); None = random init. Its key layout: torchvision's
+    # Swin3d (Kinetics), swin2d (an ImageNet Swin, timm or original keys, inflated to 3D),
+    # video_swin (the original / mmaction2 Video Swin); auto tells them apart by their keys.
     weights: str | None = None
+    weights_layout: Literal["auto", "torchvision", "swin2d", "video_swin"] = "auto"
     # The last feature map is average-pooled to spatial_pool × spatial_pool tokens per temporal
     # position: enough tokens for cross-attention to pick regions, few enough to stay cheap.
     spatial_pool: int = Field(2, ge=1)
@@ -48,8 +54,12 @@ class VideoSettings(_Strict):
 
 
 class AudioSettings(_Strict):
-    """AST-style spectrogram transformer branch."""
+    """The audio branch: an AST-style spectrogram transformer or a per-snippet ResNet."""
 
+    # ast: one ViT over the whole log-mel (size/patch/stride below); resnet18/34: timm's
+    # ResNet with one input channel over each of `segments` equal time slices (the authors').
+    arch: AudioArch = "ast"
+    segments: int = Field(4, ge=1)
     size: AudioSize = "tiny"
     patch: int = Field(16, ge=2)
     # stride < patch gives AST's overlapping patches (AST uses 10); = patch is cheaper.
@@ -61,6 +71,11 @@ class AudioSettings(_Strict):
     drop_path: float = Field(0.1, ge=0.0, lt=1.0)
     # A local timm ViT / AST checkpoint (never downloaded); None = random init.
     weights: str | None = None
+    # ast: the AST branch rescales its input to AST's (fbank − ast_mean) / (2 · ast_std) (use it
+    # with AST weights); dataset: it takes the loader's dataset-normalised log-mel as is.
+    input_norm: Literal["dataset", "ast"] = "dataset"
+    ast_mean: float = -4.2677393  # AudioSet, from the AST recipes
+    ast_std: float = Field(4.5689974, gt=0)
 
     @model_validator(mode="after")
     def _geometry(self) -> AudioSettings:
@@ -87,6 +102,8 @@ class ModelSettings(_Strict):
     heads: int = Field(4, ge=1)
     local_depth: int = Field(1, ge=1)
     global_depth: int = Field(1, ge=1)
+    # Pyramid fusion: level i attends within blocks of 2^(i+1) windows (snippets).
+    pyramid_levels: int = Field(2, ge=1)
     mlp_ratio: float = Field(2.0, gt=0.0)
     dropout: float = Field(0.1, ge=0.0, lt=1.0)
     video: VideoSettings = VideoSettings()
@@ -101,16 +118,42 @@ class ModelSettings(_Strict):
         return self
 
 
-class LossSettings(_Strict):
-    """EP-CE weights; CE is the case w_pol = w_opp = 0."""
+class PolarityLambda(_Strict):
+    """Extra weight of a polarity mistake, per polarity of the true class (EP-CE reweight)."""
 
+    positive: float = Field(0.5, ge=0.0)
+    neutral: float = Field(0.5, ge=0.0)
+    negative: float = Field(0.5, ge=0.0)
+
+
+LossForm = Literal["soft", "reweight"]
+
+
+class LossSettings(_Strict):
+    """The training objective: EP-CE in one of two forms, plus auxiliary and window terms.
+
+    ``form: soft`` is our differentiable EP-CE (CE + w_pol · polarity CE + w_opp · opposite
+    mass; CE is the case w_pol = w_opp = 0). ``form: reweight`` is the authors' form: per-sample
+    CE × (1 + lambda[polarity of the truth]) when the argmax's polarity differs from the truth's.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    form: LossForm = "soft"
     w_pol: float = Field(0.5, ge=0.0)
     w_opp: float = Field(0.5, ge=0.0)
     # For a neutral truth, the share of the positive + negative mass that is penalised.
     neutral_opp_weight: float = Field(0.5, ge=0.0, le=1.0)
+    # `lambda` in params.yaml (a Python keyword, hence the alias).
+    lambda_: PolarityLambda = Field(PolarityLambda(), alias="lambda")
     # Weak supervision of the local stage: each window's logits are also trained towards the
     # clip label with this weight, so the per-window timeline means something. 0 disables it.
     window_weight: float = Field(0.25, ge=0.0)
+    # Cross-entropy of the audio-only and video-only heads, added to the fused loss (the
+    # authors sum the three with weight 1; see params.yaml for the CPU defaults). A clip
+    # without audio adds no audio term.
+    aux_audio: float = Field(0.3, ge=0.0)
+    aux_video: float = Field(0.3, ge=0.0)
 
 
 def without_weights(settings: ModelSettings) -> ModelSettings:

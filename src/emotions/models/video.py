@@ -152,9 +152,40 @@ class VideoBackbone(nn.Module):
         if settings.weights:
             self.load_weights(settings.weights)
 
+    @property
+    def depths(self) -> list[int]:
+        """Blocks per stage (torchvision interleaves stages and patch merging in features)."""
+        return [len(self.swin.features[k]) for k in range(0, len(self.swin.features), 2)]
+
+    @property
+    def num_layers(self) -> int:
+        """Depth for layer-wise lr decay: the embedding, every block, the final norm."""
+        return sum(self.depths) + 2
+
+    def layer_id(self, name: str) -> int:
+        """Depth of parameter ``name`` (relative to this module): 0 = patch embedding.
+
+        A patch merging counts with the last block of the stage before it.
+        """
+        parts = name.split(".")
+        if parts[:2] == ["swin", "features"]:
+            index = int(parts[2])
+            before = sum(self.depths[: index // 2])
+            if index % 2 == 0:
+                return before + int(parts[3]) + 1
+            return before + self.depths[index // 2]
+        if parts[:2] == ["swin", "patch_embed"]:
+            return 0
+        return self.num_layers - 1
+
     def load_weights(self, path: str | Path) -> None:
-        """Load a local Kinetics checkpoint of the same arch (its head is ignored)."""
-        state = read_state_dict(path)
+        """Load a local checkpoint of the same arch in ``settings.weights_layout`` (see
+        ``emotions.models.pretrained``); its classifier head is ignored."""
+        from emotions.models.pretrained import to_torchvision_swin3d
+
+        state = to_torchvision_swin3d(
+            read_state_dict(path), self.swin, self.settings.weights_layout
+        )
         load_matching(self.swin, state, path, f"video '{self.settings.arch}'", ignore=("head.",))
 
     def normalise(self, video: Tensor) -> Tensor:

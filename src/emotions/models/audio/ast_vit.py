@@ -18,6 +18,8 @@ from timm.layers import PatchEmbed, resample_abs_pos_embed
 from timm.models.vision_transformer import VisionTransformer
 from torch import Tensor, nn
 
+from emotions.models.pretrained.ast import ast_normalise, interpolate_time
+from emotions.models.registry import register_audio
 from emotions.models.settings import AudioSettings
 from emotions.models.video import WeightsError, load_matching, read_state_dict
 
@@ -69,6 +71,7 @@ class StridedPatchEmbed(PatchEmbed):
         return self.norm(x)
 
 
+@register_audio("ast")
 class AudioBackbone(nn.Module):
     """(B, A, M) normalised log-mel → tokens (B, A', D) per time column and their time centres."""
 
@@ -91,22 +94,56 @@ class AudioBackbone(nn.Module):
             drop_path_rate=settings.drop_path,
             embed_layer=partial(StridedPatchEmbed, stride=settings.stride),
         )
+        if settings.input_norm == "ast":
+            # How the loader normalised the log-mel (the training cache's statistics), kept in
+            # the checkpoint so evaluation and serving rescale exactly as training did.
+            self.register_buffer("data_mean", torch.zeros(()))
+            self.register_buffer("data_std", torch.ones(()))
         if settings.weights:
             self.load_weights(settings.weights)
+
+    def set_input_stats(self, mean: float, std: float) -> None:
+        """The mean/std the input log-mel was normalised with (needed for ``input_norm: ast``)."""
+        if self.settings.input_norm == "ast":
+            self.data_mean.fill_(mean)
+            self.data_std.fill_(std)
+
+    def rescale(self, audio: Tensor) -> Tensor:
+        """Dataset-normalised log-mel → AST's (fbank − μ) / (2σ), or as is."""
+        if self.settings.input_norm != "ast":
+            return audio
+        raw = audio * self.data_std + self.data_mean
+        return ast_normalise(raw, self.settings.ast_mean, self.settings.ast_std)
 
     @property
     def grid(self) -> tuple[int, int]:
         """(frequency, time) patch grid the position embeddings are laid out on."""
         return tuple(self.vit.patch_embed.grid_size)
 
+    @property
+    def num_layers(self) -> int:
+        """Depth for layer-wise lr decay: the patch/position embedding, each block, the norm."""
+        return len(self.vit.blocks) + 2
+
+    def layer_id(self, name: str) -> int:
+        """Depth of parameter ``name`` (relative to this module): 0 = embeddings."""
+        parts = name.split(".")
+        if parts[:2] == ["vit", "blocks"]:
+            return int(parts[2]) + 1
+        if parts[:2] in (["vit", "patch_embed"], ["vit", "pos_embed"]):
+            return 0
+        return self.num_layers - 1
+
     def load_weights(self, path: str | Path) -> None:
         """Load a local timm ViT or AST checkpoint, adapted to one channel and this grid.
 
         RGB patch kernels are averaged into one channel; position embeddings of a square
         ImageNet grid are interpolated to the spectrogram grid with timm's resampler; an
-        AST checkpoint of the same grid loads as is. Prefix tokens and heads are dropped.
+        AST checkpoint of the same grid loads as is, one of the same frequency rows but another
+        clip length has them interpolated along time. Prefix tokens and heads are dropped.
         """
         state = read_state_dict(path)
+        is_ast = any(k.startswith(("v.", "mlp_head.")) for k in state) or "dist_token" in state
         if not any(k.startswith("blocks.") for k in state) and any(
             k.startswith("v.blocks.") for k in state
         ):  # AST nests the ViT under "v."
@@ -121,10 +158,14 @@ class AudioBackbone(nn.Module):
         if weight is not None and weight.ndim == 4 and weight.shape[1] == 3:
             state["patch_embed.proj.weight"] = weight.mean(dim=1, keepdim=True)
         if "pos_embed" in state:
-            state["pos_embed"] = self._fit_pos_embed(state["pos_embed"], prefix_tokens, path)
+            state["pos_embed"] = self._fit_pos_embed(
+                state["pos_embed"], prefix_tokens, path, is_ast
+            )
         load_matching(self.vit, state, path, f"audio '{self.settings.size}'", _UNUSED_PREFIXES)
 
-    def _fit_pos_embed(self, pos: Tensor, prefix_tokens: int, path: str | Path) -> Tensor:
+    def _fit_pos_embed(
+        self, pos: Tensor, prefix_tokens: int, path: str | Path, is_ast: bool = False
+    ) -> Tensor:
         grid = self.grid
         if pos.ndim != 3 or pos.shape[-1] != self.dim:
             return pos  # load_matching reports the shape mismatch
@@ -132,6 +173,9 @@ class AudioBackbone(nn.Module):
             patches = pos.shape[1] - prefix
             if patches == grid[0] * grid[1]:
                 return pos[:, prefix:]
+            if is_ast and patches > 0 and patches % grid[0] == 0:
+                # An AST of the same frequency grid trained on another clip length.
+                return interpolate_time(pos[:, prefix:], grid[0], grid[1])
             side = math.isqrt(patches) if patches > 0 else 0
             if side * side == patches:
                 return resample_abs_pos_embed(
@@ -139,7 +183,8 @@ class AudioBackbone(nn.Module):
                 )
         raise WeightsError(
             f"{path}: position embedding of {pos.shape[1]} tokens fits neither the "
-            f"{grid[0]}×{grid[1]} spectrogram grid nor a square image grid"
+            f"{grid[0]}×{grid[1]} spectrogram grid, an AST grid of {grid[0]} frequency rows, "
+            "nor a square image grid"
         )
 
     def time_centres(self, frames: int, columns: int, device: torch.device | None = None) -> Tensor:
@@ -157,7 +202,7 @@ class AudioBackbone(nn.Module):
                 f"audio of {frames} frames × {mels} mel bins is smaller than a "
                 f"{self.settings.patch}×{self.settings.patch} patch"
             )
-        x = audio.transpose(1, 2).unsqueeze(1).to(self.vit.pos_embed.dtype)  # B 1 M A
+        x = self.rescale(audio).transpose(1, 2).unsqueeze(1).to(self.vit.pos_embed.dtype)
         f, t = self.vit.patch_embed.dynamic_feat_size((mels, frames))
         x = self.vit.forward_features(x)  # B F'·T' D, frequency-major
         tokens = x.reshape(b, f, t, self.dim).mean(dim=1)

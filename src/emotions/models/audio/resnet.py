@@ -1,0 +1,81 @@
+"""Audio branch after the authors' code: a 2D ResNet with one input channel per audio snippet.
+
+The log-mel is cut into ``settings.segments`` equal time slices (aligned with the video's
+snippets when both use the same count); each slice, as a one-channel image (mel bins × frames),
+goes through timm's ResNet-18/34 and its global average pool, giving one 512-d token per slice.
+Frames that do not fill a whole slice (fewer than ``segments`` of them) are dropped so every
+slice has the same static shape.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import timm
+import torch
+from torch import Tensor, nn
+
+from emotions.models.registry import register_audio
+from emotions.models.settings import AudioSettings
+from emotions.models.video import load_matching, read_state_dict
+
+
+@register_audio("resnet18", "resnet34")
+class ResNetAudio(nn.Module):
+    """(B, A, M) log-mel → one token per time slice (B, S, 512) and the slices' time centres."""
+
+    def __init__(self, settings: AudioSettings) -> None:
+        super().__init__()
+        self.settings = settings
+        self.segments = settings.segments
+        # pretrained=False: timm builds the architecture locally, nothing is downloaded.
+        self.net = timm.create_model(settings.arch, pretrained=False, in_chans=1, num_classes=0)
+        self.dim: int = self.net.num_features
+        if settings.weights:
+            self.load_weights(settings.weights)
+
+    @property
+    def depths(self) -> list[int]:
+        return [len(getattr(self.net, f"layer{k}")) for k in range(1, 5)]
+
+    @property
+    def num_layers(self) -> int:
+        """Depth for layer-wise lr decay: the stem, each residual block, the top."""
+        return sum(self.depths) + 2
+
+    def layer_id(self, name: str) -> int:
+        """Depth of parameter ``name`` (relative to this module): 0 = the stem."""
+        parts = name.split(".")
+        if len(parts) > 2 and parts[1].startswith("layer"):
+            stage = int(parts[1].removeprefix("layer")) - 1
+            return sum(self.depths[:stage]) + int(parts[2]) + 1
+        if parts[1] in ("conv1", "bn1"):
+            return 0
+        return self.num_layers - 1
+
+    def load_weights(self, path: str | Path) -> None:
+        """A local timm/torchvision ResNet checkpoint; RGB stem kernels averaged to one channel."""
+        state = read_state_dict(path)
+        stem = state.get("conv1.weight")
+        if stem is not None and stem.ndim == 4 and stem.shape[1] == 3:
+            state["conv1.weight"] = stem.mean(dim=1, keepdim=True)
+        load_matching(self.net, state, path, f"audio '{self.settings.arch}'", ignore=("fc.",))
+
+    def time_centres(self, device: torch.device | None = None) -> Tensor:
+        return (
+            torch.arange(self.segments, dtype=torch.float32, device=device) + 0.5
+        ) / self.segments
+
+    def forward(self, audio: Tensor) -> tuple[Tensor, Tensor]:
+        if audio.ndim != 3:
+            raise ValueError(f"audio must be (B, frames, mel bins), got {tuple(audio.shape)}")
+        b, frames, mels = audio.shape
+        s = self.segments
+        width = frames // s
+        if width < 1:
+            raise ValueError(f"audio of {frames} frames cannot be cut into {s} segments")
+        x = audio[:, : width * s].reshape(b, s, width, mels)
+        x = x.permute(0, 1, 3, 2).reshape(b * s, 1, mels, width)  # (B·S) 1 M W: mel as height
+        dtype = self.net.conv1.weight.dtype
+        tokens = self.net(x.to(dtype)).reshape(b, s, self.dim)
+        return tokens, self.time_centres(device=audio.device)
