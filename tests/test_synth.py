@@ -368,9 +368,11 @@ def test_bad_inputs_are_clear_errors(tmp_path):
 
 def test_make_clip_shapes_for_other_sizes_and_a_visual_decoy():
     design = design_for(list(EMOTIONS6))
-    conflict = Conflict("visual", "disgust", 1, 0.5, 1.0)
+    # Excitation owns cell (0, 0); visual group 1 with audio group 0 is Fear's cell (1, 0).
+    assert design.class_of((0, 0)) == "Excitation" and design.class_of((1, 0)) == "Fear"
+    conflict = Conflict("visual", "Fear", 1, 0.5, 1.0)
     frames, audio = make_clip(
-        "anger",
+        "Excitation",
         np.random.default_rng(0),
         design=design,
         width=128,
@@ -386,7 +388,7 @@ def test_make_clip_shapes_for_other_sizes_and_a_visual_decoy():
     assert groups[6:12] == [1] * 6 and groups[:6] == [0] * 6 and groups[12:] == [0] * 12
     with pytest.raises(ValueError, match="does not belong"):
         make_clip(
-            "anger",
+            "Excitation",
             np.random.default_rng(0),
             design=design,
             width=32,

@@ -47,16 +47,15 @@ def cmd_synth(args: argparse.Namespace, params: Params) -> None:
 def cmd_ingest(args: argparse.Namespace, params: Params) -> None:
     from emotions.data.ingest import NoUsableClipsError, ingest
 
-    taxonomy = (
-        params.taxonomy_for(args.dataset) if args.dataset else params.taxonomies[args.taxonomy]
-    )
+    name = params.dataset(args.dataset).taxonomy if args.dataset else args.taxonomy
     try:
         result = ingest(
             Path(args.root),
             Path(args.out),
             layout=args.layout,
-            taxonomy=taxonomy,
+            taxonomy=dict(params.taxonomies[name]),
             config=params.ingest,
+            aliases=params.aliases_of(name),
         )
     except NoUsableClipsError as error:
         raise StageError(str(error)) from None

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import importlib
 import os
-import re
-import unicodedata
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -21,6 +19,22 @@ from pathlib import Path
 from typing import ClassVar
 
 import pandas as pd
+
+from emotions.labels import normalise_label
+
+__all__ = [
+    "COMMON_SYNONYMS",
+    "LAYOUTS",
+    "Candidate",
+    "Record",
+    "Reject",
+    "Source",
+    "available_layouts",
+    "get_source",
+    "is_hidden",
+    "normalise_label",
+    "walk_files",
+]
 
 # layout name → "module:Class". Imported lazily so listing layouts costs nothing.
 LAYOUTS: dict[str, str] = {
@@ -31,8 +45,9 @@ LAYOUTS: dict[str, str] = {
     "csv": "emotions.data.sources.csv:CsvSource",
 }
 
-# Words people use for the same class. Applied only when the label itself is not a class, so a
-# taxonomy that has both "happiness" and "joy" keeps them apart.
+# Words people use for the same class. Applied only when the label itself is not a class (nor a
+# declared alias, see params.yaml `label_aliases`), so a taxonomy that has both "happiness" and
+# "joy" keeps them apart. Targets are matched like labels, so "sadness" finds eMotions' "Sadness".
 COMMON_SYNONYMS: dict[str, str] = {
     "happiness": "joy",
     "happy": "joy",
@@ -44,6 +59,10 @@ COMMON_SYNONYMS: dict[str, str] = {
     "surprised": "surprise",
     "disgusted": "disgust",
     "trusting": "trust",
+    # The adjectives of the released eMotions classes.
+    "excited": "excitation",
+    "relaxed": "relaxation",
+    "tense": "tension",
 }
 
 
@@ -68,12 +87,6 @@ class Reject:
 Record = Candidate | Reject
 
 
-def normalise_label(raw: object) -> str:
-    """Case-, width- and separator-insensitive form of a label: "Happy_Face " → "happy face"."""
-    text = unicodedata.normalize("NFKC", str(raw)).strip().casefold()
-    return re.sub(r"[\s_\-]+", " ", text)
-
-
 class Source(ABC):
     """One on-disk layout."""
 
@@ -84,15 +97,27 @@ class Source(ABC):
     def scan(self, root: Path) -> Iterator[Record]:
         """Yield every candidate clip and every reject under ``root``; never modify ``root``."""
 
-    def resolve_label(self, raw: object, classes: Mapping[str, object]) -> str | None:
-        """The taxonomy class ``raw`` names (exact key spelling), or None when it names none."""
+    def resolve_label(
+        self,
+        raw: object,
+        classes: Mapping[str, object],
+        aliases: Mapping[str, str] | None = None,
+    ) -> str | None:
+        """The taxonomy class ``raw`` names (exact key spelling), or None when it names none.
+
+        In order: a class name, a declared alias (params.yaml ``label_aliases``: the user's
+        word, so it outranks ours), then the adapter's built-in synonyms. All three are compared
+        in ``normalise_label`` form, so "SAD", "sad" and "Sad " are one spelling.
+        """
         by_form = {normalise_label(name): name for name in classes}
         form = normalise_label(raw)
         if form in by_form:
             return by_form[form]
-        alias = self.synonyms.get(form)
-        if alias is not None:
-            return by_form.get(normalise_label(alias))
+        declared = {normalise_label(alias): target for alias, target in (aliases or {}).items()}
+        for table in (declared, self.synonyms):
+            target = table.get(form)
+            if target is not None:
+                return by_form.get(normalise_label(target))
         return None
 
 
