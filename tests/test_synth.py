@@ -309,6 +309,18 @@ def test_partitions_cap_single_modalities(name):
     assert design.single_modality_cap("audio") <= 0.85
 
 
+def test_the_sample_corpus_design_for_the_released_classes():
+    """The bundled sample speaks eMotions' six classes, and still only fusion names them all."""
+    design = design_for(list(EMOTIONS6))
+    assert design.classes == ("Excitation", "Fear", "Neutral", "Relaxation", "Sadness", "Tension")
+    assert (design.n_visual, design.n_audio) == (3, 2)
+    assert design.single_modality_cap("visual") == pytest.approx(1 / 2)
+    assert design.single_modality_cap("audio") == pytest.approx(1 / 3)
+    # Every picture group and every sound group is shared by at least two classes.
+    for modality in ("visual", "audio"):
+        assert all(len(members) >= 2 for members in design.groups(modality).values())
+
+
 @pytest.mark.parametrize("k", [2, 3, 4, 5, 7, 9, 12])
 def test_any_number_of_classes(k):
     design = design_for([f"k{i}" for i in range(k)])
