@@ -50,7 +50,7 @@ from emotions.data.workers import map_isolated
 
 LOADER_TARGET = 20.0
 PREPROCESS_TARGET = 0.8
-LABELS = ["anger", "disgust", "fear", "sadness", "joy", "surprise"]
+LABELS = ["Excitation", "Fear", "Neutral", "Relaxation", "Sadness", "Tension"]  # emotions6
 
 
 def main(argv: list[str] | None = None) -> int:

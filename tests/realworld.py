@@ -251,34 +251,34 @@ def build_realworld_tree(base: Path) -> RealWorldTree:
             rotation=rotation,
         )
 
-    good("anger/h264_aac_stereo.mp4", "anger", needs=("libx264", "aac"), seed=1)
+    good("Tension/h264_aac_stereo.mp4", "Tension", needs=("libx264", "aac"), seed=1)
     good(
-        "joy/hevc_mp3_mono.mkv",
-        "joy",
+        "Excitation/hevc_mp3_mono.mkv",
+        "Excitation",
         needs=("libx265", "libmp3lame"),
         seed=2,
         **CODEC_CASES["hevc_mp3_mono"],
     )
     good(
-        "fear/mpeg4_ac3_51.mp4",
-        "fear",
+        "Fear/mpeg4_ac3_51.mp4",
+        "Fear",
         needs=("mpeg4", "ac3"),
         seed=3,
         **CODEC_CASES["mpeg4_ac3_51"],
     )
     good(
-        "sadness/vp9_opus.webm",
-        "sadness",
+        "Sadness/vp9_opus.webm",
+        "Sadness",
         needs=("libvpx-vp9", "libopus"),
         seed=4,
         **CODEC_CASES["vp9_opus"],
     )
-    good("surprise/silent_track.mp4", "surprise", needs=("libx264", "aac"), seed=5, silent=True)
-    good("disgust/no_audio.mp4", "disgust", needs=("libx264",), seed=6, audio_channels=None)
-    good("joy/rotated_90.mp4", "joy", needs=("libx264",), seed=7, rotation=90)
+    good("Neutral/silent_track.mp4", "Neutral", needs=("libx264", "aac"), seed=5, silent=True)
+    good("Relaxation/no_audio.mp4", "Relaxation", needs=("libx264",), seed=6, audio_channels=None)
+    good("Excitation/rotated_90.mp4", "Excitation", needs=("libx264",), seed=7, rotation=90)
     good(
-        "fear/hevc_120fps.mp4",
-        "fear",
+        "Fear/hevc_120fps.mp4",
+        "Fear",
         needs=("libx265", "aac"),
         seed=8,
         fps=120,
@@ -286,50 +286,64 @@ def build_realworld_tree(base: Path) -> RealWorldTree:
         audio_channels=1,
         sample_rate=16000,
     )
-    good("anger/愤怒_clip.mp4", "anger", needs=("libx264", "aac"), seed=9, seconds=2.0)
-    good("joy/fréude.mp4", "joy", needs=("libx264", "aac"), seed=10, audio_channels=1)
-    good("anger/corrupt_audio_packet.mp4", "anger", needs=("libx264", "aac"), seed=11, seconds=2.0)
-    if "anger/corrupt_audio_packet.mp4" in tree.kept:
-        corrupt_one_audio_packet(root / "anger/corrupt_audio_packet.mp4")
+    good("Tension/紧张_clip.mp4", "Tension", needs=("libx264", "aac"), seed=9, seconds=2.0)
+    good("Excitation/fréude.mp4", "Excitation", needs=("libx264", "aac"), seed=10, audio_channels=1)
+    good(
+        "Tension/corrupt_audio_packet.mp4",
+        "Tension",
+        needs=("libx264", "aac"),
+        seed=11,
+        seconds=2.0,
+    )
+    if "Tension/corrupt_audio_packet.mp4" in tree.kept:
+        corrupt_one_audio_packet(root / "Tension/corrupt_audio_packet.mp4")
 
     # Same content, same label: the first by path order is kept, the copy is a duplicate.
-    good("sadness/original.mp4", "sadness", seed=12, audio_channels=1)
-    shutil.copyfile(root / "sadness/original.mp4", root / "sadness/original_copy.mp4")
-    tree.quarantined["sadness/original_copy.mp4"] = "duplicate of sadness/original.mp4"
+    good("Sadness/original.mp4", "Sadness", seed=12, audio_channels=1)
+    shutil.copyfile(root / "Sadness/original.mp4", root / "Sadness/original_copy.mp4")
+    tree.quarantined["Sadness/original_copy.mp4"] = "duplicate of Sadness/original.mp4"
     # Same content under two labels: nobody can say which is right, both go.
-    make_clip(root / "anger/shared.mp4", seed=13)
-    shutil.copyfile(root / "anger/shared.mp4", root / "joy/shared.mp4")
-    tree.quarantined["anger/shared.mp4"] = "label conflict: same content labelled 'anger' and 'joy'"
-    tree.quarantined["joy/shared.mp4"] = "label conflict: same content labelled 'joy' and 'anger'"
+    make_clip(root / "Tension/shared.mp4", seed=13)
+    shutil.copyfile(root / "Tension/shared.mp4", root / "Excitation/shared.mp4")
+    tree.quarantined["Tension/shared.mp4"] = (
+        "label conflict: same content labelled 'Tension' and 'Excitation'"
+    )
+    tree.quarantined["Excitation/shared.mp4"] = (
+        "label conflict: same content labelled 'Excitation' and 'Tension'"
+    )
 
-    (root / "anger/empty.mp4").write_bytes(b"")
-    tree.quarantined["anger/empty.mp4"] = "empty file"
-    truncate_half(root / "anger/h264_aac_stereo.mp4", root / "sadness/truncated.mp4")
-    tree.quarantined["sadness/truncated.mp4"] = "truncated"
+    (root / "Tension/empty.mp4").write_bytes(b"")
+    tree.quarantined["Tension/empty.mp4"] = "empty file"
+    truncate_half(root / "Tension/h264_aac_stereo.mp4", root / "Sadness/truncated.mp4")
+    tree.quarantined["Sadness/truncated.mp4"] = "truncated"
     make_clip(outside / "whole.mkv", seed=14, seconds=2.0)
-    truncate_half(outside / "whole.mkv", root / "surprise/truncated.mkv")
-    tree.quarantined["surprise/truncated.mkv"] = "truncated"
+    truncate_half(outside / "whole.mkv", root / "Neutral/truncated.mkv")
+    tree.quarantined["Neutral/truncated.mkv"] = "truncated"
     rng = np.random.default_rng(0)
-    (root / "surprise/random_bytes.mp4").write_bytes(rng.integers(0, 256, 50_000).astype(np.uint8))
-    tree.quarantined["surprise/random_bytes.mp4"] = "not a video"
-    (root / "disgust/notes.mp4").write_text(
+    (root / "Neutral/random_bytes.mp4").write_bytes(rng.integers(0, 256, 50_000).astype(np.uint8))
+    tree.quarantined["Neutral/random_bytes.mp4"] = "not a video"
+    (root / "Relaxation/notes.mp4").write_text(
         "shot list\n1. smile\n2. frown\n" * 50, encoding="utf-8"
     )
-    tree.quarantined["disgust/notes.mp4"] = "not a video"
-    (root / "disgust/readme.txt").write_text("clips of disgust\n", encoding="utf-8")
-    tree.quarantined["disgust/readme.txt"] = "not a video"
-    zero_video_packets(make_clip(root / "disgust/zeroed_video.mp4", seed=17, audio_channels=None))
-    tree.quarantined["disgust/zeroed_video.mp4"] = "undecodable"
-    make_audio_only(root / "fear/voice_memo.m4a")
-    tree.quarantined["fear/voice_memo.m4a"] = "no video stream"
+    tree.quarantined["Relaxation/notes.mp4"] = "not a video"
+    (root / "Relaxation/readme.txt").write_text("clips of relaxation\n", encoding="utf-8")
+    tree.quarantined["Relaxation/readme.txt"] = "not a video"
+    zero_video_packets(
+        make_clip(root / "Relaxation/zeroed_video.mp4", seed=17, audio_channels=None)
+    )
+    tree.quarantined["Relaxation/zeroed_video.mp4"] = "undecodable"
+    make_audio_only(root / "Fear/voice_memo.m4a")
+    tree.quarantined["Fear/voice_memo.m4a"] = "no video stream"
     make_clip(outside / "escapee.mp4", seed=15)
-    os.symlink(os.path.relpath(outside / "escapee.mp4", root / "anger"), root / "anger/escape.mp4")
-    tree.quarantined["anger/escape.mp4"] = "outside root"
+    os.symlink(
+        os.path.relpath(outside / "escapee.mp4", root / "Tension"), root / "Tension/escape.mp4"
+    )
+    tree.quarantined["Tension/escape.mp4"] = "outside root"
     make_clip(root / "contempt/smirk.mp4", seed=16)
     tree.quarantined["contempt/smirk.mp4"] = "unknown label 'contempt'"
 
-    (root / "joy/.DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1")
-    tree.ignored.add("joy/.DS_Store")
+    (root / "Excitation/.DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1")
+    tree.ignored.add("Excitation/.DS_Store")
     (root / "README.md").write_text("a folder per class\n", encoding="utf-8")
     tree.ignored.add("README.md")
     return tree

@@ -144,7 +144,13 @@ def build_small_corpus(base: Path) -> SmallCorpus:
     )
     out = base / "artifacts" / DATASET
     result = ingest(
-        root, out, layout="emotions", taxonomy=taxonomy, config=params.ingest, progress=False
+        root,
+        out,
+        layout="emotions",
+        taxonomy=taxonomy,
+        config=params.ingest,
+        aliases=params.label_aliases_for(DATASET),
+        progress=False,
     )
     variants = make_variants(
         result.manifest, list(dataset.variants), config=params.variants, seed=params.seed

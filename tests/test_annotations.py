@@ -19,7 +19,8 @@ from emotions.data.annotations import (
     stage_kappa,
 )
 
-ORDER = ["anger", "disgust", "fear", "sadness", "joy", "surprise"]
+# emotions6 of params.yaml, in its class order (the order breaks ties).
+ORDER = ["Excitation", "Fear", "Neutral", "Relaxation", "Sadness", "Tension"]
 
 
 def votes(*rows: tuple[str, int, str, str]) -> pd.DataFrame:
@@ -128,19 +129,19 @@ def test_fleiss_kappa_extremes():
 
 
 def test_majority_of_a_single_stage():
-    decided = decide(ballot("c1", 1, "joy", "joy", "joy", "anger", "fear"))
+    decided = decide(ballot("c1", 1, "Sadness", "Sadness", "Sadness", "Excitation", "Neutral"))
     row = decided.loc["c1"]
-    assert row["label"] == "joy"
+    assert row["label"] == "Sadness"
     assert row["agreement"] == pytest.approx(0.6)
     assert row["n_votes"] == 5 and row["deciding_stage"] == 1
 
 
 def test_the_latest_stage_decides_even_against_the_first_majority():
-    rows = ballot("c1", 1, "joy", "joy", "joy", "anger", "anger") + ballot(
-        "c1", 2, "anger", "anger", "joy"
+    rows = ballot("c1", 1, "Sadness", "Sadness", "Sadness", "Excitation", "Excitation") + ballot(
+        "c1", 2, "Excitation", "Excitation", "Sadness"
     )
     row = decide(rows).loc["c1"]
-    assert row["label"] == "anger"
+    assert row["label"] == "Excitation"
     assert row["deciding_stage"] == 2
     assert row["agreement"] == pytest.approx(2 / 3)
     assert row["n_votes"] == 8
@@ -148,40 +149,40 @@ def test_the_latest_stage_decides_even_against_the_first_majority():
 
 
 def test_a_tie_in_the_deciding_stage_is_broken_by_pooled_votes():
-    rows = ballot("c1", 1, "fear", "fear", "fear", "sadness", "joy") + ballot(
-        "c1", 2, "sadness", "fear"
+    rows = ballot("c1", 1, "Neutral", "Neutral", "Neutral", "Relaxation", "Sadness") + ballot(
+        "c1", 2, "Relaxation", "Neutral"
     )
     row = decide(rows).loc["c1"]
-    assert row["label"] == "fear"  # 4 pooled votes against 2
+    assert row["label"] == "Neutral"  # 4 pooled votes against 2
     assert row["agreement"] == pytest.approx(0.5)
 
 
 def test_a_remaining_tie_follows_the_taxonomy_order():
-    row = decide(ballot("c1", 1, "joy", "anger")).loc["c1"]
-    assert row["label"] == "anger"  # anger precedes joy in ORDER
-    row = decide(ballot("c2", 1, "zzz", "surprise")).loc["c2"]
-    assert row["label"] == "surprise"  # unknown labels rank after every class
+    row = decide(ballot("c1", 1, "Sadness", "Excitation")).loc["c1"]
+    assert row["label"] == "Excitation"  # Excitation precedes Sadness in ORDER
+    row = decide(ballot("c2", 1, "zzz", "Tension")).loc["c2"]
+    assert row["label"] == "Tension"  # unknown labels rank after every class
 
 
 def test_clean_votes_drops_bad_rows_and_keeps_an_annotators_last_vote():
     raw = votes(
-        ("c1", 1, "ann", "joy"),
-        ("c1", 1, "ann", "anger"),  # same annotator, same stage: replaces the first
-        ("c1", "x", "bob", "joy"),  # stage is not an integer
+        ("c1", 1, "ann", "Sadness"),
+        ("c1", 1, "ann", "Excitation"),  # same annotator, same stage: replaces the first
+        ("c1", "x", "bob", "Sadness"),  # stage is not an integer
         ("c1", 1, "eve", ""),  # no label
-        ("c1", 1, "", "fear"),  # anonymous votes are all kept
-        ("c1", 1, "", "fear"),
+        ("c1", 1, "", "Neutral"),  # anonymous votes are all kept
+        ("c1", 1, "", "Neutral"),
     )
     clean, dropped = clean_votes(raw)
     assert dropped == 3
-    assert sorted(clean["label"]) == ["anger", "fear", "fear"]
+    assert sorted(clean["label"]) == ["Excitation", "Neutral", "Neutral"]
     assert clean["stage"].dtype == "int64"
-    assert aggregate_votes(clean, ORDER).loc["c1", "label"] == "fear"
+    assert aggregate_votes(clean, ORDER).loc["c1", "label"] == "Neutral"
 
 
 def test_clean_votes_names_missing_columns():
     with pytest.raises(ValueError, match="annotator"):
-        clean_votes(pd.DataFrame({"clip_id": ["a"], "stage": [1], "label": ["joy"]}))
+        clean_votes(pd.DataFrame({"clip_id": ["a"], "stage": [1], "label": ["Sadness"]}))
 
 
 def test_first_stage_kappa_uses_clips_with_the_usual_vote_count():
@@ -201,12 +202,12 @@ def test_first_stage_kappa_uses_clips_with_the_usual_vote_count():
 
 def test_annotation_stats_summarises_votes_of_kept_clips():
     rows = (
-        ballot("c1", 1, "joy", "joy", "joy")
-        + ballot("c2", 1, "anger", "fear", "anger")
-        + ballot("c3", 1, "fear", "sadness", "joy")
-        + ballot("c3", 2, "fear", "fear")
-        + ballot("c4", 1, "joy", "anger", "fear")  # low agreement, never sent on
-        + ballot("gone", 1, "joy", "joy", "joy")  # not in the manifest
+        ballot("c1", 1, "Sadness", "Sadness", "Sadness")
+        + ballot("c2", 1, "Excitation", "Neutral", "Excitation")
+        + ballot("c3", 1, "Neutral", "Relaxation", "Sadness")
+        + ballot("c3", 2, "Neutral", "Neutral")
+        + ballot("c4", 1, "Sadness", "Excitation", "Neutral")  # low agreement, never sent on
+        + ballot("gone", 1, "Sadness", "Sadness", "Sadness")  # not in the manifest
     )
     clean, _ = clean_votes(votes(*rows))
     decided = aggregate_votes(clean, ORDER)
@@ -218,32 +219,37 @@ def test_annotation_stats_summarises_votes_of_kept_clips():
     assert stats["clips_per_stage"] == {"1": 4, "2": 1}
     assert stats["clips_sent_to_stage2"] == 1
     assert stats["clips_below_threshold_without_later_stage"] == 1  # c4 (1/3 < 0.6)
-    assert stats["label_distribution"] == {"anger": 2, "fear": 1, "joy": 1}
-    assert list(stats["label_distribution"]) == ["anger", "fear", "joy"]  # taxonomy order
-    assert stats["mean_agreement_per_class"]["fear"] == pytest.approx(1.0)
-    assert stats["mean_agreement_per_class"]["anger"] == pytest.approx((2 / 3 + 1 / 3) / 2)
+    assert stats["label_distribution"] == {"Excitation": 2, "Neutral": 1, "Sadness": 1}
+    assert list(stats["label_distribution"]) == [
+        "Excitation",
+        "Neutral",
+        "Sadness",
+    ]  # taxonomy order
+    assert stats["mean_agreement_per_class"]["Neutral"] == pytest.approx(1.0)
+    assert stats["mean_agreement_per_class"]["Excitation"] == pytest.approx((2 / 3 + 1 / 3) / 2)
     assert stats["fleiss_kappa_stage1"]["n_clips"] == 4
     assert stats["fleiss_kappa_stage1"]["raters_per_clip"] == 3
     assert list(stats["per_stage"]) == ["1", "2"]
-    # Stage 2 is c3's two "fear" votes: one category only, so chance agreement is total and
+    # Stage 2 is c3's two "Neutral" votes: one category only, so chance agreement is total and
     # kappa undefined (None), while the plain agreement is 1.
     assert stats["per_stage"]["2"]["fleiss_kappa"]["kappa"] is None
-    assert stats["per_stage"]["2"]["fleiss_kappa"]["per_class"] == {"fear": None}
+    assert stats["per_stage"]["2"]["fleiss_kappa"]["per_class"] == {"Neutral": None}
     assert stats["per_stage"]["2"]["mean_agreement"] == pytest.approx(1.0)
     assert stats["per_stage"]["1"]["n_votes"] == 12
-    # Stage 1 share of votes for the final label: anger c2 2/3, c4 1/3; fear c3 1/3; joy c1 1.
+    # Stage 1 share of votes for the final label: Excitation c2 2/3, c4 1/3; Neutral c3 1/3;
+    # Sadness c1 1.
     assert stats["per_stage"]["1"]["mean_agreement_per_class"] == pytest.approx(
-        {"anger": 0.5, "fear": 1 / 3, "joy": 1.0}, abs=1e-6
+        {"Excitation": 0.5, "Neutral": 1 / 3, "Sadness": 1.0}, abs=1e-6
     )
 
 
 def test_annotation_stats_for_a_single_label_source():
     manifest = pd.DataFrame(
-        {"clip_id": ["a", "b"], "label": ["joy", "joy"], "agreement": [1.0, 1.0]}
+        {"clip_id": ["a", "b"], "label": ["Sadness", "Sadness"], "agreement": [1.0, 1.0]}
     )
     empty = votes()
     stats = annotation_stats(manifest, empty, class_order=ORDER, second_stage_below=0.6)
     assert stats["n_annotated_clips"] == 0
     assert stats["fleiss_kappa_stage1"]["kappa"] is None
     assert stats["per_stage"] == {}
-    assert stats["label_distribution"] == {"joy": 2}
+    assert stats["label_distribution"] == {"Sadness": 2}

@@ -16,14 +16,16 @@ def _raw() -> dict:
 
 def test_shipped_params_load():
     params = load_params(REPO / "params.yaml")
-    assert params.taxonomy_for("emotions") == {
-        "anger": "negative",
-        "disgust": "negative",
-        "fear": "negative",
-        "sadness": "negative",
-        "joy": "positive",
-        "surprise": "neutral",
-    }
+    # The released eMotions classes, in the release's (alphabetical) class order.
+    assert list(params.taxonomy_for("emotions").items()) == [
+        ("Excitation", "positive"),
+        ("Fear", "negative"),
+        ("Neutral", "neutral"),
+        ("Relaxation", "positive"),
+        ("Sadness", "negative"),
+        ("Tension", "negative"),
+    ]
+    assert params.label_aliases_for("emotions") == {"Sad": "Sadness"}
     assert params.datasets["emotions"].variants == ["full", "balanced", "test"]
     assert params.preprocess.crop <= params.preprocess.resize
 
@@ -73,3 +75,48 @@ def test_unknown_dataset_lookup():
     params = load_params(REPO / "params.yaml")
     with pytest.raises(ConfigError, match="unknown dataset 'nope'"):
         params.dataset("nope")
+
+
+def test_shipped_presets_and_their_polarities():
+    taxonomies = load_params(REPO / "params.yaml").taxonomies
+    ve8 = taxonomies["videoemotion8"]
+    assert sorted(name for name, pol in ve8.items() if pol == "positive") == [
+        "Anticipation",
+        "Joy",
+        "Surprise",
+        "Trust",
+    ]
+    assert sorted(name for name, pol in ve8.items() if pol == "negative") == [
+        "Anger",
+        "Disgust",
+        "Fear",
+        "Sadness",
+    ]
+    assert list(taxonomies["ekman6"]) == ["anger", "disgust", "fear", "joy", "sadness", "surprise"]
+    assert {taxonomies["ekman6"][name] for name in ("joy", "surprise")} == {"positive"}
+
+
+def test_alias_targets_are_matched_like_labels_and_spelled_as_the_taxonomy():
+    raw = _raw()
+    raw["label_aliases"] = {"emotions6": {"sad": " sadness", "Calm": "RELAXATION"}}
+    assert parse_params(raw).aliases_of("emotions6") == {"sad": "Sadness", "Calm": "Relaxation"}
+    assert parse_params(raw).aliases_of("ekman6") == {}
+
+
+@pytest.mark.parametrize(
+    ("aliases", "message"),
+    [
+        (
+            {"emotions6": {"Sad": "Sorrow"}},
+            r"label_aliases\.emotions6\.Sad: 'Sorrow' is not a class",
+        ),
+        ({"plutchik": {"Sad": "Sadness"}}, r"label_aliases\.plutchik: not one of taxonomies"),
+        # An alias spelled like another class would make one label mean two classes.
+        ({"emotions6": {"fear": "Tension"}}, r"'fear' is already the class 'Fear'"),
+    ],
+)
+def test_bad_alias_is_a_clear_error(aliases, message):
+    raw = _raw()
+    raw["label_aliases"] = aliases
+    with pytest.raises(ConfigError, match=message):
+        parse_params(raw)

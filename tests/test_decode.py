@@ -219,6 +219,6 @@ def test_real_world_tree_decodes_or_fails_clearly(tmp_path):
             if Path(rel).name in unreadable or reason in ("undecodable", "no video stream"):
                 with pytest.raises(DecodeError):
                     decode_clip(tree.root / rel, config)
-    if "anger/corrupt_audio_packet.mp4" in tree.kept:
-        clip = decode_clip(tree.root / "anger/corrupt_audio_packet.mp4", CONFIG)
+    if "Tension/corrupt_audio_packet.mp4" in tree.kept:
+        clip = decode_clip(tree.root / "Tension/corrupt_audio_packet.mp4", CONFIG)
         assert clip.skipped_audio_packets >= 1

@@ -22,7 +22,7 @@ from emotions.data.workers import Outcome
 CONFIG = PreprocessConfig(
     num_frames=4, resize=32, crop=24, audio=AudioFeatures(n_mels=32, target_frames=160)
 )
-CLASSES = ["anger", "joy", "fear"]  # taxonomy order, deliberately not alphabetical
+CLASSES = ["Tension", "Excitation", "Fear"]  # taxonomy order, deliberately not alphabetical
 SPLITS = ["train", "train", "train", "val", "val", "test"]
 
 
@@ -72,7 +72,10 @@ def test_eval_sample_is_the_decoded_clip_centre_cropped_and_normalised(cache):
         assert not sample["audio"][valid:].any()
         assert sample["has_audio"].item() == clip.has_audio
         assert sample["label"].dtype == torch.int64
-        assert CLASSES[sample["label"].item()] == ["anger", "joy", "fear"][int(clip_id[1:]) % 3]
+        assert (
+            CLASSES[sample["label"].item()]
+            == ["Tension", "Excitation", "Fear"][int(clip_id[1:]) % 3]
+        )
     assert not dataset[1]["has_audio"] and not dataset[1]["audio"].any()
 
 
@@ -167,7 +170,7 @@ def test_dataloader_workers_open_the_cache_themselves(cache):
 def test_clips_missing_from_the_cache_are_skipped_with_a_warning(cache, tmp_path):
     cache_dir, _, split, _ = cache
     extra = pd.DataFrame(
-        [("c9", "gone.mp4", "joy", "positive", 1.0, "train")], columns=split.columns
+        [("c9", "gone.mp4", "Excitation", "positive", 1.0, "train")], columns=split.columns
     )
     split_file = tmp_path / "split.parquet"
     pd.concat([split, extra]).to_parquet(split_file, index=False)
@@ -175,7 +178,7 @@ def test_clips_missing_from_the_cache_are_skipped_with_a_warning(cache, tmp_path
         dataset = CachedClipDataset(cache_dir, split_file, "train", crop=24, train=False)
     assert len(dataset) == 3 and dataset.missing == 1 and "c9" not in dataset.clip_ids
     # Without `classes`, the split file's labels in sorted order.
-    assert dataset.classes == ["anger", "fear", "joy"]
+    assert dataset.classes == ["Excitation", "Fear", "Tension"]
 
 
 def test_incomplete_cache_and_bad_arguments_are_refused(cache, tmp_path):
@@ -188,7 +191,9 @@ def test_incomplete_cache_and_bad_arguments_are_refused(cache, tmp_path):
     with pytest.raises(ValueError, match="crop 40 exceeds"):
         CachedClipDataset(cache_dir, split_file, "train", crop=40, train=False)
     with pytest.raises(ValueError, match="not in classes"):
-        CachedClipDataset(cache_dir, split_file, "train", crop=24, train=False, classes=["joy"])
+        CachedClipDataset(
+            cache_dir, split_file, "train", crop=24, train=False, classes=["Excitation"]
+        )
     with warnings.catch_warnings(), pytest.raises(ValueError, match="no clips in split 'dev'"):
         CachedClipDataset(cache_dir, split_file, "dev", crop=24, train=False)
 

@@ -12,9 +12,9 @@ from pydantic import ValidationError
 from emotions.models.losses import EPCELoss, polarity_accuracy
 from emotions.models.settings import LossSettings
 
-# emotions6 from params.yaml, in class order.
-EMOTIONS6 = ["negative", "negative", "negative", "negative", "positive", "neutral"]
-POS, NEG, NEU = [4], [0, 1, 2, 3], [5]
+# emotions6 from params.yaml, in class order: Excitation, Fear, Neutral, Relaxation, Sadness, Tension.
+EMOTIONS6 = ["positive", "negative", "neutral", "positive", "negative", "negative"]
+POS, NEG, NEU = [0, 3], [1, 4, 5], [2]
 
 
 def _batch(n: int = 16, k: int = 6, seed: int = 0, dtype: torch.dtype = torch.float32):
@@ -35,7 +35,7 @@ def test_polarity_term_is_ce_over_summed_class_probabilities() -> None:
     terms = EPCELoss(EMOTIONS6).terms(logits, target)
     probs = logits.softmax(dim=1)
     group_probs = torch.stack([probs[:, g].sum(1) for g in (POS, NEG, NEU)], dim=1)
-    group_of = torch.tensor([1, 1, 1, 1, 0, 2])[target]
+    group_of = torch.tensor([0, 1, 2, 0, 1, 1])[target]
     expected = -group_probs.log().gather(1, group_of[:, None]).mean()
     assert terms["polarity"] >= 0
     torch.testing.assert_close(terms["polarity"], expected)
@@ -62,9 +62,9 @@ def test_opposite_mass_definition_and_bounds() -> None:
 
 def test_a_confident_opposite_mistake_costs_more_than_a_same_polarity_one() -> None:
     loss = EPCELoss(EMOTIONS6)
-    target = torch.tensor([0])  # anger (negative)
-    same = torch.full((1, 6), -5.0).index_fill(1, torch.tensor([1]), 5.0)  # says disgust
-    opposite = torch.full((1, 6), -5.0).index_fill(1, torch.tensor([4]), 5.0)  # says joy
+    target = torch.tensor([1])  # Fear (negative)
+    same = torch.full((1, 6), -5.0).index_fill(1, torch.tensor([4]), 5.0)  # says Sadness
+    opposite = torch.full((1, 6), -5.0).index_fill(1, torch.tensor([0]), 5.0)  # says Excitation
     assert torch.isclose(F.cross_entropy(same, target), F.cross_entropy(opposite, target))
     assert loss(opposite, target) > loss(same, target) + 1.0
 
@@ -105,9 +105,9 @@ def test_bad_inputs_are_clear_errors() -> None:
 
 
 def test_polarity_accuracy() -> None:
-    logits = torch.eye(6)[[1, 4, 5, 0]]  # predicts disgust, joy, surprise, anger
-    target = torch.tensor([0, 4, 0, 4])  # anger, joy, anger, joy
-    # disgust~anger ✓, joy ✓, surprise vs anger ✗, anger vs joy ✗
+    logits = torch.eye(6)[[4, 3, 2, 1]]  # predicts Sadness, Relaxation, Neutral, Fear
+    target = torch.tensor([1, 0, 1, 0])  # Fear, Excitation, Fear, Excitation
+    # Sadness~Fear ✓, Relaxation~Excitation ✓, Neutral vs Fear ✗, Fear vs Excitation ✗
     assert polarity_accuracy(logits, target, EMOTIONS6) == pytest.approx(0.5)
 
 

@@ -70,7 +70,14 @@ def test_dvc_repro_runs_the_whole_dag_then_is_a_no_op(scratch_repo: Path):
     manifest = pd.read_parquet(artifacts / "manifest.parquet")
     assert len(manifest) == 36
     assert manifest["clip_id"].is_unique
-    assert set(manifest["label"]) == {"anger", "disgust", "fear", "sadness", "joy", "surprise"}
+    assert set(manifest["label"]) == {
+        "Excitation",
+        "Fear",
+        "Neutral",
+        "Relaxation",
+        "Sadness",
+        "Tension",
+    }
     assert manifest["has_audio"].all()
     result = json.loads((artifacts / "validation" / "result.json").read_text(encoding="utf-8"))
     assert result["success"] is True
@@ -133,7 +140,7 @@ def test_validate_failure_stops_the_dag_with_a_readable_reason(scratch_repo: Pat
 
 
 def test_ingest_with_no_usable_clip_exits_non_zero_with_one_line(tmp_path):
-    root = tmp_path / "corpus" / "anger"
+    root = tmp_path / "corpus" / "Tension"
     root.mkdir(parents=True)
     (root / "broken.mp4").write_bytes(b"not a video at all")
     result = _run(
@@ -157,4 +164,4 @@ def test_ingest_with_no_usable_clip_exits_non_zero_with_one_line(tmp_path):
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("emotions ingest: no usable clip"), result.stderr
     quarantine = pd.read_csv(tmp_path / "out" / "quarantine.csv")
-    assert quarantine["path"].tolist() == ["anger/broken.mp4"]
+    assert quarantine["path"].tolist() == ["Tension/broken.mp4"]

@@ -27,18 +27,18 @@ CONTRACT = {"path", "label", "polarity", "probabilities", "timeline", "modality_
 WINDOW_KEYS = {"start_s", "end_s", "label", "probabilities"}
 # The formats a phone or a platform hands us; each must come through the CLI.
 FORMATS = [
-    "anger/h264_aac_stereo.mp4",
-    "joy/hevc_mp3_mono.mkv",
-    "fear/mpeg4_ac3_51.mp4",
-    "sadness/vp9_opus.webm",
-    "fear/hevc_120fps.mp4",
-    "joy/rotated_90.mp4",
-    "surprise/silent_track.mp4",
-    "disgust/no_audio.mp4",
-    "anger/corrupt_audio_packet.mp4",
-    "anger/愤怒_clip.mp4",
+    "Tension/h264_aac_stereo.mp4",
+    "Excitation/hevc_mp3_mono.mkv",
+    "Fear/mpeg4_ac3_51.mp4",
+    "Sadness/vp9_opus.webm",
+    "Fear/hevc_120fps.mp4",
+    "Excitation/rotated_90.mp4",
+    "Neutral/silent_track.mp4",
+    "Relaxation/no_audio.mp4",
+    "Tension/corrupt_audio_packet.mp4",
+    "Tension/紧张_clip.mp4",
 ]
-BROKEN = ["surprise/random_bytes.mp4", "sadness/truncated.mp4", "disgust/readme.txt"]
+BROKEN = ["Neutral/random_bytes.mp4", "Sadness/truncated.mp4", "Relaxation/readme.txt"]
 
 
 def predict(model_dir: Path, files: list[Path], cwd: Path):
@@ -94,7 +94,7 @@ def test_predict_answers_every_file_in_order_with_the_contract(
         if not kept.has_audio:
             assert share == {"audio": 0.0, "visual": 1.0}, rel
     # A clip with one broken audio packet still has audio that moves the prediction.
-    corrupt = lines[order.index("anger/corrupt_audio_packet.mp4")]
+    corrupt = lines[order.index("Tension/corrupt_audio_packet.mp4")]
     assert corrupt["modality_share"]["audio"] > 0.0
 
 

@@ -32,7 +32,7 @@ CONFIG = PreprocessConfig(
     workers=2,
     timeout_s=60,
 )
-LABELS = ["joy", "anger", "fear"]
+LABELS = ["Excitation", "Tension", "Fear"]
 
 
 def make_corpus(root: Path, n: int = 6) -> pd.DataFrame:
@@ -47,7 +47,7 @@ def make_corpus(root: Path, n: int = 6) -> pd.DataFrame:
         rows.append((f"c{i:02d}", path, LABELS[i % 3]))
     (root / "broken").mkdir()
     (root / "broken/bad.mp4").write_bytes(b"\x00not a video" * 50)
-    rows.append(("c99", "broken/bad.mp4", "joy"))
+    rows.append(("c99", "broken/bad.mp4", "Excitation"))
     return pd.DataFrame(rows, columns=["clip_id", "path", "label"])
 
 
@@ -142,7 +142,9 @@ def _outcomes(clip: DecodedClip, n: int, fail_at: int | None = None):
 def test_an_interrupted_write_leaves_the_old_cache(built, tmp_path):
     root, _, _, clips, _ = built
     clip = decode_clip(root / clips["path"][0], CONFIG)
-    table = pd.DataFrame({"clip_id": [f"k{i}" for i in range(4)], "path": "x", "label": "joy"})
+    table = pd.DataFrame(
+        {"clip_id": [f"k{i}" for i in range(4)], "path": "x", "label": "Excitation"}
+    )
     out = tmp_path / "cache"
     kwargs = {"clips": table, "train_ids": {"k0"}, "config": CONFIG, "meta": {}}
     write_cache(out, _outcomes(clip, 4), **kwargs)
@@ -161,7 +163,7 @@ def test_an_interrupted_write_leaves_the_old_cache(built, tmp_path):
 def test_leftovers_of_a_killed_run_are_cleaned(built, tmp_path):
     root, _, _, clips, _ = built
     clip = decode_clip(root / clips["path"][0], CONFIG)
-    table = pd.DataFrame({"clip_id": ["k0"], "path": "x", "label": "joy"})
+    table = pd.DataFrame({"clip_id": ["k0"], "path": "x", "label": "Excitation"})
     dead = tmp_path / "cache.tmp-999999999"
     dead.mkdir()
     (dead / "frames.npy").write_bytes(b"partial")
@@ -173,7 +175,7 @@ def test_leftovers_of_a_killed_run_are_cleaned(built, tmp_path):
 
 def test_nothing_decoded_aborts_and_keeps_the_old_cache(built, tmp_path):
     _, _, out, _, _ = built
-    table = pd.DataFrame({"clip_id": ["a"], "path": "a.mp4", "label": "joy"})
+    table = pd.DataFrame({"clip_id": ["a"], "path": "a.mp4", "label": "Excitation"})
     failed = [Outcome(("a", "a.mp4"), error="DecodeError: nope")]
     with pytest.raises(PreprocessError, match=r"no clip could be decoded.*a\.mp4: DecodeError"):
         write_cache(out, iter(failed), clips=table, train_ids=set(), config=CONFIG, meta={})

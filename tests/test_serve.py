@@ -39,14 +39,14 @@ INPUT_STATS = {"brightness", "motion", "loudness", "duration_s", "has_audio"}
 MAX_UPLOAD_MB = 0.25
 # Phone-like formats (tests/realworld.py); those whose encoder is missing here are skipped.
 REAL_WORLD = [
-    "anger/h264_aac_stereo.mp4",
-    "joy/hevc_mp3_mono.mkv",
-    "sadness/vp9_opus.webm",
-    "fear/mpeg4_ac3_51.mp4",
-    "joy/rotated_90.mp4",
-    "disgust/no_audio.mp4",
-    "anger/corrupt_audio_packet.mp4",
-    "anger/愤怒_clip.mp4",
+    "Tension/h264_aac_stereo.mp4",
+    "Excitation/hevc_mp3_mono.mkv",
+    "Sadness/vp9_opus.webm",
+    "Fear/mpeg4_ac3_51.mp4",
+    "Excitation/rotated_90.mp4",
+    "Relaxation/no_audio.mp4",
+    "Tension/corrupt_audio_packet.mp4",
+    "Tension/紧张_clip.mp4",
 ]
 
 
@@ -154,7 +154,7 @@ def test_uploads_answer_exactly_what_predict_answers(
         assert response.status_code == 200, (path.name, response.text)
         assert response.headers["content-type"].startswith("application/json")
         assert_same_prediction(response.json(), want, path.name)
-    no_audio = post(server, tree.root / "disgust/no_audio.mp4").json()
+    no_audio = post(server, tree.root / "Relaxation/no_audio.mp4").json()
     assert no_audio["modality_share"] == {"audio": 0.0, "visual": 1.0}
 
 
@@ -203,8 +203,8 @@ def test_refusals_are_4xx_with_error_and_detail(
         (post(server, notes, type_="text/plain"), 415, "unsupported_media_type", "notes.txt"),
         # A video extension does not help a part that says it is text.
         (post(server, notes, name="notes.mp4", type_="text/plain"), 415, None, "notes.mp4"),
-        (post(server, tree.root / "surprise/random_bytes.mp4"), 422, "undecodable_video", None),
-        (post(server, tree.root / "sadness/truncated.mp4"), 422, "undecodable_video", None),
+        (post(server, tree.root / "Neutral/random_bytes.mp4"), 422, "undecodable_video", None),
+        (post(server, tree.root / "Sadness/truncated.mp4"), 422, "undecodable_video", None),
         (post(server, None), 400, "missing_video", None),
         (
             requests.post(f"{server.url}/predict", files={"clip": ("a.mp4", b"x")}, timeout=60),

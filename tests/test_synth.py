@@ -309,6 +309,18 @@ def test_partitions_cap_single_modalities(name):
     assert design.single_modality_cap("audio") <= 0.85
 
 
+def test_the_sample_corpus_design_for_the_released_classes():
+    """The bundled sample speaks eMotions' six classes, and still only fusion names them all."""
+    design = design_for(list(EMOTIONS6))
+    assert design.classes == ("Excitation", "Fear", "Neutral", "Relaxation", "Sadness", "Tension")
+    assert (design.n_visual, design.n_audio) == (3, 2)
+    assert design.single_modality_cap("visual") == pytest.approx(1 / 2)
+    assert design.single_modality_cap("audio") == pytest.approx(1 / 3)
+    # Every picture group and every sound group is shared by at least two classes.
+    for modality in ("visual", "audio"):
+        assert all(len(members) >= 2 for members in design.groups(modality).values())
+
+
 @pytest.mark.parametrize("k", [2, 3, 4, 5, 7, 9, 12])
 def test_any_number_of_classes(k):
     design = design_for([f"k{i}" for i in range(k)])
@@ -368,9 +380,11 @@ def test_bad_inputs_are_clear_errors(tmp_path):
 
 def test_make_clip_shapes_for_other_sizes_and_a_visual_decoy():
     design = design_for(list(EMOTIONS6))
-    conflict = Conflict("visual", "disgust", 1, 0.5, 1.0)
+    # Excitation owns cell (0, 0); visual group 1 with audio group 0 is Fear's cell (1, 0).
+    assert design.class_of((0, 0)) == "Excitation" and design.class_of((1, 0)) == "Fear"
+    conflict = Conflict("visual", "Fear", 1, 0.5, 1.0)
     frames, audio = make_clip(
-        "anger",
+        "Excitation",
         np.random.default_rng(0),
         design=design,
         width=128,
@@ -386,7 +400,7 @@ def test_make_clip_shapes_for_other_sizes_and_a_visual_decoy():
     assert groups[6:12] == [1] * 6 and groups[:6] == [0] * 6 and groups[12:] == [0] * 12
     with pytest.raises(ValueError, match="does not belong"):
         make_clip(
-            "anger",
+            "Excitation",
             np.random.default_rng(0),
             design=design,
             width=32,

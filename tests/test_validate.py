@@ -14,13 +14,13 @@ import pytest
 from emotions.config import ValidateConfig
 from emotions.data.validate import SUITE_NAME, validate_manifest
 
-TAXONOMY = {
-    "anger": "negative",
-    "disgust": "negative",
-    "fear": "negative",
-    "sadness": "negative",
-    "joy": "positive",
-    "surprise": "neutral",
+TAXONOMY = {  # emotions6 of params.yaml
+    "Excitation": "positive",
+    "Fear": "negative",
+    "Neutral": "neutral",
+    "Relaxation": "positive",
+    "Sadness": "negative",
+    "Tension": "negative",
 }
 CONFIG = ValidateConfig(
     duration_s=(0.5, 600.0), fps=(5.0, 240.0), min_audio_share=0.5, min_clips_per_class=5
@@ -122,13 +122,13 @@ def _long_clip(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def _wrong_polarity(frame: pd.DataFrame) -> pd.DataFrame:
-    frame.loc[frame["label"] == "joy", "polarity"] = "negative"
+    frame.loc[frame["label"] == "Excitation", "polarity"] = "negative"
     return frame
 
 
 def _tiny_class(frame: pd.DataFrame) -> pd.DataFrame:
-    fear = frame.index[frame["label"] == "fear"]
-    return frame.drop(fear[2:]).reset_index(drop=True)  # 2 clips of fear < 5
+    fear = frame.index[frame["label"] == "Fear"]
+    return frame.drop(fear[2:]).reset_index(drop=True)  # 2 clips of Fear < 5
 
 
 def _text_duration(frame: pd.DataFrame) -> pd.DataFrame:
@@ -159,9 +159,11 @@ def _missing_column(frame: pd.DataFrame) -> pd.DataFrame:
         (_long_clip, ["[critical] duration_s: 1 durations out of range (e.g. 1234.5)"]),
         (
             _wrong_polarity,
-            ["[critical] polarity: 8 (label, polarity) pairs not in the taxonomy (e.g. ('joy'"],
+            [
+                "[critical] polarity: 8 (label, polarity) pairs not in the taxonomy (e.g. ('Excitation'"
+            ],
         ),
-        (_tiny_class, ["[critical] label: clips of class 'fear': observed 2, expected ≥ 5"]),
+        (_tiny_class, ["[critical] label: clips of class 'Fear': observed 2, expected ≥ 5"]),
         (_text_duration, ["[critical] duration_s: could not be checked ("]),
         (_missing_column, ["[critical] table: required columns missing: fps"]),
     ],
@@ -194,7 +196,7 @@ def test_critical_failure_is_reported_readably(
 
 def test_tiny_class_reports_the_observed_count(tmp_path):
     outcome = run(_tiny_class(good_manifest()), tmp_path)
-    row = next(row for row in outcome.results if "'fear'" in row["what"])
+    row = next(row for row in outcome.results if "'Fear'" in row["what"])
     assert row == {**row, "success": False, "severity": "critical", "observed": 2}
     passing = [row for row in outcome.results if "clips of class" in row["what"] and row["success"]]
     assert sorted(row["observed"] for row in passing) == [8] * 5
@@ -204,7 +206,7 @@ def test_warnings_alone_keep_success(tmp_path):
     manifest = good_manifest()
     manifest["has_audio"] = np.arange(len(manifest)) % 5 == 0  # 20 % with audio < 50 %
     manifest["audio_sample_rate"] = 16000
-    manifest = manifest[manifest["label"] != "surprise"].reset_index(drop=True)  # class absent
+    manifest = manifest[manifest["label"] != "Tension"].reset_index(drop=True)  # class absent
 
     outcome = run(manifest, tmp_path)
 
@@ -212,6 +214,6 @@ def test_warnings_alone_keep_success(tmp_path):
     lines = outcome.summary.splitlines()
     assert lines[0].startswith("manifest passed") and "2 warning failure(s)" in lines[0]
     assert "[warning] has_audio: share of clips with audio: observed 0.2, expected ≥ 0.5" in lines
-    assert "[warning] label: taxonomy classes absent: surprise" in lines
+    assert "[warning] label: taxonomy classes absent: Tension" in lines
     failed = [row for row in outcome.results if not row["success"]]
     assert {row["severity"] for row in failed} == {"warning"}

@@ -21,7 +21,7 @@ from emotions.data.variants import (
     write_variants,
 )
 
-LABELS = {"anger": "negative", "fear": "negative", "joy": "positive", "surprise": "neutral"}
+LABELS = {"Tension": "negative", "Fear": "negative", "Excitation": "positive", "Neutral": "neutral"}
 CONFIG = VariantsConfig(
     full=SplitShares(val=0.15, test=0.15),
     balanced=SplitShares(val=0.15, test=0.15),
@@ -94,7 +94,7 @@ def hamming(a: str, b: str) -> int:
 
 
 def test_frames_have_the_contract_columns_and_cover_every_clip():
-    source = manifest({"anger": 30, "fear": 25, "joy": 40, "surprise": 20})
+    source = manifest({"Tension": 30, "Fear": 25, "Excitation": 40, "Neutral": 20})
     variants = make_variants(source, ALL, config=CONFIG, seed=1)
     assert set(variants) == set(ALL)
     for name, frame in variants.items():
@@ -111,7 +111,7 @@ def test_frames_have_the_contract_columns_and_cover_every_clip():
 
 @pytest.mark.parametrize("name", ["full", "balanced"])
 def test_shares_and_stratification(name):
-    source = manifest({"anger": 60, "fear": 40, "joy": 80, "surprise": 40})
+    source = manifest({"Tension": 60, "Fear": 40, "Excitation": 80, "Neutral": 40})
     frame = make_variants(source, [name], config=CONFIG, seed=3)[name]
     shares = frame["split"].value_counts(normalize=True)
     assert shares["test"] == pytest.approx(0.15, abs=0.02)
@@ -123,7 +123,7 @@ def test_shares_and_stratification(name):
 
 
 def test_balanced_has_equal_class_counts():
-    source = manifest({"anger": 60, "fear": 23, "joy": 80, "surprise": 41})
+    source = manifest({"Tension": 60, "Fear": 23, "Excitation": 80, "Neutral": 41})
     frame = make_variants(source, ["balanced"], config=CONFIG, seed=5)["balanced"]
     counts = frame["label"].value_counts()
     assert set(counts.index) == set(LABELS)
@@ -133,7 +133,7 @@ def test_balanced_has_equal_class_counts():
 
 
 def test_test_variant_draws_test_only_from_agreed_clips_and_is_larger():
-    source = manifest({"anger": 60, "fear": 40, "joy": 80, "surprise": 40})
+    source = manifest({"Tension": 60, "Fear": 40, "Excitation": 80, "Neutral": 40})
     variants = make_variants(source, ["full", "test"], config=CONFIG, seed=7)
     frame = variants["test"]
     test = frame[frame["split"] == "test"]
@@ -148,21 +148,21 @@ def test_test_variant_draws_test_only_from_agreed_clips_and_is_larger():
 
 
 def test_test_variant_caps_test_at_the_agreed_clips():
-    source = manifest({"anger": 30, "fear": 30, "joy": 30, "surprise": 30})
+    source = manifest({"Tension": 30, "Fear": 30, "Excitation": 30, "Neutral": 30})
     source["agreement"] = 0.5
-    source.loc[source["label"] == "joy", "agreement"] = 0.9
-    source.loc[source.index[:3], "agreement"] = 0.95  # three agreed anger clips
+    source.loc[source["label"] == "Excitation", "agreement"] = 0.9
+    source.loc[source.index[:3], "agreement"] = 0.95  # three agreed Tension clips
     frame = make_variants(source, ["test"], config=CONFIG, seed=0)["test"]
     test = frame[frame["split"] == "test"]
     assert (test["agreement"] >= 0.8).all()
     counts = test["label"].value_counts()
-    assert counts["joy"] == 12  # round(0.4 × 30)
-    assert counts["anger"] == 3  # all the agreed anger clips, short of the 12 wanted
-    assert "fear" not in counts and "surprise" not in counts
+    assert counts["Excitation"] == 12  # round(0.4 × 30)
+    assert counts["Tension"] == 3  # all the agreed Tension clips, short of the 12 wanted
+    assert "Fear" not in counts and "Neutral" not in counts
 
 
 def test_same_seed_same_frames_any_row_order_and_other_seed_differs():
-    source = manifest({"anger": 30, "fear": 30, "joy": 30, "surprise": 30})
+    source = manifest({"Tension": 30, "Fear": 30, "Excitation": 30, "Neutral": 30})
     first = make_variants(source, ALL, config=CONFIG, seed=11)
     shuffled = source.sample(frac=1.0, random_state=4).reset_index(drop=True)
     again = make_variants(shuffled, ALL, config=CONFIG, seed=11)
@@ -200,7 +200,7 @@ def test_duplicate_groups_are_transitive_and_respect_the_threshold():
 @pytest.mark.parametrize("seed", range(6))
 def test_no_leakage_between_splits(seed):
     source = with_planted_duplicates(
-        manifest({"anger": 30, "fear": 24, "joy": 36, "surprise": 24}, seed), seed
+        manifest({"Tension": 30, "Fear": 24, "Excitation": 36, "Neutral": 24}, seed), seed
     )
     hashes = source.set_index("clip_id")["visual_hash"]
     digests = source.set_index("clip_id")["sha256"]
@@ -222,7 +222,7 @@ def test_no_leakage_between_splits(seed):
 
 def test_planted_duplicates_would_leak_without_grouping():
     """The leakage test has teeth: a split blind to near duplicates does leak on this data."""
-    counts = {"anger": 30, "fear": 24, "joy": 36, "surprise": 24}
+    counts = {"Tension": 30, "Fear": 24, "Excitation": 36, "Neutral": 24}
     source = with_planted_duplicates(manifest(counts, 0), 0)
     hashes = source.set_index("clip_id")["visual_hash"]
     blind = make_variants(source, ["full"], config=CONFIG, seed=0, near_duplicate_bits=-1)
@@ -237,20 +237,20 @@ def test_planted_duplicates_would_leak_without_grouping():
 
 
 def test_a_class_too_small_is_a_clear_error():
-    source = manifest({"anger": 30, "fear": 2, "joy": 30})
-    with pytest.raises(SplitError, match=r"class 'fear' has 2 clip\(s\) in 2 independent group"):
+    source = manifest({"Tension": 30, "Fear": 2, "Excitation": 30})
+    with pytest.raises(SplitError, match=r"class 'Fear' has 2 clip\(s\) in 2 independent group"):
         make_variants(source, ["full"], config=CONFIG, seed=0)
 
 
 def test_duplicates_count_once_toward_the_minimum():
-    source = manifest({"anger": 30, "fear": 5, "joy": 30})
-    source.loc[source["label"] == "fear", "sha256"] = "a" * 64  # five uploads of one video
-    with pytest.raises(SplitError, match=r"class 'fear' has 5 clip\(s\) in 1 independent group"):
+    source = manifest({"Tension": 30, "Fear": 5, "Excitation": 30})
+    source.loc[source["label"] == "Fear", "sha256"] = "a" * 64  # five uploads of one video
+    with pytest.raises(SplitError, match=r"class 'Fear' has 5 clip\(s\) in 1 independent group"):
         make_variants(source, ["full"], config=CONFIG, seed=0)
 
 
 def test_bad_requests_are_rejected():
-    source = manifest({"anger": 10, "joy": 10})
+    source = manifest({"Tension": 10, "Excitation": 10})
     with pytest.raises(SplitError, match="unknown variant"):
         make_variants(source, ["fancy"], config=CONFIG, seed=0)
     with pytest.raises(SplitError, match="leave no train share"):
@@ -265,7 +265,7 @@ def test_bad_requests_are_rejected():
 
 
 def test_write_variants_round_trips(tmp_path):
-    source = manifest({"anger": 20, "fear": 20, "joy": 20})
+    source = manifest({"Tension": 20, "Fear": 20, "Excitation": 20})
     variants = make_variants(source, ALL, config=CONFIG, seed=2)
     paths = write_variants(variants, tmp_path / "variants")
     assert paths == {name: tmp_path / "variants" / name / "split.parquet" for name in ALL}

@@ -48,9 +48,7 @@ def cmd_ingest(args: argparse.Namespace, params: Params) -> None:
     from emotions.data.ingest import NoUsableClipsError, ingest, listed_missing_line
     from emotions.data.sources import SourceOptions
 
-    taxonomy = (
-        params.taxonomy_for(args.dataset) if args.dataset else params.taxonomies[args.taxonomy]
-    )
+    name = params.dataset(args.dataset).taxonomy if args.dataset else args.taxonomy
     options = SourceOptions()
     if args.dataset:
         dataset = params.dataset(args.dataset)
@@ -60,9 +58,10 @@ def cmd_ingest(args: argparse.Namespace, params: Params) -> None:
             Path(args.root),
             Path(args.out),
             layout=args.layout,
-            taxonomy=taxonomy,
+            taxonomy=dict(params.taxonomies[name]),
             config=params.ingest,
             options=options,
+            aliases=params.aliases_of(name),
         )
     except NoUsableClipsError as error:
         raise StageError(str(error)) from None

@@ -7,6 +7,7 @@ with a message that names the key instead of surfacing as a KeyError deep in a s
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
@@ -20,6 +21,7 @@ from pydantic import (
     model_validator,
 )
 
+from emotions.labels import normalise_label
 from emotions.models.settings import Fusion, LossSettings, ModelSettings
 
 Polarity = Literal["positive", "negative", "neutral"]
@@ -346,6 +348,8 @@ class Params(Strict):
 
     seed: int = 42
     taxonomies: dict[str, dict[str, Polarity]]
+    # taxonomy → {alias: class}: extra spellings ingest accepts for a class (see label_aliases_for).
+    label_aliases: dict[str, dict[str, str]] = {}
     datasets: dict[str, DatasetConfig]
     synth: SynthConfig = SynthConfig()
     ingest: IngestConfig = IngestConfig()
@@ -364,6 +368,11 @@ class Params(Strict):
     monitor: MonitorConfig = MonitorConfig()
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @model_validator(mode="after")
+    def _aliases_name_classes(self) -> Params:
+        check_label_aliases(self.taxonomies, self.label_aliases)
+        return self
 
     @model_validator(mode="after")
     def _taxonomies_exist(self) -> Params:
@@ -401,12 +410,47 @@ class Params(Strict):
         """Class → polarity mapping of a dataset, in the declared class order."""
         return dict(self.taxonomies[self.dataset(dataset).taxonomy])
 
+    def label_aliases_for(self, dataset: str) -> dict[str, str]:
+        """Declared alias → class (the taxonomy's spelling) of a dataset's taxonomy."""
+        return self.aliases_of(self.dataset(dataset).taxonomy)
+
+    def aliases_of(self, taxonomy: str) -> dict[str, str]:
+        """Declared alias → class of one taxonomy, targets spelled exactly as the taxonomy does."""
+        by_form = {normalise_label(name): name for name in self.taxonomies.get(taxonomy, {})}
+        declared = self.label_aliases.get(taxonomy, {})
+        return {alias: by_form[normalise_label(target)] for alias, target in declared.items()}
+
     def dataset(self, name: str) -> DatasetConfig:
         try:
             return self.datasets[name]
         except KeyError:
             known = ", ".join(sorted(self.datasets)) or "none"
             raise ConfigError(f"unknown dataset '{name}' (params.yaml defines: {known})") from None
+
+
+def check_label_aliases(
+    taxonomies: Mapping[str, Mapping[str, str]], aliases: Mapping[str, Mapping[str, str]]
+) -> None:
+    """Every alias belongs to a known taxonomy, points at one of its classes and is not itself
+    the name of another class (which would make a label mean two things)."""
+    for taxonomy, table in aliases.items():
+        if taxonomy not in taxonomies:
+            raise ValueError(
+                f"label_aliases.{taxonomy}: not one of taxonomies ({', '.join(sorted(taxonomies))})"
+            )
+        classes = {normalise_label(name): name for name in taxonomies[taxonomy]}
+        for alias, target in table.items():
+            if normalise_label(target) not in classes:
+                raise ValueError(
+                    f"label_aliases.{taxonomy}.{alias}: '{target}' is not a class of "
+                    f"{taxonomy} ({', '.join(taxonomies[taxonomy])})"
+                )
+            owner = classes.get(normalise_label(alias))
+            if owner is not None and normalise_label(owner) != normalise_label(target):
+                raise ValueError(
+                    f"label_aliases.{taxonomy}.{alias}: '{alias}' is already the class "
+                    f"'{owner}', it cannot also mean '{target}'"
+                )
 
 
 def _describe(error: ValidationError, source: str) -> str:

@@ -140,18 +140,20 @@ def ingest(
     layout: str,
     taxonomy: dict[str, str],
     config: IngestConfig,
+    aliases: Mapping[str, str] | None = None,
     progress: bool = True,
     options: SourceOptions | None = None,
 ) -> IngestResult:
     """Ingest ``root`` (in ``layout``) into ``out``; raises NoUsableClipsError if nothing is usable.
 
     ``taxonomy`` maps class → polarity in the declared class order (ties between classes are
-    broken by that order). ``options`` are the dataset's split-list and frame-rate params.
+    broken by that order). ``aliases`` (params.yaml ``label_aliases`` of the taxonomy) maps extra
+    spellings onto classes, e.g. a release's ``Sad`` folder onto ``Sadness``. ``options`` are the dataset's split-list and frame-rate params.
     ``quarantine.csv`` is written even when the stage fails.
     """
     root, out = Path(root), Path(out)
     options = options or SourceOptions()
-    source = get_source(layout, options, taxonomy)
+    source = get_source(layout, options, taxonomy, aliases)
     _refuse_output_inside(root, out)
     out.mkdir(parents=True, exist_ok=True)
     quarantine_path = out / QUARANTINE_NAME
@@ -160,7 +162,8 @@ def ingest(
 
     rejected: list[tuple[str, str]] = []
     listed: dict[str, str] = {}
-    pending, votes = _collect(root, source, taxonomy, config, rejected, listed)
+    resolve = _resolver(source, taxonomy, aliases or {})
+    pending, votes = _collect(root, source, resolve, taxonomy, config, rejected, listed)
     outcomes = map_isolated(
         probe_file,
         [
@@ -205,9 +208,17 @@ def ingest(
 # Listing and cheap checks
 
 
+def _resolver(
+    source: Source, taxonomy: Mapping[str, str], aliases: Mapping[str, str]
+) -> Callable[[object], str | None]:
+    """The label → class rule of this run: class names, declared aliases, the layout's synonyms."""
+    return lambda raw: source.resolve_label(raw, taxonomy, aliases)
+
+
 def _collect(
     root: Path,
     source: Source,
+    resolve: Callable[[object], str | None],
     taxonomy: Mapping[str, str],
     config: IngestConfig,
     rejected: list[tuple[str, str]],
@@ -244,7 +255,7 @@ def _collect(
         if record.votes is not None:
             vote_frames.append(record.votes.assign(clip_id=path))
 
-    votes = _votes(vote_frames, source, taxonomy)
+    votes = _votes(vote_frames, resolve)
     decided = aggregate_votes(votes, list(taxonomy)) if len(votes) else None
     pending: list[_Pending] = []
     for record, path, target in located:
@@ -262,7 +273,7 @@ def _collect(
             }
         else:
             raw = record.label or ""
-        label = source.resolve_label(raw, taxonomy)
+        label = resolve(raw)
         if label is None:
             rejected.append((record.path, f"unknown label '{raw}'"))
             continue
@@ -281,7 +292,7 @@ def _collect(
     return pending, votes
 
 
-def _votes(frames: list[pd.DataFrame], source: Source, taxonomy: Mapping[str, str]) -> pd.DataFrame:
+def _votes(frames: list[pd.DataFrame], resolve: Callable[[object], str | None]) -> pd.DataFrame:
     """All clips' votes, keyed by normalised path, with labels spelled as the taxonomy spells them."""
     if not frames:
         return pd.DataFrame(
@@ -295,7 +306,7 @@ def _votes(frames: list[pd.DataFrame], source: Source, taxonomy: Mapping[str, st
     votes, dropped = clean_votes(pd.concat(frames, ignore_index=True))
     if dropped:
         log.warning("ingest: dropped %d vote rows without a label or an integer stage", dropped)
-    spelled = {raw: source.resolve_label(raw, taxonomy) or raw for raw in votes["label"].unique()}
+    spelled = {raw: resolve(raw) or raw for raw in votes["label"].unique()}
     return votes.assign(label=votes["label"].map(spelled))
 
 

@@ -1,7 +1,7 @@
 """EP-CE: cross-entropy with an emotion-polarity term and an opposite-polarity penalty.
 
-Confusing joy with anticipation is a smaller error than confusing joy with anger; plain CE
-treats both alike. EP-CE adds, per sample with true class y of polarity P(y):
+Confusing Excitation with Relaxation is a smaller error than confusing Excitation with Sadness;
+plain CE treats both alike. EP-CE adds, per sample with true class y of polarity P(y):
 
     loss = CE(logits, y)
          + w_pol · −log p(P(y))              polarity CE, p(P) = Σ softmax over P's classes

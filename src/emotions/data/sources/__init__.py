@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import importlib
 import os
-import re
-import unicodedata
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -22,8 +20,25 @@ from typing import TYPE_CHECKING, ClassVar
 
 import pandas as pd
 
+from emotions.labels import normalise_label
+
 if TYPE_CHECKING:
     from emotions.data.sources.splitlists import SplitLists
+
+__all__ = [
+    "COMMON_SYNONYMS",
+    "LAYOUTS",
+    "Candidate",
+    "Record",
+    "Reject",
+    "Source",
+    "SourceOptions",
+    "available_layouts",
+    "get_source",
+    "is_hidden",
+    "normalise_label",
+    "walk_files",
+]
 
 # layout name → "module:Class". Imported lazily so listing layouts costs nothing.
 LAYOUTS: dict[str, str] = {
@@ -36,8 +51,9 @@ LAYOUTS: dict[str, str] = {
     "frames": "emotions.data.sources.frames:FramesSource",
 }
 
-# Words people use for the same class. Applied only when the label itself is not a class, so a
-# taxonomy that has both "happiness" and "joy" keeps them apart.
+# Words people use for the same class. Applied only when the label itself is not a class (nor a
+# declared alias, see params.yaml `label_aliases`), so a taxonomy that has both "happiness" and
+# "joy" keeps them apart. Targets are matched like labels, so "sadness" finds eMotions' "Sadness".
 COMMON_SYNONYMS: dict[str, str] = {
     "happiness": "joy",
     "happy": "joy",
@@ -49,6 +65,10 @@ COMMON_SYNONYMS: dict[str, str] = {
     "surprised": "surprise",
     "disgusted": "disgust",
     "trusting": "trust",
+    # The adjectives of the released eMotions classes.
+    "excited": "excitation",
+    "relaxed": "relaxation",
+    "tense": "tension",
 }
 
 
@@ -84,12 +104,6 @@ class Reject:
 Record = Candidate | Reject
 
 
-def normalise_label(raw: object) -> str:
-    """Case-, width- and separator-insensitive form of a label: "Happy_Face " → "happy face"."""
-    text = unicodedata.normalize("NFKC", str(raw)).strip().casefold()
-    return re.sub(r"[\s_\-]+", " ", text)
-
-
 @dataclass(frozen=True)
 class SourceOptions:
     """The dataset params an adapter may read (see ``DatasetConfig``): where the split lists
@@ -112,17 +126,22 @@ class Source(ABC):
     synonyms: ClassVar[Mapping[str, str]] = COMMON_SYNONYMS
 
     def __init__(
-        self, options: SourceOptions | None = None, classes: Mapping[str, object] | None = None
+        self,
+        options: SourceOptions | None = None,
+        classes: Mapping[str, object] | None = None,
+        aliases: Mapping[str, str] | None = None,
     ) -> None:
         self.options = options or SourceOptions()
         self.classes = dict(classes or {})
+        # params.yaml `label_aliases` of the taxonomy: split lists resolve through them too.
+        self.aliases = dict(aliases or {})
         # Set by scan() in layouts with split lists: what the lists held (ingest reports it).
         self.split_lists: SplitLists | None = None
 
     def class_key(self, raw: object) -> str:
         """One spelling per class for matching names across files: the taxonomy class when
         ``raw`` resolves to one, else its normalised form after the synonyms."""
-        resolved = self.resolve_label(raw, self.classes) if self.classes else None
+        resolved = self.resolve_label(raw, self.classes, self.aliases) if self.classes else None
         if resolved is not None:
             return resolved
         form = normalise_label(raw)
@@ -132,15 +151,27 @@ class Source(ABC):
     def scan(self, root: Path) -> Iterator[Record]:
         """Yield every candidate clip and every reject under ``root``; never modify ``root``."""
 
-    def resolve_label(self, raw: object, classes: Mapping[str, object]) -> str | None:
-        """The taxonomy class ``raw`` names (exact key spelling), or None when it names none."""
+    def resolve_label(
+        self,
+        raw: object,
+        classes: Mapping[str, object],
+        aliases: Mapping[str, str] | None = None,
+    ) -> str | None:
+        """The taxonomy class ``raw`` names (exact key spelling), or None when it names none.
+
+        In order: a class name, a declared alias (params.yaml ``label_aliases``: the user's
+        word, so it outranks ours), then the adapter's built-in synonyms. All three are compared
+        in ``normalise_label`` form, so "SAD", "sad" and "Sad " are one spelling.
+        """
         by_form = {normalise_label(name): name for name in classes}
         form = normalise_label(raw)
         if form in by_form:
             return by_form[form]
-        alias = self.synonyms.get(form)
-        if alias is not None:
-            return by_form.get(normalise_label(alias))
+        declared = {normalise_label(alias): target for alias, target in (aliases or {}).items()}
+        for table in (declared, self.synonyms):
+            target = table.get(form)
+            if target is not None:
+                return by_form.get(normalise_label(target))
         return None
 
 
@@ -183,6 +214,7 @@ def get_source(
     layout: str,
     options: SourceOptions | None = None,
     classes: Mapping[str, object] | None = None,
+    aliases: Mapping[str, str] | None = None,
 ) -> Source:
     """An adapter instance for ``layout``; a ValueError names the known layouts."""
     try:
@@ -191,4 +223,4 @@ def get_source(
         known = ", ".join(LAYOUTS)
         raise ValueError(f"unknown layout '{layout}' (known layouts: {known})") from None
     module_name, class_name = target.split(":")
-    return getattr(importlib.import_module(module_name), class_name)(options, classes)
+    return getattr(importlib.import_module(module_name), class_name)(options, classes, aliases)

@@ -1,7 +1,8 @@
 """Ekman-6 (Xu et al., 2016): one folder per Ekman basic emotion.
 
-Folders are "anger", "disgust", "fear", "joy", "sadness", "surprise"; copies of the set circulate
-with Ekman's own wording ("happiness") and with capitals, so both are accepted.
+Folders are "anger", "disgust", "fear", "joy", "sadness", "surprise", the classes of the
+``ekman6`` taxonomy in params.yaml (pair this layout with ``taxonomy: ekman6``); copies of the
+set circulate with Ekman's own wording ("happiness") and with capitals, so both are accepted.
 
 Copies that come with UCF101-style split lists (``splits/trainlistNN.txt`` …) get their
 official train/test membership from them, as in the ``release`` layout this adapter extends.

@@ -1,8 +1,10 @@
 """VideoEmotion-8 (Jiang et al., AAAI 2014): one folder per Plutchik class.
 
 The published tree names its folders with capitals ("Anger", "Anticipation", "Disgust", "Fear",
-"Joy", "Sadness", "Surprise", "Trust"); labels are matched case- and separator-insensitively,
-and the common words for the same feelings map onto Plutchik's names.
+"Joy", "Sadness", "Surprise", "Trust"), and so does the ``videoemotion8`` taxonomy in
+params.yaml (the one to pair with this layout: ``taxonomy: videoemotion8``). Labels are matched
+case- and separator-insensitively, and the common words for the same feelings map onto
+Plutchik's names.
 
 Copies that come with UCF101-style split lists (``splits/trainlistNN.txt`` …) get their
 official train/test membership from them, as in the ``release`` layout this adapter extends.
@@ -16,7 +18,7 @@ from typing import ClassVar
 from emotions.data.sources import COMMON_SYNONYMS
 from emotions.data.sources.release import ReleaseSource
 
-CLASSES = ("anger", "anticipation", "disgust", "fear", "joy", "sadness", "surprise", "trust")
+CLASSES = ("Anger", "Anticipation", "Disgust", "Fear", "Joy", "Sadness", "Surprise", "Trust")
 
 
 class VideoEmotion8Source(ReleaseSource):
