@@ -8,7 +8,7 @@ with a message that names the key instead of surfacing as a KeyError deep in a s
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -128,7 +128,18 @@ class TrainConfig(Strict):
     warmup_epochs: float = Field(1.0, ge=0)
     grad_clip: float = Field(1.0, gt=0)
     patience: int = Field(4, ge=1)
-    num_workers: int = Field(0, ge=0)
+    # DataLoader worker processes; "auto" = from the CPU count on CUDA (one core left for the
+    # training process, shared among the node's ranks, at most 16), 0 on CPU, where
+    # in-process loading keeps runs deterministic and cheap.
+    num_workers: Annotated[int, Field(ge=0)] | Literal["auto"] = "auto"
+    # Batches each worker loads ahead (only with workers).
+    prefetch_factor: int = Field(4, ge=1)
+    # Loss read back to the host (progress bar) every N steps; never per step (a device sync).
+    log_every_n_steps: int = Field(50, ge=1)
+    # A resumable checkpoint every N optimizer steps, besides the one per epoch; null = off.
+    checkpoint_every_n_steps: int | None = Field(None, ge=1)
+    # Dense peak TFLOP/s for the MFU figure where the device table has none (CPU, other GPUs).
+    peak_tflops: float | None = Field(None, gt=0)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     compile: bool = False

@@ -200,7 +200,17 @@ class CachedClipDataset(Dataset):
     def __len__(self) -> int:
         return len(self.rows)
 
-    def __getitem__(self, i: int) -> dict[str, Any]:
+    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
+        """Sample ``key``: an index, or an ``(epoch, index)`` pair (emotions.data.samplers).
+
+        With a pair the augmentation is a function of (seed, epoch, index) even in persistent
+        DataLoader workers, which never see a later ``set_epoch``.
+        """
+        epoch = self.epoch
+        if isinstance(key, tuple):
+            epoch, i = (int(v) for v in key)
+        else:
+            i = int(key)
         arrays = self._open()
         row = int(self.rows[i])
         valid = int(self.audio_frames[i])
@@ -209,7 +219,7 @@ class CachedClipDataset(Dataset):
             arrays.fbank[row],
             valid,
             crop=self.crop,
-            rng=self._generator(i) if self.train else None,
+            rng=self._generator(i, epoch) if self.train else None,
             mean=self.mean,
             std=self.std,
             normalize=self.normalize,
@@ -246,9 +256,9 @@ class CachedClipDataset(Dataset):
         """
         self.epoch = epoch
 
-    def _generator(self, i: int) -> np.random.Generator:
-        if self.epoch is not None:
-            return np.random.default_rng([self.seed, self.epoch, i])
+    def _generator(self, i: int, epoch: int | None) -> np.random.Generator:
+        if epoch is not None:
+            return np.random.default_rng([self.seed, epoch, i])
         # No epoch given: one stream per process. torch seeds every DataLoader worker
         # differently each epoch, so mixing its seed in still varies the augmentation.
         if self._rng is None:
