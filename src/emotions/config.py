@@ -143,6 +143,9 @@ class TrainConfig(Strict):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     compile: bool = False
+    # torch.compile backend: inductor (fused kernels, the one to train with); aot_eager traces
+    # forward and backward the same way without generating code (how the CPU test runs it).
+    compile_backend: Literal["inductor", "aot_eager", "eager"] = "inductor"
     channels_last: bool = True
     spec_augment_time: int = Field(40, ge=0)
     spec_augment_freq: int = Field(16, ge=0)

@@ -8,6 +8,13 @@ Why it is built this way:
 - The same loop serves a laptop and a GPU job: `runtime.resolve_runtime` picks CUDA + bf16
   autocast when present and joins the DDP process group under `torchrun` (gloo on CPU).
 - Rank 0 alone logs (DVCLive), writes checkpoints and draws progress bars.
+- A GPU is never left waiting on the host: the DataLoader is built once (persistent workers,
+  pinned memory, prefetch; workers from the CPU count on CUDA), batches are copied without
+  blocking, and the loss is read back only every `log_every_n_steps`. Validation is sharded
+  over the ranks with its confusion matrix all-reduced, and `checkpoint_every_n_steps` adds
+  resumable mid-epoch checkpoints (the sampler skips the batches already trained on).
+- Per epoch DVCLive gets clips/s, step time, the data-wait share and an MFU estimate
+  (emotions.throughput); they stay out of the history, which a resume reproduces exactly.
 """
 
 from __future__ import annotations
@@ -428,7 +435,7 @@ def _train(
             find_unused_parameters=True,
         )
     if cfg.compile:
-        wrapped = torch.compile(wrapped)
+        wrapped = torch.compile(wrapped, backend=cfg.compile_backend)
     live = _open_live(paths.model_dir, resumed=state.epoch > 0) if runtime.is_main else None
     if live is not None:
         live.step = state.epoch
