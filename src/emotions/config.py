@@ -108,6 +108,11 @@ class PreprocessConfig(Strict):
     timeout_s: float = Field(120.0, gt=0)
     # A Dask scheduler address ("tcp://host:8786"); null runs local worker processes.
     dask_address: str | None = None
+    # How frames are stored: raw uint8 memmap, or one JPEG per frame (several times smaller,
+    # decoded in the DataLoader workers) in content-named shards of about shard_mb.
+    cache_format: Literal["raw", "jpeg"] = "raw"
+    jpeg_quality: int = Field(90, ge=1, le=100)
+    shard_mb: float = Field(256.0, gt=0)
 
     @model_validator(mode="after")
     def _crop_fits(self) -> PreprocessConfig:

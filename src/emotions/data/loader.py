@@ -28,6 +28,7 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
+from emotions.data.cache_store import ShardReader
 from emotions.data.preprocess import (
     FBANK,
     FRAMES,
@@ -137,7 +138,7 @@ def make_sample(
 
 @dataclass
 class _Arrays:
-    frames: np.ndarray
+    frames: np.ndarray | ShardReader  # raw memmap, or the JPEG shards (cache_format jpeg)
     fbank: np.ndarray
 
 
@@ -165,6 +166,7 @@ class CachedClipDataset(Dataset):
         stats = json.loads((self.cache_dir / STATS).read_text(encoding="utf-8"))
         self.mean, self.std = float(stats["fbank_mean"]), float(stats["fbank_std"])
         cached_size = int(stats["shapes"]["frames"][2])
+        self.cache_format = stats.get("cache_format", "raw")
         if crop > cached_size:
             raise ValueError(f"crop {crop} exceeds the cached frame size {cached_size}")
 
@@ -177,7 +179,10 @@ class CachedClipDataset(Dataset):
         chosen = table[table["split"] == split]
         if chosen.empty:
             raise ValueError(f"{split_file}: no clips in split '{split}'")
-        index = pd.read_parquet(self.cache_dir / INDEX, columns=["clip_id", "row", "audio_frames"])
+        columns = ["clip_id", "row", "audio_frames"]
+        if self.cache_format == "jpeg":
+            columns += ["shard", "offset", "jpeg_bytes"]
+        index = pd.read_parquet(self.cache_dir / INDEX, columns=columns)
         merged = chosen.merge(index, on="clip_id", how="inner")
         self.missing = len(chosen) - len(merged)
         if self.missing:
@@ -193,6 +198,10 @@ class CachedClipDataset(Dataset):
         self.rows = merged["row"].to_numpy(np.int64)
         self.audio_frames = merged["audio_frames"].to_numpy(np.int64)
         self.labels = merged["label"].map(position).to_numpy(np.int64)
+        if self.cache_format == "jpeg":
+            self.shards = merged["shard"].astype(str).tolist()
+            self.offsets = merged["offset"].to_numpy(np.int64)
+            self.jpeg_bytes = [list(map(int, sizes)) for sizes in merged["jpeg_bytes"]]
         self._arrays: _Arrays | None = None
         self.epoch: int | None = None
         self._rng: np.random.Generator | None = None
@@ -214,8 +223,14 @@ class CachedClipDataset(Dataset):
         arrays = self._open()
         row = int(self.rows[i])
         valid = int(self.audio_frames[i])
+        if isinstance(arrays.frames, ShardReader):  # decoded here, in the loader's worker
+            frames = arrays.frames.frames(
+                self.shards[i], int(self.offsets[i]), self.jpeg_bytes[i]
+            )
+        else:
+            frames = arrays.frames[row]
         video, audio = make_sample(
-            arrays.frames[row],
+            frames,
             arrays.fbank[row],
             valid,
             crop=self.crop,
@@ -242,7 +257,9 @@ class CachedClipDataset(Dataset):
     def _open(self) -> _Arrays:
         if self._arrays is None:
             self._arrays = _Arrays(
-                frames=np.load(self.cache_dir / FRAMES, mmap_mode="r"),
+                frames=ShardReader(self.cache_dir)
+                if self.cache_format == "jpeg"
+                else np.load(self.cache_dir / FRAMES, mmap_mode="r"),
                 fbank=np.load(self.cache_dir / FBANK, mmap_mode="r"),
             )
         return self._arrays

@@ -1,0 +1,143 @@
+"""Frames of the ``jpeg`` cache format: one JPEG per frame, packed into bounded shards.
+
+Why: raw uint8 frames of eMotions at paper size (27,996 clips × 128 × 112² × 3) are ~135 GB,
+more than the local disk of the one-GPU machine; JPEG at quality 90 is several times smaller
+and decodes in DataLoader workers faster than a GPU consumes clips.
+
+Why shards of bounded size, and why these boundaries: a file per clip would be ~28 k small
+files, one file for all a rewrite of everything on any change. Clips are packed in clip-id
+order; a shard closes when it reaches ``shard_bytes`` or at a clip whose id hash falls on a
+boundary (content-defined, about ``BOUNDARY_EVERY`` clips apart), so adding or changing one
+clip moves the boundaries of its own shard only. Each shard file is named by the SHA-256 of
+its bytes: when the previous cache holds a shard with that name, the new cache hard-links it
+(copies it where links fail) instead of writing it, so a partial rerun writes only the shards
+that changed. Shards are written to a temporary name and renamed; the cache directory itself
+is swapped in whole by the preprocess stage, so a reader never sees a partial store.
+
+Layout, under the cache directory: ``shards/<sha256[:24]>.bin``; the index gives each clip
+its ``shard``, ``offset`` and per-frame ``jpeg_bytes``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import mmap
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+SHARDS = "shards"
+BOUNDARY_EVERY = 64
+
+
+@dataclass(frozen=True)
+class ClipLocation:
+    """Where one clip's JPEG frames are: the shard, the byte offset, each frame's length."""
+
+    shard: str
+    offset: int
+    jpeg_bytes: list[int]
+
+
+def encode_frames(frames: np.ndarray, quality: int) -> list[bytes]:
+    """(T, H, W, 3) uint8 RGB → one JPEG per frame (torchvision's libjpeg encoder)."""
+    from torchvision.io import encode_jpeg
+
+    chw = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2)
+    encoded = encode_jpeg(list(chw.contiguous().unbind(0)), quality=quality)
+    return [bytes(tensor.numpy().tobytes()) for tensor in encoded]
+
+
+def decode_frames(data: bytes | memoryview, lengths: list[int]) -> np.ndarray:
+    """The JPEG frames of one clip → (T, H, W, 3) uint8 RGB (a view of the decoded tensor)."""
+    from torchvision.io import ImageReadMode, decode_jpeg
+
+    buffer = torch.frombuffer(bytearray(data), dtype=torch.uint8)
+    parts = list(buffer.split(list(lengths)))
+    decoded = decode_jpeg(parts, mode=ImageReadMode.RGB)
+    return torch.stack(decoded).permute(0, 2, 3, 1).numpy()
+
+
+def _is_boundary(clip_id: str) -> bool:
+    digest = hashlib.blake2b(clip_id.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") % BOUNDARY_EVERY == 0
+
+
+class ShardWriter:
+    """Packs clips' JPEG frames into content-named shards under ``cache_dir/shards``.
+
+    ``previous`` is the cache being replaced: shards it already holds are linked, not written.
+    Call :meth:`add` in clip-id order, then :meth:`close`; the locations it returned become
+    valid once ``close`` has run.
+    """
+
+    def __init__(self, cache_dir: Path, shard_bytes: int, previous: Path | None = None) -> None:
+        self.folder = Path(cache_dir) / SHARDS
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.previous = Path(previous) / SHARDS if previous is not None else None
+        self.shard_bytes = shard_bytes
+        self._parts: list[bytes] = []
+        self._size = 0
+        self._pending: list[int] = []  # indices into self.locations of the open shard
+        self.locations: list[ClipLocation] = []
+        self.written = self.reused = 0
+
+    def add(self, clip_id: str, frames: list[bytes]) -> int:
+        """Append one clip; returns its position in :attr:`locations`."""
+        if self._parts and (_is_boundary(clip_id) or self._size >= self.shard_bytes):
+            self._flush()
+        self.locations.append(ClipLocation("", self._size, [len(f) for f in frames]))
+        self._pending.append(len(self.locations) - 1)
+        self._parts.extend(frames)
+        self._size += sum(len(f) for f in frames)
+        return len(self.locations) - 1
+
+    def close(self) -> None:
+        if self._parts:
+            self._flush()
+
+    def _flush(self) -> None:
+        data = b"".join(self._parts)
+        name = hashlib.sha256(data).hexdigest()[:24] + ".bin"
+        target = self.folder / name
+        old = self.previous / name if self.previous is not None else None
+        if not target.exists():
+            if old is not None and old.is_file() and old.stat().st_size == len(data):
+                try:
+                    os.link(old, target)
+                except OSError:
+                    shutil.copyfile(old, target)
+                self.reused += 1
+            else:
+                partial = target.with_suffix(f".tmp-{os.getpid()}")
+                partial.write_bytes(data)
+                os.replace(partial, target)
+                self.written += 1
+        for position in self._pending:
+            location = self.locations[position]
+            self.locations[position] = ClipLocation(name, location.offset, location.jpeg_bytes)
+        self._parts, self._size, self._pending = [], 0, []
+
+
+class ShardReader:
+    """Memory-maps shards on first use (per process: a DataLoader worker maps its own)."""
+
+    def __init__(self, cache_dir: Path) -> None:
+        self.folder = Path(cache_dir) / SHARDS
+        self._maps: dict[str, mmap.mmap] = {}
+
+    def __getstate__(self) -> dict[str, object]:
+        return {"folder": self.folder, "_maps": {}}
+
+    def frames(self, shard: str, offset: int, lengths: list[int]) -> np.ndarray:
+        mapped = self._maps.get(shard)
+        if mapped is None:
+            with open(self.folder / shard, "rb") as handle:
+                mapped = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
+            self._maps[shard] = mapped
+        end = offset + sum(lengths)
+        return decode_frames(memoryview(mapped)[offset:end], lengths)
