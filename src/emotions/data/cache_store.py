@@ -52,14 +52,17 @@ def encode_frames(frames: np.ndarray, quality: int) -> list[bytes]:
     return [bytes(tensor.numpy().tobytes()) for tensor in encoded]
 
 
-def decode_frames(data: bytes | memoryview, lengths: list[int]) -> np.ndarray:
-    """The JPEG frames of one clip → (T, H, W, 3) uint8 RGB (a view of the decoded tensor)."""
+def decode_frames(data: bytes | memoryview, lengths: list[int]) -> torch.Tensor:
+    """The JPEG frames of one clip → (T, 3, H, W) uint8 RGB.
+
+    Channels-first, as the decoder returns them and the model takes them: the loader crops
+    this tensor directly rather than transposing to the raw cache's (T, H, W, 3) and back.
+    """
     from torchvision.io import ImageReadMode, decode_jpeg
 
     buffer = torch.frombuffer(bytearray(data), dtype=torch.uint8)
     parts = list(buffer.split(list(lengths)))
-    decoded = decode_jpeg(parts, mode=ImageReadMode.RGB)
-    return torch.stack(decoded).permute(0, 2, 3, 1).numpy()
+    return torch.stack(decode_jpeg(parts, mode=ImageReadMode.RGB))
 
 
 def _is_boundary(clip_id: str) -> bool:
@@ -133,7 +136,7 @@ class ShardReader:
     def __getstate__(self) -> dict[str, object]:
         return {"folder": self.folder, "_maps": {}}
 
-    def frames(self, shard: str, offset: int, lengths: list[int]) -> np.ndarray:
+    def frames(self, shard: str, offset: int, lengths: list[int]) -> torch.Tensor:
         mapped = self._maps.get(shard)
         if mapped is None:
             with open(self.folder / shard, "rb") as handle:

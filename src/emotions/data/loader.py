@@ -102,6 +102,22 @@ def crop_video(frames: np.ndarray, crop: int, rng: np.random.Generator | None) -
     return np.ascontiguousarray(out)
 
 
+def crop_video_chw(frames: torch.Tensor, crop: int, rng: np.random.Generator | None) -> torch.Tensor:
+    """:func:`crop_video` for channels-first (T, 3, R, R) frames (the jpeg cache's decoded
+    tensors): the same draws from ``rng``, so both cache formats get the same crop and flip."""
+    size = frames.shape[2]
+    if crop > size:
+        raise ValueError(f"crop {crop} is larger than the cached frames ({size})")
+    if rng is None:
+        top = left = (size - crop) // 2
+        return frames[:, :, top : top + crop, left : left + crop].contiguous()
+    top, left = (int(v) for v in rng.integers(0, size - crop + 1, size=2))
+    out = frames[:, :, top : top + crop, left : left + crop]
+    if rng.random() < 0.5:
+        return out.flip(-1)
+    return out.contiguous()
+
+
 def normalize_fbank(fbank: np.ndarray, valid: int, mean: float, std: float) -> np.ndarray:
     """float32 copy with the valid rows standardised; padding stays 0 (= the mean)."""
     out = np.zeros(fbank.shape, dtype=np.float32)
@@ -110,7 +126,7 @@ def normalize_fbank(fbank: np.ndarray, valid: int, mean: float, std: float) -> n
 
 
 def make_sample(
-    frames: np.ndarray,
+    frames: np.ndarray | torch.Tensor,
     fbank: np.ndarray,
     audio_frames: int,
     *,
@@ -123,9 +139,14 @@ def make_sample(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Cropped (T, C, H, W) uint8 video and (time, mels) float32 audio for one clip.
 
+    ``frames`` is the raw cache's (T, R, R, 3) array or the jpeg cache's (T, 3, R, R) tensor.
+
     ``rng`` given means training: random crop and flip, and ``spec_augment`` if set.
     """
-    video = torch.from_numpy(crop_video(frames, crop, rng)).permute(0, 3, 1, 2).contiguous()
+    if isinstance(frames, torch.Tensor):  # decoded JPEG frames, channels-first
+        video = crop_video_chw(frames, crop, rng)
+    else:
+        video = torch.from_numpy(crop_video(frames, crop, rng)).permute(0, 3, 1, 2).contiguous()
     if normalize:
         audio_np = normalize_fbank(fbank, audio_frames, mean, std)
     else:
