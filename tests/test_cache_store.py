@@ -20,7 +20,7 @@ from smallcorpus import DATASET, RUN, SmallCorpus, keep_torch_threads, shared_co
 from torch.utils.data import DataLoader
 
 from emotions.config import AudioFeatures, PreprocessConfig
-from emotions.data.cache_store import SHARDS, decode_frames, encode_frames
+from emotions.data.cache_store import SHARDS, decode_deferred, decode_frames, encode_frames
 from emotions.data.decode import decode_clip
 from emotions.data.encode import write_clip
 from emotions.data.loader import CachedClipDataset
@@ -157,3 +157,29 @@ def test_training_on_a_jpeg_cache_of_the_small_corpus(tmp_path_factory, tmp_path
     assert summary["epochs"] == 2
     assert all(math.isfinite(record["train_loss"]) for record in summary["history"])
     assert "val_accuracy" in summary["history"][-1]
+    # Decoding batched on the device (here the CPU) instead of in the workers: same result.
+    on_device = params.model_copy(
+        update={"train": params.train.model_copy(update={"jpeg_decode": "device"})}
+    )
+    moved = RunPaths(cache=cache, split=spec.split, model_dir=tmp_path / "model-device")
+    with keep_torch_threads():
+        deferred = train_run(on_device, RUN, paths=moved, progress=False)
+    assert deferred["history"] == summary["history"]
+
+
+def test_deferred_batches_decode_on_the_device_to_the_worker_result(clips, tmp_path):
+    _, table, split_file, decoded = clips
+    build(tmp_path / "jpeg", table, decoded, JPEG)
+    kwargs = {"crop": 24, "train": True, "classes": CLASSES}
+    eager = CachedClipDataset(tmp_path / "jpeg", split_file, "train", **kwargs)
+    lazy = CachedClipDataset(tmp_path / "jpeg", split_file, "train", defer_decode=True, **kwargs)
+    keys = [(1, i) for i in range(len(eager))]
+    batch = lazy.collate_fn([lazy[key] for key in keys])
+    assert "video" not in batch and len(batch["jpeg"]) == len(keys)
+    video = decode_deferred(batch, torch.device("cpu"))
+    expected = torch.stack([eager[key]["video"] for key in keys])
+    assert torch.equal(video, expected)
+    assert torch.equal(batch["audio"], torch.stack([eager[key]["audio"] for key in keys]))
+    with pytest.raises(ValueError, match="jpeg cache"):
+        build(tmp_path / "raw", table, decoded, RAW)
+        CachedClipDataset(tmp_path / "raw", split_file, "train", defer_decode=True, **kwargs)

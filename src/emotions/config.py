@@ -143,6 +143,9 @@ class TrainConfig(Strict):
     log_every_n_steps: int = Field(50, ge=1)
     # A resumable checkpoint every N optimizer steps, besides the one per epoch; null = off.
     checkpoint_every_n_steps: int | None = Field(None, ge=1)
+    # jpeg caches: decode the training frames in the loader workers, or batched on the
+    # training device (nvJPEG on CUDA: the workers then only slice bytes).
+    jpeg_decode: Literal["worker", "device"] = "worker"
     # Dense peak TFLOP/s for the MFU figure where the device table has none (CPU, other GPUs).
     peak_tflops: float | None = Field(None, gt=0)
     device: Literal["auto", "cpu", "cuda"] = "auto"

@@ -34,7 +34,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, default_collate
 from tqdm.auto import tqdm
 
 from emotions.checkpoints import (
@@ -48,6 +48,7 @@ from emotions.checkpoints import (
     restore_rng,
 )
 from emotions.config import Params
+from emotions.data.cache_store import decode_deferred
 from emotions.data.loader import CachedClipDataset, SpecAugment
 from emotions.data.samplers import EpochSampler
 from emotions.metrics import classification_summary
@@ -110,6 +111,10 @@ def build_dataset(params: Params, run: str, paths: RunPaths, split: str, train: 
         spec_augment=augment,
         seed=params.seed,
         classes=classes,
+        # Deferred decoding for the training split only: evaluation keeps plain batches.
+        defer_decode=train
+        and params.preprocess.cache_format == "jpeg"
+        and params.train.jpeg_decode == "device",
     )
 
 
@@ -178,10 +183,13 @@ def model_metadata(params: Params, run: str, paths: RunPaths) -> dict[str, Any]:
 def move_batch(batch: dict[str, Any], runtime: Runtime) -> dict[str, Any]:
     device = runtime.device
     non_blocking = device.type == "cuda"
-    return {
+    moved = {
         key: value.to(device, non_blocking=non_blocking) if torch.is_tensor(value) else value
         for key, value in batch.items()
     }
+    if "jpeg" in batch:  # a deferred jpeg batch: decoded here, on the device, in one call
+        moved["video"] = decode_deferred(batch, device)
+    return moved
 
 
 @torch.no_grad()
@@ -259,6 +267,7 @@ def make_loader(
         persistent_workers=workers > 0,
         prefetch_factor=cfg.prefetch_factor if workers > 0 else None,
         generator=torch.Generator().manual_seed(params.seed),
+        collate_fn=getattr(dataset, "collate_fn", None),
     )
 
 
@@ -322,14 +331,11 @@ def throughput_record(
 
 def forward_flops_per_clip(model: nn.Module, dataset, runtime: Runtime) -> float:
     """Forward FLOPs of one training clip (the first), counted by PyTorch."""
-    sample = dataset[(0, 0)]
-    batch = {
-        "video": sample["video"].unsqueeze(0).to(runtime.device),
-        "audio": sample["audio"].unsqueeze(0).to(runtime.device),
-        "has_audio": sample["has_audio"].view(1).to(runtime.device),
-    }
+    collate = getattr(dataset, "collate_fn", None) or default_collate
+    batch = move_batch(collate([dataset[(0, 0)]]), runtime)
+    inputs = {key: batch[key] for key in ("video", "audio", "has_audio")}
     with runtime.autocast():
-        return float(estimate_flops(model, batch))
+        return float(estimate_flops(model, inputs))
 
 
 @dataclass

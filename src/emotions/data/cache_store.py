@@ -136,11 +136,45 @@ class ShardReader:
     def __getstate__(self) -> dict[str, object]:
         return {"folder": self.folder, "_maps": {}}
 
-    def frames(self, shard: str, offset: int, lengths: list[int]) -> torch.Tensor:
+    def _bytes(self, shard: str, offset: int, lengths: list[int]) -> memoryview:
         mapped = self._maps.get(shard)
         if mapped is None:
             with open(self.folder / shard, "rb") as handle:
                 mapped = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
             self._maps[shard] = mapped
-        end = offset + sum(lengths)
-        return decode_frames(memoryview(mapped)[offset:end], lengths)
+        return memoryview(mapped)[offset : offset + sum(lengths)]
+
+    def frames(self, shard: str, offset: int, lengths: list[int]) -> torch.Tensor:
+        """One clip's frames, decoded here (in the DataLoader worker): (T, 3, R, R) uint8."""
+        return decode_frames(self._bytes(shard, offset, lengths), lengths)
+
+    def encoded(self, shard: str, offset: int, lengths: list[int]) -> torch.Tensor:
+        """One clip's JPEG frames, still encoded, as one 1-D uint8 tensor (for deferring)."""
+        return torch.frombuffer(bytearray(self._bytes(shard, offset, lengths)), dtype=torch.uint8)
+
+
+def decode_deferred(batch: dict, device: torch.device) -> torch.Tensor:
+    """A deferred batch's frames decoded in one call on ``device`` → (B, T, 3, crop, crop).
+
+    On CUDA this is nvJPEG's batched decode (``decode_jpeg(..., device="cuda")``): the loader
+    workers then only slice bytes, and the host never touches a pixel. The crop box each
+    sample drew in its worker (top, left, flip, crop) is applied after decoding, so on a CPU
+    the result equals decoding in the workers bit for bit.
+    """
+    from torchvision.io import ImageReadMode, decode_jpeg
+
+    from emotions.data.loader import apply_crop
+
+    parts: list[torch.Tensor] = []
+    counts = []
+    for blob, lengths in zip(batch["jpeg"], batch["jpeg_bytes"], strict=True):
+        pieces = blob.split(lengths.tolist())
+        parts.extend(pieces)
+        counts.append(len(pieces))
+    decoded = decode_jpeg(parts, mode=ImageReadMode.RGB, device=device)
+    clips, start = [], 0
+    for count, (top, left, flip, crop) in zip(counts, batch["crop_box"].tolist(), strict=True):
+        frames = torch.stack(decoded[start : start + count])
+        clips.append(apply_crop(frames, crop, (top, left, bool(flip))))
+        start += count
+    return torch.stack(clips)
