@@ -20,7 +20,13 @@ from smallcorpus import DATASET, RUN, SmallCorpus, keep_torch_threads, shared_co
 from torch.utils.data import DataLoader
 
 from emotions.config import AudioFeatures, PreprocessConfig
-from emotions.data.cache_store import SHARDS, decode_deferred, decode_frames, encode_frames
+from emotions.data.cache_store import (
+    SHARDS,
+    CachedFrames,
+    decode_deferred,
+    decode_frames,
+    encode_frames,
+)
 from emotions.data.decode import decode_clip
 from emotions.data.encode import write_clip
 from emotions.data.loader import CachedClipDataset
@@ -183,3 +189,16 @@ def test_deferred_batches_decode_on_the_device_to_the_worker_result(clips, tmp_p
     with pytest.raises(ValueError, match="jpeg cache"):
         build(tmp_path / "raw", table, decoded, RAW)
         CachedClipDataset(tmp_path / "raw", split_file, "train", defer_decode=True, **kwargs)
+
+
+def test_cached_frames_read_either_format_as_decode_clip_made_them(clips, tmp_path):
+    _, table, _, decoded = clips
+    build(tmp_path / "raw", table, decoded, RAW)
+    build(tmp_path / "jpeg", table, decoded, JPEG)
+    raw, jpeg = CachedFrames(tmp_path / "raw"), CachedFrames(tmp_path / "jpeg")
+    index = pd.read_parquet(tmp_path / "raw" / "index.parquet")
+    for clip_id, row in zip(index["clip_id"], index["row"], strict=True):
+        expected = decoded[clip_id].frames
+        assert np.array_equal(raw[row], expected)
+        assert jpeg[row].shape == expected.shape
+        assert np.abs(jpeg[row].astype(int) - expected).mean() < 6

@@ -178,3 +178,36 @@ def decode_deferred(batch: dict, device: torch.device) -> torch.Tensor:
         clips.append(apply_crop(frames, crop, (top, left, bool(flip))))
         start += count
     return torch.stack(clips)
+
+
+class CachedFrames:
+    """The (T, R, R, 3) uint8 frames of a cache row, whatever the cache's format.
+
+    For readers outside the training loader (the monitor's reference, tools) that want the
+    frames as decode_clip made them: a memmap row of a raw cache, decoded JPEGs of a jpeg one.
+    """
+
+    def __init__(self, cache_dir: str | Path) -> None:
+        import json
+
+        import pandas as pd
+
+        from emotions.data.preprocess import FRAMES, INDEX, STATS
+
+        cache = Path(cache_dir)
+        stats = json.loads((cache / STATS).read_text(encoding="utf-8"))
+        self.format = stats.get("cache_format", "raw")
+        if self.format == "jpeg":
+            index = pd.read_parquet(cache / INDEX, columns=["row", "shard", "offset", "jpeg_bytes"])
+            self._where = {
+                int(r.row): (str(r.shard), int(r.offset), [int(n) for n in r.jpeg_bytes])
+                for r in index.itertuples(index=False)
+            }
+            self._reader = ShardReader(cache)
+        else:
+            self._raw = np.load(cache / FRAMES, mmap_mode="r")
+
+    def __getitem__(self, row: int) -> np.ndarray:
+        if self.format == "jpeg":
+            return self._reader.frames(*self._where[int(row)]).permute(0, 2, 3, 1).numpy()
+        return np.asarray(self._raw[row])
