@@ -104,6 +104,7 @@ bench: data
 	dvc repro preprocess@emotions
 	python benchmarks/loader.py --root data --variants artifacts/emotions/variants --cache artifacts/emotions/cache
 	python benchmarks/model.py
+	python benchmarks/train.py
 
 # Regenerate the bundled sample corpus and push it into the in-repo DVC remote.
 sample: $(STAMP)

@@ -25,6 +25,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import sys
 import tempfile
 import time
@@ -45,8 +46,9 @@ from emotions.data.preprocess import (
     preprocess,
     read_variants,
     require_complete,
+    write_cache,
 )
-from emotions.data.workers import map_isolated
+from emotions.data.workers import Outcome, map_isolated
 
 LOADER_TARGET = 20.0
 PREPROCESS_TARGET = 0.8
@@ -59,6 +61,12 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory(prefix="bench-loader-") as scratch:
         scratch = Path(scratch)
+        formats = None if args.skip_formats else format_table(args, scratch)
+        if formats is not None:
+            _print_format_table(formats)
+        if args.formats_only:
+            _write_json(args.json, {"formats": formats})
+            return 0
         if args.root is None:
             root = scratch / "corpus"
             print(f"writing {args.clips} clips of {args.seconds:g} s to {root} ...", flush=True)
@@ -123,13 +131,21 @@ def main(argv: list[str] | None = None) -> int:
             result["loader"][sampling] = {"on_the_fly_clips_per_s": fly, "ratio": cached / fly}
 
     _print_table(result)
-    if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        tmp = args.json.with_name(f".{args.json.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-        os.replace(tmp, args.json)
-        print(f"wrote {args.json}")
+    if formats is not None:
+        _print_format_table(formats)
+        result["formats"] = formats
+    _write_json(args.json, result)
     return 0
+
+
+def _write_json(path: Path | None, result: dict) -> None:
+    if path is None:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+    print(f"wrote {path}")
 
 
 # --------------------------------------------------------------------------- corpus
@@ -226,6 +242,221 @@ def _on_the_fly_rate(
     return len(split) / (time.perf_counter() - started)
 
 
+# --------------------------------------------------------------------------- cache formats
+
+# eMotions (the paper): 27,996 clips. The cache geometry the issue sizes: 128 frames × 112².
+EMOTIONS_CLIPS = 27_996
+SIZE_TARGET = 5.0  # jpeg at quality 90 at least this many times smaller than raw
+SPEED_TARGET = 0.5  # jpeg loader clips/s per worker at least this share of raw's
+# The paper preset on one GPU, as benchmarks/train.py and emotions.throughput count it: a
+# training step is 3 × the forward FLOPs, at an assumed MFU of 35 % of an H100/H200's dense
+# bf16 peak (989 TFLOP/s, NVIDIA datasheet).
+ASSUMED_MFU = 0.35
+
+
+def camera_like_clip(rng: np.random.Generator, frames: int, size: int) -> np.ndarray:
+    """(T, S, S, 3) uint8: a lit gradient scene, two moving blobs and sensor noise.
+
+    Not real footage: smooth regions and edges with noise is what JPEG sees in phone video;
+    pure noise (incompressible) or flat colour (free) would flatter neither format fairly.
+    """
+    y, x = np.mgrid[0:size, 0:size].astype(np.float32) / size
+    tint = rng.uniform(40, 200, 3).astype(np.float32)
+    scene = tint * (0.6 + 0.4 * x[..., None]) * (0.7 + 0.3 * y[..., None])
+    texture = rng.normal(0, 12, (size // 4, size // 4, 3)).astype(np.float32)
+    scene = scene + np.kron(texture, np.ones((4, 4, 1), np.float32))
+    out = np.empty((frames, size, size, 3), np.uint8)
+    centres = rng.uniform(0.2, 0.8, (2, 2))
+    speeds = rng.uniform(-0.004, 0.004, (2, 2))
+    colours = rng.uniform(0, 255, (2, 3)).astype(np.float32)
+    for t in range(frames):
+        frame = scene.copy()
+        for (cy, cx), (vy, vx), colour in zip(centres, speeds, colours, strict=True):
+            d2 = (y - cy - vy * t) ** 2 + (x - cx - vx * t) ** 2
+            frame += (colour - frame) * np.exp(-d2 / 0.01)[..., None]
+        frame += rng.normal(0, 2.5, frame.shape)
+        out[t] = np.clip(frame, 0, 255).astype(np.uint8)
+    return out
+
+
+def _format_outcomes(clips: int, config: PreprocessConfig):
+    from emotions.data.decode import DecodedClip
+
+    rng = np.random.default_rng(0)
+    a = config.audio
+    for i in range(clips):
+        frames = camera_like_clip(rng, config.num_frames, config.resize)
+        fbank = rng.normal(-5, 3, (a.target_frames, a.n_mels)).astype(np.float32)
+        clip = DecodedClip(
+            frames=frames,
+            fbank=fbank,
+            audio_frames=a.target_frames,
+            has_audio=True,
+            duration_s=4.0,
+            frame_times_s=np.linspace(0, 4, config.num_frames),
+        )
+        yield Outcome((f"f{i:05d}", f"f{i:05d}.mp4"), value=clip)
+
+
+def _loader_rate(cache: Path, split_file: Path, crop: int, workers: int) -> float:
+    """Clips/s of the training DataLoader (persistent workers), second pass timed."""
+    from torch.utils.data import DataLoader
+
+    from emotions.data.samplers import EpochSampler
+
+    dataset = CachedClipDataset(
+        cache, split_file, "train", crop=crop, train=True, spec_augment=SpecAugment()
+    )
+    sampler = EpochSampler(len(dataset), seed=0)
+    loader = DataLoader(
+        dataset,
+        batch_size=8,
+        sampler=sampler,
+        num_workers=workers,
+        persistent_workers=workers > 0,
+        prefetch_factor=4 if workers else None,
+    )
+    rates = []
+    for epoch in range(2):  # the first pass starts the workers and fills the page cache
+        sampler.set_epoch(epoch)
+        started = time.perf_counter()
+        count = sum(len(batch["label"]) for batch in loader)
+        rates.append(count / (time.perf_counter() - started))
+    return rates[-1]
+
+
+def paper_clips_per_s_needed() -> tuple[float, float]:
+    """(forward GFLOPs per clip, clips/s) of the paper preset on one GPU at ASSUMED_MFU.
+
+    The FLOPs are counted on the meta device: no kernel runs, so it takes a second on a CPU.
+    """
+    from emotions.models.avcanet import AVCANet, estimate_flops
+    from emotions.models.settings import paper_size
+
+    settings = paper_size()
+    meta = torch.device("meta")
+    model = AVCANet(settings, len(LABELS)).to(meta)
+    batch = {
+        "video": torch.empty(1, 32, 3, 224, 224, dtype=torch.uint8, device=meta),
+        "audio": torch.empty(1, settings.audio.frames, settings.audio.mel_bins, device=meta),
+        "has_audio": torch.ones(1, dtype=torch.bool, device=meta),
+    }
+    flops = float(estimate_flops(model, batch))
+    return flops / 1e9, ASSUMED_MFU * 989e12 / (3 * flops)
+
+
+def format_table(args: argparse.Namespace, scratch: Path) -> dict:
+    """Raw vs jpeg on a generated corpus at paper frame counts: size, build time, loader rate."""
+    base = PreprocessConfig(
+        num_frames=args.format_frames,
+        resize=args.format_size,
+        crop=args.format_size - 8,  # a random crop, as training takes
+        workers=1,
+    )
+    clips = args.format_clips
+    table = pd.DataFrame(
+        {
+            "clip_id": [f"f{i:05d}" for i in range(clips)],
+            "path": [f"f{i:05d}.mp4" for i in range(clips)],
+            "label": [LABELS[i % len(LABELS)] for i in range(clips)],
+            "polarity": "negative",
+            "agreement": 1.0,
+            "split": "train",
+        }
+    )
+    split_file = scratch / "formats-split.parquet"
+    table.to_parquet(split_file, index=False)
+    print(
+        f"\ncache formats: {clips} generated clips × {base.num_frames} frames × "
+        f"{base.resize}², jpeg quality {args.jpeg_quality}",
+        flush=True,
+    )
+    result: dict = {"clips": clips, "frames": base.num_frames, "size": base.resize}
+    for name in ("raw", "jpeg"):
+        config = base.model_copy(update={"cache_format": name, "jpeg_quality": args.jpeg_quality})
+        out = scratch / f"formats-{name}"
+        started = time.perf_counter()
+        write_cache(
+            out,
+            _format_outcomes(clips, config),
+            clips=table,
+            train_ids=set(table["clip_id"]),
+            config=config,
+            meta={},
+        )
+        build_s = time.perf_counter() - started
+        frames_bytes = sum(
+            p.stat().st_size
+            for p in out.rglob("*")
+            if p.is_file() and p.name != "fbank.npy" and p.suffix in (".npy", ".bin")
+        )
+        total_bytes = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
+        row = {
+            "frame_bytes_per_clip": frames_bytes / clips,
+            "bytes_per_clip": total_bytes / clips,
+            "build_s": build_s,
+        }
+        for workers in (1, 2):
+            row[f"clips_per_s_{workers}w"] = _loader_rate(out, split_file, base.crop, workers)
+        result[name] = row
+        print(f"  {name}: {json.dumps({k: round(v, 2) for k, v in row.items()})}", flush=True)
+        shutil.rmtree(out)
+    raw, jpeg = result["raw"], result["jpeg"]
+    result["size_ratio"] = raw["bytes_per_clip"] / jpeg["bytes_per_clip"]
+    result["frame_size_ratio"] = raw["frame_bytes_per_clip"] / jpeg["frame_bytes_per_clip"]
+    result["speed_ratio_1w"] = jpeg["clips_per_s_1w"] / raw["clips_per_s_1w"]
+    gflops, needed = paper_clips_per_s_needed()
+    result["projection"] = {
+        "clips": EMOTIONS_CLIPS,
+        "raw_gb": raw["bytes_per_clip"] * EMOTIONS_CLIPS / 1e9,
+        "jpeg_gb": jpeg["bytes_per_clip"] * EMOTIONS_CLIPS / 1e9,
+        "paper_forward_gflops_per_clip": gflops,
+        "paper_clips_per_s_needed": needed,
+        "jpeg_workers_needed": needed / jpeg["clips_per_s_1w"],
+    }
+    return result
+
+
+def _print_format_table(result: dict) -> None:
+    def mark(ok: bool) -> str:
+        return "ok" if ok else "BELOW TARGET"
+
+    raw, jpeg, proj = result["raw"], result["jpeg"], result["projection"]
+    print()
+    print(
+        f"cache formats, {result['clips']} clips × {result['frames']} frames × "
+        f"{result['size']}² (generated, camera-like)"
+    )
+    print(
+        f"{'format':<8}{'MB/clip':>9}{'frames MB':>11}{'build s':>9}"
+        f"{'clips/s 1w':>12}{'clips/s 2w':>12}{'GB @27,996':>12}"
+    )
+    print("-" * 73)
+    for name, row in (("raw", raw), ("jpeg", jpeg)):
+        gb = proj[f"{name}_gb"]
+        print(
+            f"{name:<8}{row['bytes_per_clip'] / 1e6:>9.2f}{row['frame_bytes_per_clip'] / 1e6:>11.2f}"
+            f"{row['build_s']:>9.1f}{row['clips_per_s_1w']:>12.1f}{row['clips_per_s_2w']:>12.1f}"
+            f"{gb:>12.1f}"
+        )
+    size_ok = result["size_ratio"] >= SIZE_TARGET
+    speed_ok = result["speed_ratio_1w"] >= SPEED_TARGET
+    print(
+        f"jpeg is {result['size_ratio']:.1f}× smaller than raw per clip "
+        f"(frames alone {result['frame_size_ratio']:.1f}×): ≥{SIZE_TARGET:g}× {mark(size_ok)}"
+    )
+    print(
+        f"jpeg loader speed per worker {result['speed_ratio_1w']:.2f}× raw: "
+        f"≥{SPEED_TARGET:g}× {mark(speed_ok)}"
+    )
+    print(
+        f"paper preset ({proj['paper_forward_gflops_per_clip']:.0f} GFLOPs forward/clip) at "
+        f"{ASSUMED_MFU:.0%} MFU of 989 TFLOP/s needs {proj['paper_clips_per_s_needed']:.0f} "
+        f"clips/s on one GPU ≈ {proj['jpeg_workers_needed']:.1f} jpeg loader workers at this "
+        "rate"
+    )
+
+
 # --------------------------------------------------------------------------- output
 
 
@@ -296,6 +527,14 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--repeat", type=int, default=2, help="runs of each pool measurement; the best counts"
     )
+    parser.add_argument(
+        "--format-clips", type=int, default=200, help="clips of the raw/jpeg table (200)"
+    )
+    parser.add_argument("--format-frames", type=int, default=128, help="frames per clip (128)")
+    parser.add_argument("--format-size", type=int, default=112, help="frame side (112)")
+    parser.add_argument("--jpeg-quality", type=int, default=90)
+    parser.add_argument("--formats-only", action="store_true", help="only the raw/jpeg table")
+    parser.add_argument("--skip-formats", action="store_true", help="no raw/jpeg table")
     parser.add_argument("--json", type=Path, help="write the figures here")
     return parser.parse_args(argv)
 

@@ -98,11 +98,14 @@ def state_dicts_equal(a: dict, b: dict) -> bool:
     return a.keys() == b.keys() and all(torch.equal(a[key], b[key]) for key in a)
 
 
-def dvclive_plots(model_dir: Path) -> dict[str, str]:
+def dvclive_plots(model_dir: Path, timing: bool = False) -> dict[str, str]:
+    """The DVCLive metric logs; the throughput logs (perf/) only with ``timing``: clocks
+    differ between any two runs, so no resume can reproduce them."""
     folder = model_dir / "dvclive" / "plots" / "metrics"
     return {
         path.relative_to(folder).as_posix(): path.read_text(encoding="utf-8")
         for path in sorted(folder.rglob("*.tsv"))
+        if timing or not path.relative_to(folder).as_posix().startswith("perf/")
     }
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import yaml
 from pydantic import (
@@ -126,6 +126,11 @@ class PreprocessConfig(Strict):
     timeout_s: float = Field(120.0, gt=0)
     # A Dask scheduler address ("tcp://host:8786"); null runs local worker processes.
     dask_address: str | None = None
+    # How frames are stored: raw uint8 memmap, or one JPEG per frame (several times smaller,
+    # decoded in the DataLoader workers) in content-named shards of about shard_mb.
+    cache_format: Literal["raw", "jpeg"] = "raw"
+    jpeg_quality: int = Field(90, ge=1, le=100)
+    shard_mb: float = Field(256.0, gt=0)
 
     @model_validator(mode="after")
     def _crop_fits(self) -> PreprocessConfig:
@@ -146,10 +151,27 @@ class TrainConfig(Strict):
     warmup_epochs: float = Field(1.0, ge=0)
     grad_clip: float = Field(1.0, gt=0)
     patience: int = Field(4, ge=1)
-    num_workers: int = Field(0, ge=0)
+    # DataLoader worker processes; "auto" = from the CPU count on CUDA (one core left for the
+    # training process, shared among the node's ranks, at most 16), 0 on CPU, where
+    # in-process loading keeps runs deterministic and cheap.
+    num_workers: Annotated[int, Field(ge=0)] | Literal["auto"] = "auto"
+    # Batches each worker loads ahead (only with workers).
+    prefetch_factor: int = Field(4, ge=1)
+    # Loss read back to the host (progress bar) every N steps; never per step (a device sync).
+    log_every_n_steps: int = Field(50, ge=1)
+    # A resumable checkpoint every N optimizer steps, besides the one per epoch; null = off.
+    checkpoint_every_n_steps: int | None = Field(None, ge=1)
+    # jpeg caches: decode the training frames in the loader workers, or batched on the
+    # training device (nvJPEG on CUDA: the workers then only slice bytes).
+    jpeg_decode: Literal["worker", "device"] = "worker"
+    # Dense peak TFLOP/s for the MFU figure where the device table has none (CPU, other GPUs).
+    peak_tflops: float | None = Field(None, gt=0)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     compile: bool = False
+    # torch.compile backend: inductor (fused kernels, the one to train with); aot_eager traces
+    # forward and backward the same way without generating code (how the CPU test runs it).
+    compile_backend: Literal["inductor", "aot_eager", "eager"] = "inductor"
     channels_last: bool = True
     spec_augment_time: int = Field(40, ge=0)
     spec_augment_freq: int = Field(16, ge=0)

@@ -8,6 +8,13 @@ Why it is built this way:
 - The same loop serves a laptop and a GPU job: `runtime.resolve_runtime` picks CUDA + bf16
   autocast when present and joins the DDP process group under `torchrun` (gloo on CPU).
 - Rank 0 alone logs (DVCLive), writes checkpoints and draws progress bars.
+- A GPU is never left waiting on the host: the DataLoader is built once (persistent workers,
+  pinned memory, prefetch; workers from the CPU count on CUDA), batches are copied without
+  blocking, and the loss is read back only every `log_every_n_steps`. Validation is sharded
+  over the ranks with its confusion matrix all-reduced, and `checkpoint_every_n_steps` adds
+  resumable mid-epoch checkpoints (the sampler skips the batches already trained on).
+- Per epoch DVCLive gets clips/s, step time, the data-wait share and an MFU estimate
+  (emotions.throughput); they stay out of the history, which a resume reproduces exactly.
 """
 
 from __future__ import annotations
@@ -15,17 +22,19 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
+from torch.utils.data import DataLoader, default_collate
 from tqdm.auto import tqdm
 
 from emotions.checkpoints import (
@@ -39,13 +48,16 @@ from emotions.checkpoints import (
     restore_rng,
 )
 from emotions.config import Params
+from emotions.data.cache_store import decode_deferred
 from emotions.data.loader import CachedClipDataset, SpecAugment
+from emotions.data.samplers import EpochSampler
 from emotions.metrics import classification_summary
-from emotions.models.avcanet import AVCANet
+from emotions.models.avcanet import AVCANet, estimate_flops
 from emotions.models.losses import build_criterion
 from emotions.models.objective import objective
 from emotions.optim import build_optimizer, ddp_sync, micro_group
 from emotions.runtime import Runtime, broadcast_object, resolve_runtime, shutdown
+from emotions.throughput import EpochThroughput, ThroughputMeter, mfu, peak_tflops
 
 
 @dataclass(frozen=True)
@@ -101,6 +113,10 @@ def build_dataset(params: Params, run: str, paths: RunPaths, split: str, train: 
         spec_augment=augment,
         seed=params.seed,
         classes=classes,
+        # Deferred decoding for the training split only: evaluation keeps plain batches.
+        defer_decode=train
+        and params.preprocess.cache_format == "jpeg"
+        and params.train.jpeg_decode == "device",
     )
 
 
@@ -114,6 +130,37 @@ def set_input_stats(model: nn.Module, paths: RunPaths) -> None:
     if audio is not None and hasattr(audio, "set_input_stats"):
         stats = json.loads((paths.cache / "stats.json").read_text(encoding="utf-8"))
         audio.set_input_stats(float(stats["fbank_mean"]), float(stats["fbank_std"]))
+
+
+def build_training_modules(
+    params: Params, polarity: list[str], device: torch.device, *, channels_last: bool = False
+) -> tuple[AVCANet, nn.Module]:
+    """The model and the criterion, both on ``device``.
+
+    The criterion is a module with buffers (the polarity groups and penalties): it must move
+    with the model, or the first CUDA step fails on a device mismatch. ``channels_last`` is
+    applied to the video branch only when the model has one (an audio-only model has none).
+    """
+    model = build_model(params, len(polarity)).to(device)
+    video = getattr(model, "video", None)
+    if channels_last and video is not None:
+        video.to(memory_format=torch.channels_last_3d)
+    criterion = build_criterion(polarity, params.loss).to(device)
+    return model, criterion
+
+
+def training_loss(
+    model: nn.Module, criterion: nn.Module, batch: dict[str, Any], params: Params, runtime: Runtime
+) -> torch.Tensor:
+    """Forward pass and the training objective of one batch (already on the device).
+
+    The fused clip loss plus the window and auxiliary audio/video terms
+    (``emotions.models.objective``: weak supervision of the prediction timeline, and the
+    authors' sum of fused and single-modality losses).
+    """
+    with runtime.autocast():
+        out = model(batch["video"], batch["audio"], batch["has_audio"])
+    return objective(out, batch["label"], batch["has_audio"], criterion, params.loss)["loss"]
 
 
 def model_metadata(params: Params, run: str, paths: RunPaths) -> dict[str, Any]:
@@ -142,10 +189,13 @@ def model_metadata(params: Params, run: str, paths: RunPaths) -> dict[str, Any]:
 def move_batch(batch: dict[str, Any], runtime: Runtime) -> dict[str, Any]:
     device = runtime.device
     non_blocking = device.type == "cuda"
-    return {
+    moved = {
         key: value.to(device, non_blocking=non_blocking) if torch.is_tensor(value) else value
         for key, value in batch.items()
     }
+    if "jpeg" in batch:  # a deferred jpeg batch: decoded here, on the device, in one call
+        moved["video"] = decode_deferred(batch, device)
+    return moved
 
 
 @torch.no_grad()
@@ -187,37 +237,124 @@ def _scheduler(optimizer: torch.optim.Optimizer, warmup: int, total: int):
     )
 
 
-def _epoch_loader(dataset, params: Params, runtime: Runtime, epoch: int) -> DataLoader:
-    """The data order of an epoch depends only on (seed, epoch): the key to exact resumes."""
-    dataset.set_epoch(epoch)  # augmentation streams too
-    if runtime.distributed:
-        sampler = DistributedSampler(dataset, shuffle=True, seed=params.seed, drop_last=False)
-        sampler.set_epoch(epoch)
-    else:
-        generator = torch.Generator().manual_seed(params.seed * 1000 + epoch)
-        sampler = RandomSampler(dataset, generator=generator)
-    # Drop a ragged last batch only when a full one remains: decided on this rank's share of
-    # the data (len(sampler)), not the whole set, or a DDP rank holding fewer clips than one
-    # batch would get no batch at all and train on nothing.
+def resolve_workers(setting: int | str, runtime: Runtime) -> int:
+    """DataLoader workers for ``train.num_workers``: "auto" means from the CPU count on CUDA.
+
+    On CUDA the node's cores are shared among its ranks with one left per rank for the
+    training process itself (at most 16 each: beyond that the workers mostly add memory). On
+    CPU "auto" is 0: the workers would compete with the model for the same cores.
+    """
+    if setting != "auto":
+        return int(setting)
+    if runtime.device.type != "cuda":
+        return 0
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    ranks = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    return max(1, min(16, (cores or 1) // max(1, ranks) - 1))
+
+
+def make_loader(
+    dataset, sampler: EpochSampler, params: Params, runtime: Runtime, *, drop_last: bool
+) -> DataLoader:
+    """A DataLoader built once per run: persistent workers, pinned memory and prefetch on CUDA.
+
+    Its own generator draws the workers' base seed, so creating an epoch's iterator never
+    consumes the global RNG (a run resumed mid-epoch would otherwise see other dropout masks).
+    """
+    cfg = params.train
+    workers = resolve_workers(cfg.num_workers, runtime)
     return DataLoader(
         dataset,
-        batch_size=params.train.batch_size,
+        batch_size=cfg.batch_size,
         sampler=sampler,
-        num_workers=params.train.num_workers,
+        num_workers=workers,
         pin_memory=runtime.device.type == "cuda",
-        drop_last=len(sampler) > params.train.batch_size,
-        persistent_workers=False,
+        drop_last=drop_last,
+        persistent_workers=workers > 0,
+        prefetch_factor=cfg.prefetch_factor if workers > 0 else None,
+        generator=torch.Generator().manual_seed(params.seed),
+        collate_fn=getattr(dataset, "collate_fn", None),
     )
+
+
+def validate(
+    model: nn.Module, loader: DataLoader, runtime: Runtime, num_classes: int
+) -> dict[str, float]:
+    """Validation metrics over every rank's shard: the confusion matrices are all-reduced.
+
+    Each rank predicts only its own disjoint shard (EpochSampler with ``pad=False``), so no
+    rank waits idle while another validates the whole split, and no clip is counted twice.
+    The metrics are computed from the summed confusion matrix, identically on every rank.
+    """
+    predicted = predict_split(model, loader, runtime, desc="val")
+    confusion = torch.zeros(num_classes * num_classes, dtype=torch.int64)
+    if len(predicted["labels"]):
+        pairs = predicted["labels"] * num_classes + predicted["logits"].argmax(1)
+        confusion += torch.bincount(torch.from_numpy(pairs), minlength=num_classes**2)
+    if runtime.distributed:
+        confusion = confusion.to(runtime.device)
+        dist.all_reduce(confusion)
+    counts = confusion.cpu().view(num_classes, num_classes).numpy()
+    if not counts.sum():
+        return {}
+    classes = np.arange(num_classes)
+    truth = np.repeat(classes, counts.sum(axis=1))
+    guess = np.concatenate([np.repeat(classes, row) for row in counts])
+    summary = classification_summary(truth, guess, num_classes)
+    return {f"val_{key}": value for key, value in summary.items()}
+
+
+def _reduce_sums(runtime: Runtime, values: list[float]) -> list[float]:
+    """Element-wise sums over the ranks (float64); the values themselves on one process."""
+    if not runtime.distributed:
+        return values
+    tensor = torch.tensor(values, dtype=torch.float64, device=runtime.device)
+    dist.all_reduce(tensor)
+    return tensor.cpu().tolist()
+
+
+def throughput_record(
+    runtime: Runtime, meter: EpochThroughput, flops: float | None, peak: float | None
+) -> dict[str, float]:
+    """Per-epoch perf figures for DVCLive: per device, averaged over the ranks."""
+    clips, seconds, wait, steps = _reduce_sums(
+        runtime, [meter.clips, meter.seconds, meter.data_wait_s, meter.steps]
+    )
+    world = runtime.world_size
+    per_device = EpochThroughput(
+        int(clips / world), int(steps / world), seconds / world, wait / world
+    )
+    record = {
+        "perf/clips_per_s": per_device.clips_per_s * world,
+        "perf/step_time_s": per_device.step_time_s,
+        "perf/data_wait_share": per_device.data_wait_share,
+    }
+    utilisation = mfu(flops, per_device.clips_per_s, peak)
+    if utilisation is not None:
+        record["perf/mfu"] = utilisation
+    return record
+
+
+def forward_flops_per_clip(model: nn.Module, dataset, runtime: Runtime) -> float:
+    """Forward FLOPs of one training clip (the first), counted by PyTorch."""
+    collate = getattr(dataset, "collate_fn", None) or default_collate
+    batch = move_batch(collate([dataset[(0, 0)]]), runtime)
+    inputs = {key: batch[key] for key in ("video", "audio", "has_audio")}
+    with runtime.autocast():
+        return float(estimate_flops(model, inputs))
 
 
 @dataclass
 class TrainState:
-    epoch: int = 0
+    epoch: int = 0  # epochs completed
     best_score: float = -math.inf
     best_epoch: int = -1
     bad_epochs: int = 0
     finished: bool = False
     history: list[dict[str, float]] | None = None
+    # Mid-epoch checkpoints: optimizer steps done in epoch `epoch` and their losses.
+    step_in_epoch: int = 0
+    epoch_losses: list[float] = field(default_factory=list)
 
 
 def train_run(
@@ -250,16 +387,37 @@ def _train(
     if len(train_set) == 0:
         raise RuntimeError(f"run {run}: the train split of {paths.split} is empty")
     classes = list(params.taxonomy_for(params.run(run).dataset))
-    model = build_model(params, len(classes)).to(runtime.device)
+    model, criterion = build_training_modules(
+        params,
+        list(params.taxonomy_for(params.run(run).dataset).values()),
+        runtime.device,
+        channels_last=cfg.channels_last and runtime.device.type == "cuda",
+    )
     set_input_stats(model, paths)
-    if cfg.channels_last and runtime.device.type == "cuda" and hasattr(model, "video"):
-        model.video.to(memory_format=torch.channels_last_3d)
-    criterion = build_criterion(
-        list(params.taxonomy_for(params.run(run).dataset).values()), params.loss
-    ).to(runtime.device)
     optimizer = build_optimizer(model, cfg)  # param groups: emotions.optim
-    # Optimizer steps, not micro-batches, drive the schedule under gradient accumulation.
-    steps_per_epoch = math.ceil(len(_epoch_loader(train_set, params, runtime, 0)) / cfg.accumulate)
+    ranks = {"rank": runtime.rank, "world_size": runtime.world_size}
+    train_sampler = EpochSampler(len(train_set), seed=params.seed, shuffle=True, **ranks)
+    # Drop a ragged last batch only when a full one remains: decided on this rank's share of
+    # the data, not the whole set, or a DDP rank holding fewer clips than one batch would get
+    # no batch at all and train on nothing.
+    loader = make_loader(
+        train_set,
+        train_sampler,
+        params,
+        runtime,
+        drop_last=train_sampler.full_length > cfg.batch_size,
+    )
+    val_loader = make_loader(
+        val_set,
+        EpochSampler(len(val_set), shuffle=False, pad=False, **ranks),
+        params,
+        runtime,
+        drop_last=False,
+    )
+    # Micro-batches of a whole epoch (the loader's length shrinks while a resume skips some);
+    # optimizer steps, not micro-batches, drive the schedule under gradient accumulation.
+    batches_per_epoch = len(loader)
+    steps_per_epoch = math.ceil(batches_per_epoch / cfg.accumulate)
     scheduler = _scheduler(
         optimizer, round(cfg.warmup_epochs * steps_per_epoch), cfg.epochs * steps_per_epoch
     )
@@ -279,9 +437,12 @@ def _train(
                 best_epoch=checkpoint["best_epoch"],
                 bad_epochs=checkpoint["bad_epochs"],
                 history=list(checkpoint["history"]),
+                step_in_epoch=checkpoint.get("step_in_epoch", 0),
+                epoch_losses=list(checkpoint.get("epoch_losses", [])),
             )
             if runtime.is_main:
-                print(f"train {run}: resuming after epoch {state.epoch} from {last_path}")
+                where = f" at step {state.step_in_epoch}" if state.step_in_epoch else ""
+                print(f"train {run}: resuming after epoch {state.epoch}{where} from {last_path}")
     wrapped: nn.Module = model
     if runtime.distributed:
         wrapped = DistributedDataParallel(
@@ -290,54 +451,98 @@ def _train(
             find_unused_parameters=True,
         )
     if cfg.compile:
-        wrapped = torch.compile(wrapped)
+        wrapped = torch.compile(wrapped, backend=cfg.compile_backend)
     live = _open_live(paths.model_dir, resumed=state.epoch > 0) if runtime.is_main else None
     if live is not None:
         live.step = state.epoch
-    val_loader = DataLoader(val_set, batch_size=cfg.batch_size, num_workers=cfg.num_workers)
     metadata = model_metadata(params, run, paths)
+    peak = peak_tflops(runtime.device, runtime.bf16, cfg.peak_tflops)
+    flops = forward_flops_per_clip(model, train_set, runtime) if peak else None
+    show = progress and runtime.is_main
+
+    def save_last() -> None:
+        """The resumable state (rank 0 writes): after an epoch, or after some of its steps."""
+        if not runtime.is_main:
+            return
+        atomic_torch_save(
+            {
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "rng": capture_rng(),
+                "epoch": state.epoch,
+                "step_in_epoch": state.step_in_epoch,
+                "epoch_losses": state.epoch_losses,
+                "best_score": state.best_score,
+                "best_epoch": state.best_epoch,
+                "bad_epochs": state.bad_epochs,
+                "finished": state.finished,
+                "history": state.history,
+                "fingerprint": print_fingerprint,
+            },
+            last_path,
+        )
+
     started = time.perf_counter()
     while state.epoch < cfg.epochs and not state.finished:
-        loader = _epoch_loader(train_set, params, runtime, state.epoch)
+        # The epoch's order and augmentation depend only on (seed, epoch): the key to exact
+        # resumes. A mid-epoch resume leaves out the batches already trained on.
+        skip = state.step_in_epoch
+        train_sampler.set_epoch(state.epoch, skip=skip * cfg.batch_size)
         wrapped.train()
-        losses = []
+        losses: list[torch.Tensor] = []  # on the device: read back only every N steps
+        meter = ThroughputMeter(runtime.device)
         bar = tqdm(
-            loader,
+            meter.wrap(loader),
+            total=len(loader),
             desc=f"{run} epoch {state.epoch + 1}/{cfg.epochs}",
             leave=False,
-            disable=not (progress and runtime.is_main),
+            disable=not show,
         )
         optimizer.zero_grad(set_to_none=True)
-        for step, batch in enumerate(bar):
+        for done, batch in enumerate(bar, start=skip + 1):
             # Gradient accumulation: a group of `accumulate` micro-batches (the last may be
             # shorter) makes one optimizer step; DDP all-reduces only on the group's last.
-            group = micro_group(step, len(loader), cfg.accumulate)
-            final = step + 1 == group.stop
+            group = micro_group(done - 1, batches_per_epoch, cfg.accumulate)
+            final = done == group.stop
             batch = move_batch(batch, runtime)
             with ddp_sync(wrapped, final):
-                with runtime.autocast():
-                    out = wrapped(batch["video"], batch["audio"], batch["has_audio"])
-                # fused + window + auxiliary audio/video terms (emotions.models.objective)
-                terms = objective(out, batch["label"], batch["has_audio"], criterion, params.loss)
-                loss = terms["loss"]
+                loss = training_loss(wrapped, criterion, batch, params, runtime)
                 (loss / len(group)).backward()
             if final:
                 nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
                 optimizer.step()
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
-            losses.append(loss.item())
-            bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
-        record: dict[str, float] = {"epoch": state.epoch + 1, "train_loss": float(np.mean(losses))}
-        if runtime.is_main:
-            predicted = predict_split(model, val_loader, runtime, desc="val")
-            if len(predicted["labels"]):
-                summary = classification_summary(
-                    predicted["labels"], predicted["logits"].argmax(1), len(classes)
-                )
-                record.update({f"val_{key}": value for key, value in summary.items()})
+            losses.append(loss.detach())
+            meter.step(len(batch["label"]))
+            if show and done % cfg.log_every_n_steps == 0:
+                recent = torch.stack(losses[-cfg.log_every_n_steps :]).mean()
+                bar.set_postfix(loss=f"{recent.item():.3f}")
+            # Step checkpoints fall on optimizer steps only (never inside an accumulation
+            # group), so a resume starts at a group boundary.
+            every = cfg.checkpoint_every_n_steps
+            optimizer_steps = state.epoch * steps_per_epoch + math.ceil(done / cfg.accumulate)
+            if every and final and optimizer_steps % every == 0 and done < batches_per_epoch:
+                state.step_in_epoch = done
+                state.epoch_losses = state.epoch_losses + torch.stack(losses).cpu().tolist()
+                losses = []
+                save_last()
+        throughput = meter.finish()
+        if losses:
+            state.epoch_losses = state.epoch_losses + torch.stack(losses).cpu().tolist()
+        loss_sum, loss_count = _reduce_sums(
+            runtime, [math.fsum(state.epoch_losses), len(state.epoch_losses)]
+        )
+        record: dict[str, float] = {
+            "epoch": state.epoch + 1,
+            "train_loss": loss_sum / max(loss_count, 1),
+        }
+        record.update(validate(model, val_loader, runtime, len(classes)))
+        perf = throughput_record(runtime, throughput, flops, peak)
         record = broadcast_object(runtime, record)
         state.epoch += 1
+        state.step_in_epoch, state.epoch_losses = 0, []
         state.history.append(record)
         score = record.get("val_weighted_f1", -record["train_loss"])
         if score > state.best_score:
@@ -358,26 +563,13 @@ def _train(
             for key, value in record.items():
                 if key != "epoch":
                     live.log_metric(f"train/{key}" if not key.startswith("val_") else key, value)
+            for key, value in perf.items():
+                live.log_metric(key, value)
             live.log_metric("lr", scheduler.get_last_lr()[0])
             live.next_step()
+        save_last()
         if runtime.is_main:
-            atomic_torch_save(
-                {
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "rng": capture_rng(),
-                    "epoch": state.epoch,
-                    "best_score": state.best_score,
-                    "best_epoch": state.best_epoch,
-                    "bad_epochs": state.bad_epochs,
-                    "finished": state.finished,
-                    "history": state.history,
-                    "fingerprint": print_fingerprint,
-                },
-                last_path,
-            )
-            print(f"train {run}: " + json.dumps(record))
+            print(f"train {run}: " + json.dumps(record) + " " + json.dumps(_rounded(perf)))
     summary = {
         "run": run,
         "epochs": state.epoch,
@@ -394,6 +586,10 @@ def _train(
         if live is not None:
             live.end()
     return summary
+
+
+def _rounded(perf: dict[str, float]) -> dict[str, float]:
+    return {key.removeprefix("perf/"): round(value, 4) for key, value in perf.items()}
 
 
 def _open_live(model_dir: Path, resumed: bool):

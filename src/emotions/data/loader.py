@@ -28,6 +28,7 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
+from emotions.data.cache_store import ShardReader
 from emotions.data.preprocess import (
     FBANK,
     FRAMES,
@@ -101,6 +102,32 @@ def crop_video(frames: np.ndarray, crop: int, rng: np.random.Generator | None) -
     return np.ascontiguousarray(out)
 
 
+def draw_crop(size: int, crop: int, rng: np.random.Generator | None) -> tuple[int, int, bool]:
+    """(top, left, flip) of a crop: drawn from ``rng`` in :func:`crop_video`'s order (top and
+    left, then the flip), the centre and no flip without one."""
+    if crop > size:
+        raise ValueError(f"crop {crop} is larger than the cached frames ({size})")
+    if rng is None:
+        return (size - crop) // 2, (size - crop) // 2, False
+    top, left = (int(v) for v in rng.integers(0, size - crop + 1, size=2))
+    return top, left, bool(rng.random() < 0.5)
+
+
+def apply_crop(frames: torch.Tensor, crop: int, box: tuple[int, int, bool]) -> torch.Tensor:
+    """Crop (and flip) channels-first (..., 3, R, R) frames on whatever device they are."""
+    top, left, flip = box
+    out = frames[..., top : top + crop, left : left + crop]
+    return out.flip(-1) if flip else out.contiguous()
+
+
+def crop_video_chw(
+    frames: torch.Tensor, crop: int, rng: np.random.Generator | None
+) -> torch.Tensor:
+    """:func:`crop_video` for channels-first (T, 3, R, R) frames (the jpeg cache's decoded
+    tensors): the same draws from ``rng``, so both cache formats get the same crop and flip."""
+    return apply_crop(frames, crop, draw_crop(frames.shape[2], crop, rng))
+
+
 def normalize_fbank(fbank: np.ndarray, valid: int, mean: float, std: float) -> np.ndarray:
     """float32 copy with the valid rows standardised; padding stays 0 (= the mean)."""
     out = np.zeros(fbank.shape, dtype=np.float32)
@@ -109,7 +136,7 @@ def normalize_fbank(fbank: np.ndarray, valid: int, mean: float, std: float) -> n
 
 
 def make_sample(
-    frames: np.ndarray,
+    frames: np.ndarray | torch.Tensor,
     fbank: np.ndarray,
     audio_frames: int,
     *,
@@ -122,9 +149,36 @@ def make_sample(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Cropped (T, C, H, W) uint8 video and (time, mels) float32 audio for one clip.
 
+    ``frames`` is the raw cache's (T, R, R, 3) array or the jpeg cache's (T, 3, R, R) tensor.
+
     ``rng`` given means training: random crop and flip, and ``spec_augment`` if set.
     """
-    video = torch.from_numpy(crop_video(frames, crop, rng)).permute(0, 3, 1, 2).contiguous()
+    if isinstance(frames, torch.Tensor):  # decoded JPEG frames, channels-first
+        video = crop_video_chw(frames, crop, rng)
+    else:
+        video = torch.from_numpy(crop_video(frames, crop, rng)).permute(0, 3, 1, 2).contiguous()
+    return video, make_audio(
+        fbank,
+        audio_frames,
+        rng=rng,
+        mean=mean,
+        std=std,
+        normalize=normalize,
+        spec_augment=spec_augment,
+    )
+
+
+def make_audio(
+    fbank: np.ndarray,
+    audio_frames: int,
+    *,
+    rng: np.random.Generator | None,
+    mean: float,
+    std: float,
+    normalize: bool = True,
+    spec_augment: SpecAugment | None = None,
+) -> torch.Tensor:
+    """The (time, mels) float32 audio of one clip: normalised, SpecAugment-ed with ``rng``."""
     if normalize:
         audio_np = normalize_fbank(fbank, audio_frames, mean, std)
     else:
@@ -132,12 +186,21 @@ def make_sample(
     audio = torch.from_numpy(audio_np)
     if rng is not None and spec_augment is not None:
         audio = spec_augment.apply(audio, audio_frames, int(rng.integers(2**63)))
-    return video, audio
+    return audio
+
+
+def collate_deferred(samples: list[dict[str, Any]]) -> dict[str, Any]:
+    """default_collate, except "jpeg" (one 1-D byte tensor per clip, of varying length)."""
+    from torch.utils.data import default_collate
+
+    batch = default_collate([{k: v for k, v in s.items() if k != "jpeg"} for s in samples])
+    batch["jpeg"] = [s["jpeg"] for s in samples]
+    return batch
 
 
 @dataclass
 class _Arrays:
-    frames: np.ndarray
+    frames: np.ndarray | ShardReader  # raw memmap, or the JPEG shards (cache_format jpeg)
     fbank: np.ndarray
 
 
@@ -156,15 +219,23 @@ class CachedClipDataset(Dataset):
         normalize: bool = True,
         spec_augment: SpecAugment | None = None,
         seed: int = 0,
+        defer_decode: bool = False,
     ) -> None:
         """``classes`` fixes the label order (pass the taxonomy's); without it the sorted
         labels of the whole split file are used, so train/val/test agree with each other."""
         self.cache_dir = require_complete(cache_dir)
         self.crop, self.train = crop, train
         self.normalize, self.spec_augment, self.seed = normalize, spec_augment, seed
+        # jpeg cache only: hand out the encoded frames and the crop box, for the training
+        # process to decode in one batch on its device (cache_store.decode_deferred).
+        self.defer_decode = defer_decode
         stats = json.loads((self.cache_dir / STATS).read_text(encoding="utf-8"))
         self.mean, self.std = float(stats["fbank_mean"]), float(stats["fbank_std"])
         cached_size = int(stats["shapes"]["frames"][2])
+        self.cache_format = stats.get("cache_format", "raw")
+        self.cached_size = cached_size
+        if defer_decode and self.cache_format != "jpeg":
+            raise ValueError(f"{cache_dir}: deferred decoding needs a jpeg cache, not raw")
         if crop > cached_size:
             raise ValueError(f"crop {crop} exceeds the cached frame size {cached_size}")
 
@@ -177,7 +248,10 @@ class CachedClipDataset(Dataset):
         chosen = table[table["split"] == split]
         if chosen.empty:
             raise ValueError(f"{split_file}: no clips in split '{split}'")
-        index = pd.read_parquet(self.cache_dir / INDEX, columns=["clip_id", "row", "audio_frames"])
+        columns = ["clip_id", "row", "audio_frames"]
+        if self.cache_format == "jpeg":
+            columns += ["shard", "offset", "jpeg_bytes"]
+        index = pd.read_parquet(self.cache_dir / INDEX, columns=columns)
         merged = chosen.merge(index, on="clip_id", how="inner")
         self.missing = len(chosen) - len(merged)
         if self.missing:
@@ -193,6 +267,10 @@ class CachedClipDataset(Dataset):
         self.rows = merged["row"].to_numpy(np.int64)
         self.audio_frames = merged["audio_frames"].to_numpy(np.int64)
         self.labels = merged["label"].map(position).to_numpy(np.int64)
+        if self.cache_format == "jpeg":
+            self.shards = merged["shard"].astype(str).tolist()
+            self.offsets = merged["offset"].to_numpy(np.int64)
+            self.jpeg_bytes = [list(map(int, sizes)) for sizes in merged["jpeg_bytes"]]
         self._arrays: _Arrays | None = None
         self.epoch: int | None = None
         self._rng: np.random.Generator | None = None
@@ -200,28 +278,68 @@ class CachedClipDataset(Dataset):
     def __len__(self) -> int:
         return len(self.rows)
 
-    def __getitem__(self, i: int) -> dict[str, Any]:
+    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
+        """Sample ``key``: an index, or an ``(epoch, index)`` pair (emotions.data.samplers).
+
+        With a pair the augmentation is a function of (seed, epoch, index) even in persistent
+        DataLoader workers, which never see a later ``set_epoch``.
+        """
+        epoch = self.epoch
+        if isinstance(key, tuple):
+            epoch, i = (int(v) for v in key)
+        else:
+            i = int(key)
         arrays = self._open()
         row = int(self.rows[i])
         valid = int(self.audio_frames[i])
+        rng = self._generator(i, epoch) if self.train else None
+        common = {
+            "has_audio": torch.tensor(valid > 0),
+            "label": torch.tensor(int(self.labels[i]), dtype=torch.int64),
+            "clip_id": self.clip_ids[i],
+        }
+        if self.defer_decode:
+            assert isinstance(arrays.frames, ShardReader)
+            box = draw_crop(self.cached_size, self.crop, rng)  # crop_video's draw order
+            audio = make_audio(
+                arrays.fbank[row],
+                valid,
+                rng=rng,
+                mean=self.mean,
+                std=self.std,
+                normalize=self.normalize,
+                spec_augment=self.spec_augment,
+            )
+            jpeg = arrays.frames.encoded(self.shards[i], int(self.offsets[i]), self.jpeg_bytes[i])
+            return {
+                "jpeg": jpeg,
+                "jpeg_bytes": torch.tensor(self.jpeg_bytes[i], dtype=torch.int64),
+                "crop_box": torch.tensor([*box, self.crop], dtype=torch.int64),
+                "audio": audio,
+                **common,
+            }
+        if isinstance(arrays.frames, ShardReader):  # decoded here, in the loader's worker
+            frames = arrays.frames.frames(self.shards[i], int(self.offsets[i]), self.jpeg_bytes[i])
+        else:
+            frames = arrays.frames[row]
         video, audio = make_sample(
-            arrays.frames[row],
+            frames,
             arrays.fbank[row],
             valid,
             crop=self.crop,
-            rng=self._generator(i) if self.train else None,
+            rng=rng,
             mean=self.mean,
             std=self.std,
             normalize=self.normalize,
             spec_augment=self.spec_augment,
         )
-        return {
-            "video": video,
-            "audio": audio,
-            "has_audio": torch.tensor(valid > 0),
-            "label": torch.tensor(int(self.labels[i]), dtype=torch.int64),
-            "clip_id": self.clip_ids[i],
-        }
+        return {"video": video, "audio": audio, **common}
+
+    @property
+    def collate_fn(self):
+        """The DataLoader's collate: deferred samples keep their variable-length JPEG bytes
+        as a list; everything else is torch's default."""
+        return collate_deferred if self.defer_decode else None
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
@@ -232,7 +350,9 @@ class CachedClipDataset(Dataset):
     def _open(self) -> _Arrays:
         if self._arrays is None:
             self._arrays = _Arrays(
-                frames=np.load(self.cache_dir / FRAMES, mmap_mode="r"),
+                frames=ShardReader(self.cache_dir)
+                if self.cache_format == "jpeg"
+                else np.load(self.cache_dir / FRAMES, mmap_mode="r"),
                 fbank=np.load(self.cache_dir / FBANK, mmap_mode="r"),
             )
         return self._arrays
@@ -246,9 +366,9 @@ class CachedClipDataset(Dataset):
         """
         self.epoch = epoch
 
-    def _generator(self, i: int) -> np.random.Generator:
-        if self.epoch is not None:
-            return np.random.default_rng([self.seed, self.epoch, i])
+    def _generator(self, i: int, epoch: int | None) -> np.random.Generator:
+        if epoch is not None:
+            return np.random.default_rng([self.seed, epoch, i])
         # No epoch given: one stream per process. torch seeds every DataLoader worker
         # differently each epoch, so mixing its seed in still varies the augmentation.
         if self._rng is None:

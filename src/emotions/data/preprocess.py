@@ -4,7 +4,8 @@ Sampling 16 frames from a phone clip costs about as much as decoding all of it, 
 reads each clip every epoch, so clips are decoded once (:func:`emotions.data.decode.decode_clip`)
 and the results stored as fixed-shape arrays that the loader memory-maps:
 
-    out/frames.npy     uint8   (N, T, R, R, 3)
+    out/frames.npy     uint8   (N, T, R, R, 3)   (cache_format raw)
+    out/shards/*.bin   one JPEG per frame        (cache_format jpeg, emotions.data.cache_store)
     out/fbank.npy      float16 (N, target_frames, n_mels)
     out/index.parquet  clip_id, row, label, has_audio, audio_frames, duration_s, path
     out/stats.json     fbank mean/std (train split), shapes, config, counts, failures
@@ -42,6 +43,7 @@ import numpy as np
 import pandas as pd
 
 from emotions.config import PreprocessConfig
+from emotions.data.cache_store import ShardWriter, encode_frames
 from emotions.data.decode import DecodedClip, decode_clip
 from emotions.data.workers import Outcome, map_isolated, map_on_dask
 
@@ -220,7 +222,7 @@ def write_cache(
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     try:
-        counts, write_s = _fill(tmp, outcomes, clips, train_ids, config, meta)
+        counts, write_s = _fill(tmp, outcomes, clips, train_ids, config, meta, previous=out)
         (tmp / COMPLETE).write_text("ok\n", encoding="utf-8")
         _swap_in(tmp, out)
     except BaseException:
@@ -236,12 +238,18 @@ def _fill(
     train_ids: set[str],
     config: PreprocessConfig,
     meta: dict[str, Any],
+    previous: Path | None = None,
 ) -> tuple[dict[str, int], float]:
     total = len(clips)
     t, r, a = config.num_frames, config.resize, config.audio
     frames_shape = (t, r, r, 3)
     fbank_shape = (a.target_frames, a.n_mels)
-    frames = np.lib.format.open_memmap(tmp / FRAMES, "w+", np.uint8, (total, *frames_shape))
+    jpeg = config.cache_format == "jpeg"
+    if jpeg:  # clips arrive in clip-id order (_unique_clips sorts): what the shards rely on
+        shards = ShardWriter(tmp, int(config.shard_mb * 2**20), previous)
+        frames = None
+    else:
+        frames = np.lib.format.open_memmap(tmp / FRAMES, "w+", np.uint8, (total, *frames_shape))
     fbank = np.lib.format.open_memmap(tmp / FBANK, "w+", FBANK_DTYPE, (total, *fbank_shape))
     labels = dict(zip(clips["clip_id"], clips["label"], strict=True))
     rows: list[dict[str, Any]] = []
@@ -262,7 +270,10 @@ def _fill(
             continue
         tick = time.perf_counter()
         row = len(rows)
-        frames[row] = clip.frames
+        if jpeg:
+            shards.add(clip_id, encode_frames(clip.frames, config.jpeg_quality))
+        else:
+            frames[row] = clip.frames
         fbank[row] = clip.fbank
         if clip_id in train_ids and clip.audio_frames:
             valid = clip.fbank[: clip.audio_frames].astype(np.float64)
@@ -284,12 +295,20 @@ def _fill(
         first = "; ".join(f"{f['path']}: {f['reason']}" for f in failures[:3])
         raise PreprocessError(f"no clip could be decoded ({len(failures)} failed; {first})")
     tick = time.perf_counter()
-    frames.flush()
     fbank.flush()
-    del frames, fbank
-    for name in (FRAMES, FBANK):
-        shrink_npy(tmp / name, len(rows))
+    del fbank
+    shrink_npy(tmp / FBANK, len(rows))
     index = pd.DataFrame(rows)
+    if jpeg:
+        shards.close()
+        index["shard"] = [loc.shard for loc in shards.locations]
+        index["offset"] = [loc.offset for loc in shards.locations]
+        index["jpeg_bytes"] = [loc.jpeg_bytes for loc in shards.locations]
+        meta = {**meta, "shards": {"written": shards.written, "reused": shards.reused}}
+    else:
+        frames.flush()
+        del frames
+        shrink_npy(tmp / FRAMES, len(rows))
     index.to_parquet(tmp / INDEX, index=False)
     _write_failures(tmp / FAILURES, failures)
     count, total_sum, total_sq = moments
@@ -302,6 +321,7 @@ def _fill(
         "stats_clips": int((index["clip_id"].isin(train_ids) & (index["audio_frames"] > 0)).sum()),
         "shapes": {"frames": [len(rows), *frames_shape], "fbank": [len(rows), *fbank_shape]},
         "dtypes": {"frames": "uint8", "fbank": np.dtype(FBANK_DTYPE).name},
+        "cache_format": config.cache_format,
         "counts": {
             "requested": total,
             "clips": len(rows),

@@ -29,15 +29,20 @@ def assign_windows(times: Tensor, windows: int) -> Tensor:
     A token belongs to the window its centre falls in. A window that no token's centre falls
     in (more windows than temporal positions) borrows the nearest token, so every window has
     at least one token of every modality and the timeline always exists.
+
+    Branch-free on purpose: the borrowed token is OR-ed in under a mask instead of behind an
+    ``if empty.any()``, so nothing reads a tensor's value on the host. That keeps
+    ``torch.compile`` from breaking the fusion's graph here, spares a device sync per step on
+    CUDA, and lets the function run on the ``meta`` device.
     """
     index = torch.clamp((times * windows).floor().long(), 0, windows - 1)
-    member = index.unsqueeze(0) == torch.arange(windows, device=times.device).unsqueeze(1)
-    empty = ~member.any(dim=1)
-    if bool(empty.any()):
-        centres = (torch.arange(windows, device=times.device, dtype=times.dtype) + 0.5) / windows
-        nearest = (times.unsqueeze(0) - centres.unsqueeze(1)).abs().argmin(dim=1)
-        member[empty, nearest[empty]] = True
-    return member
+    slots = torch.arange(windows, device=times.device)
+    member = index.unsqueeze(0) == slots.unsqueeze(1)
+    empty = ~member.any(dim=1, keepdim=True)  # S 1
+    centres = (slots.to(times.dtype) + 0.5) / windows
+    nearest = (times.unsqueeze(0) - centres.unsqueeze(1)).abs().argmin(dim=1)  # S
+    borrowed = nearest.unsqueeze(1) == torch.arange(times.shape[0], device=times.device)
+    return member | (empty & borrowed)
 
 
 def window_index(times: Tensor, windows: int) -> Tensor:

@@ -94,8 +94,9 @@ def build_reference(
     """The reference table: every cached clip of ``split`` measured and predicted as the
     service would (the cache holds what :func:`decode_clip` made of the file, which is what an
     upload of that file turns into)."""
+    from emotions.data.cache_store import CachedFrames
     from emotions.data.decode import DecodedClip
-    from emotions.data.preprocess import FBANK, FRAMES, INDEX, require_complete
+    from emotions.data.preprocess import FBANK, INDEX, require_complete
     from emotions.inference import Predictor, input_statistics
 
     cache = require_complete(cache_dir)
@@ -105,7 +106,7 @@ def build_reference(
     merged = chosen.astype({"clip_id": str}).merge(index.astype({"clip_id": str}), on="clip_id")
     if merged.empty:
         raise MonitorDataError(f"{split_file}: no cached clips in split '{split}' under {cache}")
-    frames = np.load(cache / FRAMES, mmap_mode="r")
+    frames = CachedFrames(cache)  # raw or jpeg cache
     fbank = np.load(cache / FBANK, mmap_mode="r")
     predictor = Predictor(model_dir)
     rows: list[dict[str, Any]] = []
@@ -115,7 +116,7 @@ def build_reference(
         clips = []
         for item in batch:
             row, valid = int(item["row"]), int(item["audio_frames"])
-            clip_frames = np.asarray(frames[row])
+            clip_frames = frames[row]
             clips.append(
                 DecodedClip(
                     frames=clip_frames,

@@ -1,0 +1,213 @@
+"""Frames of the ``jpeg`` cache format: one JPEG per frame, packed into bounded shards.
+
+Why: raw uint8 frames of eMotions at paper size (27,996 clips × 128 × 112² × 3) are ~135 GB,
+more than the local disk of the one-GPU machine; JPEG at quality 90 is several times smaller
+and decodes in DataLoader workers faster than a GPU consumes clips.
+
+Why shards of bounded size, and why these boundaries: a file per clip would be ~28 k small
+files, one file for all a rewrite of everything on any change. Clips are packed in clip-id
+order; a shard closes when it reaches ``shard_bytes`` or at a clip whose id hash falls on a
+boundary (content-defined, about ``BOUNDARY_EVERY`` clips apart), so adding or changing one
+clip moves the boundaries of its own shard only. Each shard file is named by the SHA-256 of
+its bytes: when the previous cache holds a shard with that name, the new cache hard-links it
+(copies it where links fail) instead of writing it, so a partial rerun writes only the shards
+that changed. Shards are written to a temporary name and renamed; the cache directory itself
+is swapped in whole by the preprocess stage, so a reader never sees a partial store.
+
+Layout, under the cache directory: ``shards/<sha256[:24]>.bin``; the index gives each clip
+its ``shard``, ``offset`` and per-frame ``jpeg_bytes``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import mmap
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+SHARDS = "shards"
+BOUNDARY_EVERY = 64
+
+
+@dataclass(frozen=True)
+class ClipLocation:
+    """Where one clip's JPEG frames are: the shard, the byte offset, each frame's length."""
+
+    shard: str
+    offset: int
+    jpeg_bytes: list[int]
+
+
+def encode_frames(frames: np.ndarray, quality: int) -> list[bytes]:
+    """(T, H, W, 3) uint8 RGB → one JPEG per frame (torchvision's libjpeg encoder)."""
+    from torchvision.io import encode_jpeg
+
+    chw = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2)
+    encoded = encode_jpeg(list(chw.contiguous().unbind(0)), quality=quality)
+    return [bytes(tensor.numpy().tobytes()) for tensor in encoded]
+
+
+def decode_frames(data: bytes | memoryview, lengths: list[int]) -> torch.Tensor:
+    """The JPEG frames of one clip → (T, 3, H, W) uint8 RGB.
+
+    Channels-first, as the decoder returns them and the model takes them: the loader crops
+    this tensor directly rather than transposing to the raw cache's (T, H, W, 3) and back.
+    """
+    from torchvision.io import ImageReadMode, decode_jpeg
+
+    buffer = torch.frombuffer(bytearray(data), dtype=torch.uint8)
+    parts = list(buffer.split(list(lengths)))
+    return torch.stack(decode_jpeg(parts, mode=ImageReadMode.RGB))
+
+
+def _is_boundary(clip_id: str) -> bool:
+    digest = hashlib.blake2b(clip_id.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") % BOUNDARY_EVERY == 0
+
+
+class ShardWriter:
+    """Packs clips' JPEG frames into content-named shards under ``cache_dir/shards``.
+
+    ``previous`` is the cache being replaced: shards it already holds are linked, not written.
+    Call :meth:`add` in clip-id order, then :meth:`close`; the locations it returned become
+    valid once ``close`` has run.
+    """
+
+    def __init__(self, cache_dir: Path, shard_bytes: int, previous: Path | None = None) -> None:
+        self.folder = Path(cache_dir) / SHARDS
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.previous = Path(previous) / SHARDS if previous is not None else None
+        self.shard_bytes = shard_bytes
+        self._parts: list[bytes] = []
+        self._size = 0
+        self._pending: list[int] = []  # indices into self.locations of the open shard
+        self.locations: list[ClipLocation] = []
+        self.written = self.reused = 0
+
+    def add(self, clip_id: str, frames: list[bytes]) -> int:
+        """Append one clip; returns its position in :attr:`locations`."""
+        if self._parts and (_is_boundary(clip_id) or self._size >= self.shard_bytes):
+            self._flush()
+        self.locations.append(ClipLocation("", self._size, [len(f) for f in frames]))
+        self._pending.append(len(self.locations) - 1)
+        self._parts.extend(frames)
+        self._size += sum(len(f) for f in frames)
+        return len(self.locations) - 1
+
+    def close(self) -> None:
+        if self._parts:
+            self._flush()
+
+    def _flush(self) -> None:
+        data = b"".join(self._parts)
+        name = hashlib.sha256(data).hexdigest()[:24] + ".bin"
+        target = self.folder / name
+        old = self.previous / name if self.previous is not None else None
+        if not target.exists():
+            if old is not None and old.is_file() and old.stat().st_size == len(data):
+                try:
+                    os.link(old, target)
+                except OSError:
+                    shutil.copyfile(old, target)
+                self.reused += 1
+            else:
+                partial = target.with_suffix(f".tmp-{os.getpid()}")
+                partial.write_bytes(data)
+                os.replace(partial, target)
+                self.written += 1
+        for position in self._pending:
+            location = self.locations[position]
+            self.locations[position] = ClipLocation(name, location.offset, location.jpeg_bytes)
+        self._parts, self._size, self._pending = [], 0, []
+
+
+class ShardReader:
+    """Memory-maps shards on first use (per process: a DataLoader worker maps its own)."""
+
+    def __init__(self, cache_dir: Path) -> None:
+        self.folder = Path(cache_dir) / SHARDS
+        self._maps: dict[str, mmap.mmap] = {}
+
+    def __getstate__(self) -> dict[str, object]:
+        return {"folder": self.folder, "_maps": {}}
+
+    def _bytes(self, shard: str, offset: int, lengths: list[int]) -> memoryview:
+        mapped = self._maps.get(shard)
+        if mapped is None:
+            with open(self.folder / shard, "rb") as handle:
+                mapped = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
+            self._maps[shard] = mapped
+        return memoryview(mapped)[offset : offset + sum(lengths)]
+
+    def frames(self, shard: str, offset: int, lengths: list[int]) -> torch.Tensor:
+        """One clip's frames, decoded here (in the DataLoader worker): (T, 3, R, R) uint8."""
+        return decode_frames(self._bytes(shard, offset, lengths), lengths)
+
+    def encoded(self, shard: str, offset: int, lengths: list[int]) -> torch.Tensor:
+        """One clip's JPEG frames, still encoded, as one 1-D uint8 tensor (for deferring)."""
+        return torch.frombuffer(bytearray(self._bytes(shard, offset, lengths)), dtype=torch.uint8)
+
+
+def decode_deferred(batch: dict, device: torch.device) -> torch.Tensor:
+    """A deferred batch's frames decoded in one call on ``device`` → (B, T, 3, crop, crop).
+
+    On CUDA this is nvJPEG's batched decode (``decode_jpeg(..., device="cuda")``): the loader
+    workers then only slice bytes, and the host never touches a pixel. The crop box each
+    sample drew in its worker (top, left, flip, crop) is applied after decoding, so on a CPU
+    the result equals decoding in the workers bit for bit.
+    """
+    from torchvision.io import ImageReadMode, decode_jpeg
+
+    from emotions.data.loader import apply_crop
+
+    parts: list[torch.Tensor] = []
+    counts = []
+    for blob, lengths in zip(batch["jpeg"], batch["jpeg_bytes"], strict=True):
+        pieces = blob.split(lengths.tolist())
+        parts.extend(pieces)
+        counts.append(len(pieces))
+    decoded = decode_jpeg(parts, mode=ImageReadMode.RGB, device=device)
+    clips, start = [], 0
+    for count, (top, left, flip, crop) in zip(counts, batch["crop_box"].tolist(), strict=True):
+        frames = torch.stack(decoded[start : start + count])
+        clips.append(apply_crop(frames, crop, (top, left, bool(flip))))
+        start += count
+    return torch.stack(clips)
+
+
+class CachedFrames:
+    """The (T, R, R, 3) uint8 frames of a cache row, whatever the cache's format.
+
+    For readers outside the training loader (the monitor's reference, tools) that want the
+    frames as decode_clip made them: a memmap row of a raw cache, decoded JPEGs of a jpeg one.
+    """
+
+    def __init__(self, cache_dir: str | Path) -> None:
+        import json
+
+        import pandas as pd
+
+        from emotions.data.preprocess import FRAMES, INDEX, STATS
+
+        cache = Path(cache_dir)
+        stats = json.loads((cache / STATS).read_text(encoding="utf-8"))
+        self.format = stats.get("cache_format", "raw")
+        if self.format == "jpeg":
+            index = pd.read_parquet(cache / INDEX, columns=["row", "shard", "offset", "jpeg_bytes"])
+            self._where = {
+                int(r.row): (str(r.shard), int(r.offset), [int(n) for n in r.jpeg_bytes])
+                for r in index.itertuples(index=False)
+            }
+            self._reader = ShardReader(cache)
+        else:
+            self._raw = np.load(cache / FRAMES, mmap_mode="r")
+
+    def __getitem__(self, row: int) -> np.ndarray:
+        if self.format == "jpeg":
+            return self._reader.frames(*self._where[int(row)]).permute(0, 2, 3, 1).numpy()
+        return np.asarray(self._raw[row])
