@@ -44,8 +44,20 @@ def test_loss_cells_switch_the_objective_and_epce_still_reads() -> None:
 
 def test_summary_is_mean_and_sample_std(tmp_path: Path) -> None:
     runs = [
-        {"accuracy": 0.5, "weighted_f1": 0.4, "macro_f1": 0.3, "polarity_accuracy": 0.7},
-        {"accuracy": 0.7, "weighted_f1": 0.6, "macro_f1": 0.5, "polarity_accuracy": 0.9},
+        {
+            "accuracy": 0.5,
+            "uar": 0.45,
+            "weighted_f1": 0.4,
+            "macro_f1": 0.3,
+            "polarity_accuracy": 0.7,
+        },
+        {
+            "accuracy": 0.7,
+            "uar": 0.65,
+            "weighted_f1": 0.6,
+            "macro_f1": 0.5,
+            "polarity_accuracy": 0.9,
+        },
     ]
     row = summarise(AblationCell(), runs)
     assert row["accuracy"] == pytest.approx(0.6)
@@ -56,7 +68,7 @@ def test_summary_is_mean_and_sample_std(tmp_path: Path) -> None:
     write_ablation_report([row], report, run="ablation", variant="full")
     text = report.read_text(encoding="utf-8")
     assert "mean ± sample std over 2 seeds" in text
-    assert "| both | lgfm | soft | 0.600 ± 0.141 |" in text
+    assert "| both | lgfm | soft | 0.600 ± 0.141 | 0.550 ± 0.141 |" in text
 
 
 @pytest.mark.slow

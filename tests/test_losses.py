@@ -123,17 +123,18 @@ def test_reweight_by_hand() -> None:
     loss = ReweightedCELoss(EMOTIONS6, settings)
     assert isinstance(build_criterion(EMOTIONS6, settings), ReweightedCELoss)
     assert isinstance(build_criterion(EMOTIONS6, LossSettings()), EPCELoss)
-    # Four clips: anger→joy (negative truth, positive guess: ×1.5), joy→joy (×1),
-    # surprise→anger (neutral truth, negative guess: ×1.7), anger→disgust (same polarity: ×1).
+    # Four clips (emotions6 order: Excitation, Fear, Neutral, Relaxation, Sadness, Tension):
+    # Fear→Excitation (negative truth, positive guess: ×1.5), Relaxation→Relaxation (×1),
+    # Neutral→Tension (neutral truth, negative guess: ×1.7), Fear→Sadness (same polarity: ×1).
     logits = torch.tensor(
         [
-            [0.0, 0.0, 0.0, 0.0, 2.0, 0.0],
-            [0.0, 0.0, 0.0, 0.0, 3.0, 0.0],
-            [1.0, 0.0, 0.0, 0.0, 0.0, 0.5],
-            [0.5, 1.0, 0.0, 0.0, 0.0, 0.0],
+            [2.0, 0.0, 0.0, 0.0, 0.0, 0.0],
+            [0.0, 0.0, 0.0, 3.0, 0.0, 0.0],
+            [0.0, 0.0, 0.5, 0.0, 0.0, 1.0],
+            [0.0, 0.5, 0.0, 0.0, 1.0, 0.0],
         ]
     )
-    target = torch.tensor([0, 4, 5, 0])
+    target = torch.tensor([1, 3, 2, 1])
     # CE_i = logsumexp(logits_i) − logits_i[y_i], written out.
     ce = [
         math.log(5 + math.e**2) - 0.0,
