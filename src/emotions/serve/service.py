@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -49,7 +50,12 @@ from emotions.serve.prediction_log import (
     new_request_id,
     prediction_record,
 )
-from emotions.serve.settings import ModelSource, load_settings, resolve_model
+from emotions.serve.settings import (
+    CALIBRATION_ENV,
+    ModelSource,
+    load_settings,
+    resolve_model,
+)
 from emotions.serve.upload import UploadedVideo
 
 logger = logging.getLogger("emotions.serve")
@@ -106,7 +112,9 @@ class EmotionService:
         config = SETTINGS.config
         torch.set_num_threads(config.torch_threads)
         self.source: ModelSource = resolve_model(SETTINGS)
-        self.predictor = Predictor(self.source.path)
+        self.predictor = Predictor(
+            self.source.path, calibration=os.environ.get(CALIBRATION_ENV) or None
+        )
         self.decoder = DecoderPool(
             self.predictor.preprocess,
             workers=config.decode_workers,
@@ -131,6 +139,11 @@ class EmotionService:
                 "tag": self.source.tag,
             },
             "checkpoint_sha256": file_sha256(self.source.path / "best.pt"),
+            # The temperature the clip probabilities are divided by, and its file (None: T=1).
+            "calibration": {
+                "temperature": self.predictor.temperature,
+                "source": self.predictor.calibration_source,
+            },
             "classes": self.predictor.classes,
             "polarity": dict(zip(self.predictor.classes, self.predictor.polarity, strict=True)),
             "modalities": list(self.predictor.modalities),

@@ -19,6 +19,8 @@ PARAMS_ENV = "EMOTIONS_PARAMS"
 MODEL_DIR_ENV = "EMOTIONS_MODEL_DIR"
 LOG_ENV = "EMOTIONS_PREDICTION_LOG"
 MAX_UPLOAD_ENV = "EMOTIONS_MAX_UPLOAD_MB"
+# A temperature.json to apply (default: the model folder's, else the run's calibrate output).
+CALIBRATION_ENV = "EMOTIONS_CALIBRATION"
 
 
 @dataclass(frozen=True)
