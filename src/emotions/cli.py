@@ -205,7 +205,6 @@ def cmd_package(args: argparse.Namespace, params: Params) -> None:
     try:
         result = package(
             _served_model_dir(args, params),
-            params_path=Path(args.params),
             bentofile=Path(args.bentofile),
             out=Path(args.out),
         )
