@@ -23,6 +23,7 @@ import pandas as pd
 import pytest
 import requests
 import yaml
+from calibrated import CALIBRATION
 from liveserver import bento_env, free_port, start_server
 from smallcorpus import REPO, RUN, SmallCorpus
 
@@ -74,7 +75,7 @@ def checkout(tmp_path_factory, corpus: SmallCorpus, model_dir: Path, calibrated)
         where / "src" / "emotions",
         ignore=shutil.ignore_patterns("__pycache__"),
     )
-    raw = corpus.raw_with(calibrated_sections())
+    raw = corpus.raw_with(CALIBRATION)
     raw["serve"]["run"] = RUN
     (where / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False), encoding="utf-8")
     folder = where / "artifacts" / "models" / "emotions" / "full"
@@ -89,12 +90,6 @@ def checkout(tmp_path_factory, corpus: SmallCorpus, model_dir: Path, calibrated)
     metrics.parent.mkdir(parents=True)
     metrics.write_text(json.dumps(calibrated.metrics), encoding="utf-8")
     return where
-
-
-def calibrated_sections():
-    from calibrated import CALIBRATION
-
-    return CALIBRATION
 
 
 @pytest.fixture(scope="module")

@@ -25,7 +25,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from scipy.optimize import minimize_scalar
@@ -33,6 +33,9 @@ from scipy.special import log_softmax
 
 from emotions.atomic import atomic_write_json
 from emotions.config import CalibrationConfig, Params
+
+if TYPE_CHECKING:
+    from emotions.train import RunPaths
 
 TEMPERATURE_FILE = "temperature.json"
 FITTED = "fitted"
@@ -114,7 +117,7 @@ def calibrate_run(
     params: Params,
     run: str,
     *,
-    paths: Any = None,
+    paths: RunPaths | None = None,
     out: Path | None = None,
 ) -> dict[str, Any]:
     """Fit the run's temperature on its validation split and write ``temperature.json``."""
