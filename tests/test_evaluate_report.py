@@ -19,7 +19,10 @@ import pandas as pd
 import pytest
 from sklearn import metrics as skm
 
+from emotions.calibrate import fit_temperature, nll
+from emotions.config import CalibrationConfig
 from emotions.evaluate import accuracy_by_agreement, evaluate_run
+from emotions.metrics import expected_calibration_error
 from emotions.report import results_table
 
 CONTRACT = {"accuracy", "weighted_f1", "macro_f1", "polarity_accuracy", "ece", "n_test"}
@@ -215,3 +218,108 @@ def test_dvc_metrics_show_lists_the_new_metrics(evaluated, tmp_path):
         ["dvc", "metrics", "show"], cwd=repo, env=env, capture_output=True, text=True, timeout=120
     )
     assert "uar" in table.stdout and f"per_class.{first}.f1" in table.stdout
+
+
+# Calibration: the `calibrate` stage's validation fit, and what evaluate reports with it.
+
+
+def _logits_and_labels(scale: float, n: int = 400, k: int = 6, seed: int = 0):
+    """Labels drawn from softmax(z): z is calibrated by construction, ``scale * z`` is not,
+    and the temperature that undoes it is ``scale``."""
+    rng = np.random.default_rng(seed)
+    z = rng.normal(0.0, 1.5, size=(n, k))
+    p = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
+    labels = np.array([rng.choice(k, p=row) for row in p])
+    return scale * z, labels
+
+
+def test_the_temperature_fit_recovers_a_known_overconfidence():
+    logits, labels = _logits_and_labels(scale=3.0)
+    fit = fit_temperature(logits, labels, CalibrationConfig())
+    assert fit["status"] == "fitted"
+    assert fit["temperature"] == pytest.approx(3.0, rel=0.2)
+    assert fit["val_nll"] < fit["val_nll_raw"]
+    assert fit["val_nll"] == pytest.approx(nll(logits, labels, fit["temperature"]))
+
+
+def test_degenerate_fits_fall_back_to_t_1():
+    # A split the model separates perfectly: NLL falls all the way to T -> 0 (what put the
+    # old unbounded fit on its 0.05 floor). The optimum lands on the bound and is rejected.
+    labels = np.repeat(np.arange(6), 10)
+    separable = np.eye(6)[labels] * 4.0
+    fit = fit_temperature(separable, labels, CalibrationConfig())
+    assert fit["temperature"] == 1.0 and fit["status"].startswith("optimum on the search bound")
+    assert fit["optimum"] == pytest.approx(0.25, rel=0.02)
+    # Too few clips: not fitted at all.
+    logits, few = _logits_and_labels(scale=3.0, n=8)
+    fit = fit_temperature(logits, few, CalibrationConfig(min_clips=20))
+    assert fit["temperature"] == 1.0 and fit["status"].startswith("too few validation clips")
+    # Already calibrated logits: a T that gains less than min_gain is not kept.
+    logits, labels = _logits_and_labels(scale=1.0)
+    fit = fit_temperature(logits, labels, CalibrationConfig(min_gain=0.01))
+    assert fit["temperature"] == 1.0 and fit["status"] == "no validation NLL gain over T = 1"
+    with pytest.raises(ValueError, match="bounds"):
+        CalibrationConfig(bounds=(1.5, 4.0))
+
+
+@pytest.fixture(scope="module")
+def calibrated(corpus, model_dir, tmp_path_factory):
+    from calibrated import calibrate_and_evaluate
+
+    return calibrate_and_evaluate(corpus, model_dir, tmp_path_factory.mktemp("calibrated"))
+
+
+@pytest.mark.slow
+def test_the_temperature_comes_from_validation_never_from_test(
+    calibrated, corpus, model_dir, tmp_path
+):
+    from smallcorpus import RUN, keep_torch_threads
+
+    from emotions.calibrate import calibrate_run, checkpoint_sha256, read_calibration
+    from emotions.train import RunPaths
+
+    record = read_calibration(calibrated.temperature_file, model_dir / "best.pt")
+    assert record == calibrated.record
+    assert record["split"] == "val"
+    assert record["checkpoint_sha256"] == checkpoint_sha256(model_dir / "best.pt")
+    paths = corpus.paths(model_dir)
+    split = pd.read_parquet(paths.split)
+    val_ids = set(split.loc[split["split"] == "val", "clip_id"].astype(str))
+    test_ids = set(split.loc[split["split"] == "test", "clip_id"].astype(str))
+    assert set(record["clip_ids"]) == val_ids and not val_ids & test_ids
+    assert record["n_val"] == len(val_ids)
+
+    # Scramble the test labels and drop half the test clips: the temperature cannot move.
+    scrambled = split.copy()
+    test_rows = scrambled.index[scrambled["split"] == "test"]
+    scrambled.loc[test_rows, "label"] = np.roll(scrambled.loc[test_rows, "label"].to_numpy(), 1)
+    scrambled = scrambled.drop(test_rows[: len(test_rows) // 2])
+    scrambled.to_parquet(tmp_path / "split.parquet", index=False)
+    other = RunPaths(cache=paths.cache, split=tmp_path / "split.parquet", model_dir=model_dir)
+    with keep_torch_threads():
+        again = calibrate_run(calibrated.params, RUN, paths=other, out=tmp_path / "t.json")
+    assert again["temperature"] == record["temperature"]
+    assert again["clip_ids"] == record["clip_ids"]
+
+
+@pytest.mark.slow
+def test_evaluate_reports_ece_and_nll_before_and_after_the_temperature(calibrated):
+    metrics, record = calibrated.metrics, calibrated.record
+    temperature = metrics["temperature"]
+    assert temperature == record["temperature"]
+    assert record["status"] == "fitted" and temperature != 1.0  # a real fit on 6 val clips
+    assert metrics["calibration"]["status"] == "fitted"
+    predictions = pd.read_parquet(calibrated.predictions)
+    classes = list(metrics["confusion_matrix"]["classes"])
+    index = {name: i for i, name in enumerate(classes)}
+    probs = predictions[[f"p_{name}" for name in classes]].to_numpy()
+    y_true = predictions["label"].map(index).to_numpy()
+    labels = list(range(len(classes)))
+    assert metrics["nll"] == pytest.approx(skm.log_loss(y_true, probs, labels=labels))
+    assert metrics["ece"] == pytest.approx(expected_calibration_error(probs, y_true, 15))
+    # Undo the temperature on the written probabilities: the raw scores come back.
+    raw = np.exp(np.log(probs) * temperature)
+    raw /= raw.sum(axis=1, keepdims=True)
+    assert metrics["nll_uncalibrated"] == pytest.approx(skm.log_loss(y_true, raw, labels=labels))
+    assert metrics["ece_uncalibrated"] == pytest.approx(expected_calibration_error(raw, y_true, 15))
+    assert metrics["nll"] != pytest.approx(metrics["nll_uncalibrated"])

@@ -12,7 +12,9 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+import pytest
 import torch
 from realworld import RealWorldTree
 from smallcorpus import RUN, SmallCorpus, run_python
@@ -147,3 +149,76 @@ def test_predictor_matches_the_evaluate_path_on_cached_clips(model_dir: Path, co
     got = torch.tensor([[r["probabilities"][c] for c in predictor.classes] for r in served])
     # Same inputs, same weights: only the 6-decimal rounding of the JSON remains.
     torch.testing.assert_close(got, expected.float(), atol=2e-6, rtol=0)
+
+
+@pytest.fixture(scope="module")
+def calibrated(corpus: SmallCorpus, model_dir: Path, tmp_path_factory):
+    from calibrated import calibrate_and_evaluate
+
+    return calibrate_and_evaluate(corpus, model_dir, tmp_path_factory.mktemp("calibrated"))
+
+
+def _test_clip_files(corpus: SmallCorpus, model_dir: Path, clip_ids) -> list[Path]:
+    paths = corpus.paths(model_dir)
+    where = pd.read_parquet(paths.cache / "index.parquet").set_index("clip_id")["path"]
+    return [corpus.root / where[clip_id] for clip_id in clip_ids]
+
+
+def test_predict_returns_the_calibrated_probabilities_evaluate_reports(
+    calibrated, corpus: SmallCorpus, model_dir: Path, tmp_path
+):
+    """`emotions predict --calibration` on the test clips' files answers evaluate's
+    calibrated test probabilities (predictions.parquet), not the raw softmax."""
+    evaluated = pd.read_parquet(calibrated.predictions)
+    files = _test_clip_files(corpus, model_dir, evaluated["clip_id"])
+    argv = ["-m", "emotions", "predict", "--model", str(model_dir)]
+    result = run_python(
+        [*argv, "--calibration", str(calibrated.temperature_file), *map(str, files)], tmp_path
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    answers = [json.loads(line) for line in result.stdout.splitlines()]
+    classes = calibrated.metrics["confusion_matrix"]["classes"]
+    got = np.array([[a["probabilities"][c] for c in classes] for a in answers])
+    want = evaluated[[f"p_{c}" for c in classes]].to_numpy()
+    np.testing.assert_allclose(got, want, atol=1e-5, rtol=0)
+    raw = Predictor(model_dir, calibration=None)
+    assert raw.temperature == 1.0 and raw.calibration_source is None  # nothing found here
+    uncalibrated = [r["probabilities"] for r in raw.predict_files(files)]
+    raw_max = max(max(p.values()) for p in uncalibrated)
+    assert abs(raw_max - got.max()) > 1e-3  # the temperature really changed the answers
+
+
+def test_predictor_finds_the_temperature_in_its_model_folder_and_checks_the_checkpoint(
+    calibrated, model_dir: Path, tmp_path
+):
+    import shutil
+
+    from emotions.calibrate import TEMPERATURE_FILE, CalibrationError
+
+    packaged = tmp_path / "packaged"  # as `emotions package` lays out a BentoML model
+    packaged.mkdir()
+    for name in ("model.json", "best.pt"):
+        shutil.copyfile(model_dir / name, packaged / name)
+    shutil.copyfile(calibrated.temperature_file, packaged / TEMPERATURE_FILE)
+    predictor = Predictor(packaged)
+    assert predictor.temperature == calibrated.record["temperature"]
+    assert predictor.calibration_source == str(packaged / TEMPERATURE_FILE)
+
+    # Other weights: an explicit file is refused, a discovered one is not applied.
+    other = tmp_path / "other"
+    shutil.copytree(packaged, other)
+    checkpoint = torch.load(other / "best.pt", weights_only=True)
+    first = next(iter(checkpoint["model"]))
+    checkpoint["model"][first] = checkpoint["model"][first] + 1.0
+    torch.save(checkpoint, other / "best.pt")
+    with pytest.raises(CalibrationError, match="another checkpoint"):
+        Predictor(other, calibration=calibrated.temperature_file)
+    assert Predictor(other).temperature == 1.0
+    refused = run_python(
+        ["-m", "emotions", "predict", "--model", str(other), "--calibration",
+         str(calibrated.temperature_file), "clip.mp4"],
+        tmp_path,
+    )  # fmt: skip
+    assert refused.returncode != 0 and refused.stdout == ""
+    assert refused.stderr.strip().splitlines()[-1].startswith("emotions predict: ")
+    assert "another checkpoint" in refused.stderr

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pytest
 import requests
 import yaml
@@ -51,8 +52,16 @@ REAL_WORLD = [
 
 
 @pytest.fixture(scope="module")
-def predictor(model_dir: Path) -> Predictor:
-    return Predictor(model_dir)
+def calibrated(corpus: SmallCorpus, model_dir: Path, tmp_path_factory):
+    """The run calibrated on validation and evaluated with it (calibrate + evaluate stages)."""
+    from calibrated import calibrate_and_evaluate
+
+    return calibrate_and_evaluate(corpus, model_dir, tmp_path_factory.mktemp("calibrated"))
+
+
+@pytest.fixture(scope="module")
+def predictor(model_dir: Path, calibrated) -> Predictor:
+    return Predictor(model_dir, calibration=calibrated.temperature_file)
 
 
 @pytest.fixture(scope="module")
@@ -86,11 +95,12 @@ def workdir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def server(model_dir: Path, workdir: Path, predictor: Predictor):
+def server(model_dir: Path, workdir: Path, predictor: Predictor, calibrated):
     port = free_port()
     argv = [
         sys.executable, "-m", "emotions", "--params", "params.yaml", "serve",
         "--model", str(model_dir), "--port", str(port), "--log", "log/predictions.jsonl",
+        "--calibration", str(calibrated.temperature_file),
     ]  # fmt: skip
     env = bento_env(workdir / "bentoml-home")
     live = start_server(argv, port=port, cwd=workdir, env=env, output=workdir / "server.out")
@@ -156,6 +166,29 @@ def test_uploads_answer_exactly_what_predict_answers(
         assert_same_prediction(response.json(), want, path.name)
     no_audio = post(server, tree.root / "Relaxation/no_audio.mp4").json()
     assert no_audio["modality_share"] == {"audio": 0.0, "visual": 1.0}
+
+
+def test_served_probabilities_are_the_calibrated_evaluate_probabilities(
+    server: LiveServer, calibrated, corpus: SmallCorpus, model_dir: Path
+):
+    """The test clips' files, uploaded, answer what `evaluate` wrote for them after the
+    temperature (fitted on validation) was applied, within 1e-5."""
+    evaluated = pd.read_parquet(calibrated.predictions)
+    assert calibrated.record["status"] == "fitted" and calibrated.record["temperature"] != 1.0
+    where = pd.read_parquet(corpus.paths(model_dir).cache / "index.parquet")
+    where = where.set_index("clip_id")["path"]
+    classes = calibrated.metrics["confusion_matrix"]["classes"]
+    for row in evaluated.itertuples(index=False):
+        response = post(server, corpus.root / where[row.clip_id])
+        assert response.status_code == 200, response.text
+        probs = response.json()["probabilities"]
+        for name in classes:
+            assert math.isclose(probs[name], getattr(row, f"p_{name}"), abs_tol=1e-5), name
+    info = requests.get(f"{server.url}/model", timeout=10).json()
+    assert info["calibration"] == {
+        "temperature": calibrated.record["temperature"],
+        "source": str(calibrated.temperature_file.resolve()),
+    }
 
 
 def test_model_and_health_endpoints(server: LiveServer, model_dir: Path):

@@ -140,6 +140,16 @@ def cmd_train(args: argparse.Namespace, params: Params) -> None:
     )
 
 
+def cmd_calibrate(args: argparse.Namespace, params: Params) -> None:
+    from emotions.calibrate import calibrate_run
+
+    record = calibrate_run(params, args.run)
+    print(
+        f"calibrate {args.run}: T={record['temperature']:.4g} ({record['status']}), "
+        f"val NLL {record['val_nll_raw']:.4f} -> {record['val_nll']:.4f} on {record['n_val']} clips"
+    )
+
+
 def cmd_evaluate(args: argparse.Namespace, params: Params) -> None:
     from emotions.evaluate import evaluate_run
 
@@ -152,11 +162,12 @@ def cmd_evaluate(args: argparse.Namespace, params: Params) -> None:
 def cmd_predict(args: argparse.Namespace, params: Params) -> None:
     import json
 
+    from emotions.calibrate import CalibrationError
     from emotions.inference import ModelFolderError, Predictor
 
     try:
-        predictor = Predictor(args.model, threads=args.threads)
-    except ModelFolderError as error:
+        predictor = Predictor(args.model, threads=args.threads, calibration=args.calibration)
+    except (ModelFolderError, CalibrationError) as error:
         raise StageError(str(error)) from None
     failures = 0
     for result in predictor.predict_files(args.files, batch_size=args.batch_size):
@@ -193,7 +204,6 @@ def cmd_package(args: argparse.Namespace, params: Params) -> None:
     try:
         result = package(
             _served_model_dir(args, params),
-            params_path=Path(args.params),
             bentofile=Path(args.bentofile),
             out=Path(args.out),
         )
@@ -213,7 +223,17 @@ def cmd_serve(args: argparse.Namespace, params: Params) -> None:
             "run `emotions train` or `dvc repro` first)"
         )
     log = Path(args.log) if args.log else None
-    exec_serve(model_dir, Path(args.params), host=args.host, port=args.port, log_path=log)
+    calibration = Path(args.calibration) if args.calibration else None
+    if calibration is not None and not calibration.is_file():
+        raise StageError(f"{calibration}: no such calibration file")
+    exec_serve(
+        model_dir,
+        Path(args.params),
+        host=args.host,
+        port=args.port,
+        log_path=log,
+        calibration=calibration,
+    )
 
 
 def cmd_monitor(args: argparse.Namespace, params: Params) -> None:
@@ -316,6 +336,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", action="store_true", help="resume (the default; kept explicit)")
     train.set_defaults(run_command=cmd_train)
 
+    calibrate = sub.add_parser("calibrate", help="fit the run's temperature on validation")
+    calibrate.add_argument("--run", required=True)
+    calibrate.set_defaults(run_command=cmd_calibrate)
+
     evaluate = sub.add_parser("evaluate", help="test metrics, calibration and plots for one run")
     evaluate.add_argument("--run", required=True)
     evaluate.set_defaults(run_command=cmd_evaluate)
@@ -325,6 +349,11 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("files", nargs="+")
     predict.add_argument("--batch-size", type=int, default=8)
     predict.add_argument("--threads", type=int, default=2, help="decoder threads per file")
+    predict.add_argument(
+        "--calibration",
+        default=None,
+        help="a temperature.json (default: the model folder's, else the run's calibrate output)",
+    )
     predict.set_defaults(run_command=cmd_predict, needs_params=False)
 
     ablate = sub.add_parser("ablate", help="retrain with modality / fusion / loss switched off")
@@ -355,6 +384,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=3000)
     serve.add_argument("--log", default=None, help="prediction log (default: serve.log_path)")
+    serve.add_argument(
+        "--calibration",
+        default=None,
+        help="a temperature.json (default: the model folder's, else the run's calibrate output)",
+    )
     serve.set_defaults(run_command=cmd_serve)
 
     mon = sub.add_parser("monitor", help="Evidently drift of the prediction log vs. validation")

@@ -185,8 +185,38 @@ class TrainConfig(Strict):
     accumulate: int = Field(1, ge=1)
 
 
+class CalibrationConfig(Strict):
+    """Temperature scaling (the `calibrate` stage), fitted on the validation split only.
+
+    A temperature is only trusted where the validation split can determine it: with too few
+    clips, or clips the model already separates perfectly, validation NLL keeps falling as
+    T → 0 and an unbounded fit returns a degenerate near-one-hot model. The fit therefore
+    searches ``bounds`` only, rejects an optimum that lands on a bound (no interior minimum:
+    the data did not decide), and keeps T only if it lowers validation NLL by ``min_gain``.
+    """
+
+    # Fewer validation clips than this: T = 1 (a handful of clips cannot pin a temperature).
+    min_clips: int = Field(20, ge=1)
+    # The search range of T. Guo et al. (2017, "On Calibration of Modern Neural Networks")
+    # report fitted temperatures of about 1-3 for overconfident networks; under-confident
+    # small models go below 1. The range leaves room for both and nothing degenerate.
+    bounds: tuple[float, float] = (0.25, 8.0)
+    # The smallest validation-NLL improvement (nats per clip) that keeps a fitted T.
+    min_gain: float = Field(1e-4, ge=0.0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> CalibrationConfig:
+        low, high = self.bounds
+        if not 0 < low < 1 < high:
+            raise ValueError(
+                f"calibration.bounds must satisfy 0 < low < 1 < high, got {self.bounds}"
+            )
+        return self
+
+
 class EvaluateConfig(Strict):
     ece_bins: int = Field(15, ge=2)
+    calibration: CalibrationConfig = CalibrationConfig()
     # Test clips whose annotators agreed at least this much form the "high agreement" group
     # the report compares with the rest (the variants' test.min_agreement default, 0.8).
     high_agreement: float = Field(0.8, ge=0.0, le=1.0)

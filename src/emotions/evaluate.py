@@ -1,13 +1,14 @@
 """The `evaluate` stage: test-split metrics, calibration, plots and a drift reference.
 
-Temperature scaling is fitted on the validation split (one scalar, so it cannot change which
-class wins, only how confident the model says it is); ECE is reported before and after. The
-test predictions with their embeddings are kept as `predictions.parquet`, the reference the
+The temperature comes from the `calibrate` stage (:mod:`emotions.calibrate`, fitted on the
+validation split only); ECE and NLL on test are reported before and after it, and the test
+probabilities written here are the calibrated ones the Predictor (and so the service) returns.
+The test predictions with their embeddings are kept as `predictions.parquet`, the reference the
 drift monitor compares live traffic against.
 
 `metrics/<dataset>/<variant>.json` carries what the field reports (`emotions.metrics`):
 accuracy (= WAR), UAR, weighted and macro F1, per-class accuracy/precision/recall/F1,
-polarity accuracy, ECE, the confusion matrix, and the accuracy on high- against
+polarity accuracy, ECE and NLL (raw and calibrated), the confusion matrix, and the accuracy on high- against
 low-agreement test clips (`evaluate.high_agreement`), where the labels come with votes.
 """
 
@@ -23,6 +24,12 @@ import torch
 from torch.utils.data import DataLoader
 
 from emotions.atomic import atomic_write, atomic_write_json
+from emotions.calibrate import (
+    CalibrationError,
+    calibration_path,
+    fit_temperature,
+    read_calibration,
+)
 from emotions.checkpoints import BEST, META, load_checkpoint
 from emotions.config import Params
 from emotions.metrics import (
@@ -30,30 +37,12 @@ from emotions.metrics import (
     classification_summary,
     confusion_matrix,
     expected_calibration_error,
+    log_loss,
     per_class_scores,
     polarity_accuracy,
 )
 from emotions.runtime import resolve_runtime
 from emotions.train import RunPaths, build_dataset, predict_split
-
-
-def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
-    """The temperature minimising validation NLL (1.0 when there is nothing to fit on)."""
-    if len(labels) == 0:
-        return 1.0
-    logits_t = torch.as_tensor(logits, dtype=torch.float64)
-    labels_t = torch.as_tensor(labels, dtype=torch.long)
-    log_t = torch.zeros(1, dtype=torch.float64, requires_grad=True)
-    optimizer = torch.optim.LBFGS([log_t], lr=0.1, max_iter=100)
-
-    def closure() -> torch.Tensor:
-        optimizer.zero_grad()
-        loss = torch.nn.functional.cross_entropy(logits_t / log_t.exp(), labels_t)
-        loss.backward()
-        return loss
-
-    optimizer.step(closure)
-    return float(np.clip(log_t.exp().item(), 0.05, 20.0))
 
 
 def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
@@ -127,8 +116,14 @@ def evaluate_run(
     metrics_path: Path | None = None,
     plots_dir: Path | None = None,
     eval_dir: Path | None = None,
+    calibration: Path | None = None,
 ) -> dict[str, Any]:
-    """Evaluate the best checkpoint of a run on its test split and write every output."""
+    """Evaluate the best checkpoint of a run on its test split and write every output.
+
+    ``calibration`` is the run's ``temperature.json`` (default: where `emotions calibrate`
+    writes it). Without one, the same validation fit runs here in memory, so a bare call
+    reports what the stage would have stored.
+    """
     spec = params.run(run)
     paths = paths or RunPaths.for_run(params, run)
     metrics_path = metrics_path or Path("metrics") / spec.dataset / f"{spec.variant}.json"
@@ -144,11 +139,11 @@ def evaluate_run(
         dataset = build_dataset(params, run, paths, split, train=False)
         return predict_split(model, DataLoader(dataset, batch_size=batch), runtime, desc=split)
 
-    val = run_split("val")
+    fit = _calibration(params, spec, paths, calibration, run_split)
+    temperature = float(fit["temperature"])
     test = run_split("test")
     if len(test["labels"]) == 0:
         raise RuntimeError(f"run {run}: the test split of {paths.split} is empty")
-    temperature = fit_temperature(val["logits"], val["labels"]) if len(val["labels"]) else 1.0
     raw_probs = softmax(test["logits"])
     probs = softmax(test["logits"], temperature)
     labels, predicted = test["labels"], probs.argmax(1)
@@ -159,7 +154,16 @@ def evaluate_run(
         "polarity_accuracy": polarity_accuracy(labels, predicted, polarity),
         "ece": expected_calibration_error(probs, labels, params.evaluate.ece_bins),
         "ece_uncalibrated": expected_calibration_error(raw_probs, labels, params.evaluate.ece_bins),
+        "nll": log_loss(labels, probs, labels=list(range(len(classes)))),
+        "nll_uncalibrated": log_loss(labels, raw_probs, labels=list(range(len(classes)))),
         "temperature": temperature,
+        # Why T is what it is: "fitted" on validation, or the reason it stayed 1.
+        "calibration": {
+            "status": str(fit["status"]),
+            "n_val": int(fit["n_val"]),
+            "val_nll_raw": float(fit["val_nll_raw"]),
+            "val_nll": float(fit["val_nll"]),
+        },
         "n_test": len(labels),
         "per_class": {
             name: {
@@ -182,6 +186,23 @@ def evaluate_run(
     _write_plots(plots_dir, matrix, classes, labels, predicted, test["clip_ids"])
     _write_predictions(eval_dir, test, probs, classes)
     return metrics
+
+
+def _calibration(params: Params, spec, paths: RunPaths, given: Path | None, run_split):
+    """The temperature record evaluate applies: ``given`` (which must match the checkpoint),
+    else the calibrate stage's file when it was fitted for these weights, else the same
+    validation fit in memory (a champion's model re-scored by flows/rescore.py has no file)."""
+    checkpoint = paths.model_dir / BEST
+    if given is not None:
+        return read_calibration(given, checkpoint)
+    default = calibration_path(spec.dataset, spec.variant)
+    if default.is_file():
+        try:
+            return read_calibration(default, checkpoint)
+        except CalibrationError:
+            pass
+    val = run_split("val")
+    return fit_temperature(val["logits"], val["labels"], params.evaluate.calibration)
 
 
 def _write_plots(plots_dir: Path, matrix, classes, labels, predicted, clip_ids) -> None:

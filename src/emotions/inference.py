@@ -3,6 +3,12 @@
 The one code path from an uploaded file to a prediction, shared by `emotions predict` and the
 BentoML service: `decode_clip` (the function that filled the training cache) and `make_sample`
 (the loader's eval transform), so a served model sees exactly what it was trained on.
+
+Clip probabilities are calibrated: the clip logits are divided by the run's temperature
+(:mod:`emotions.calibrate`, fitted on validation) before the softmax, exactly as `evaluate`
+does, so every consumer (CLI, service, drift reference) gets the probabilities the metrics
+describe. The per-window timeline comes from a head of its own that was not calibrated, and
+stays a raw softmax.
 """
 
 from __future__ import annotations
@@ -26,10 +32,51 @@ class ModelFolderError(FileNotFoundError):
     """The --model folder is not a trained model (missing model.json or best.pt)."""
 
 
-class Predictor:
-    """A trained AV-CANet with its preprocessing, ready for files."""
+def find_calibration(
+    model_dir: Path, meta: dict[str, Any], calibration: str | Path | None
+) -> tuple[float, str | None]:
+    """The temperature to apply and the file it came from (None: T = 1, no file).
 
-    def __init__(self, model_dir: str | Path, *, device: str = "cpu", threads: int = 1) -> None:
+    ``calibration`` given: that file, which must match the checkpoint (CalibrationError
+    otherwise). Not given: ``temperature.json`` inside the model folder (a BentoML model from
+    `emotions package` carries it), else where the `calibrate` stage writes the run's file in
+    this checkout; a discovered file fitted for other weights is ignored, not applied.
+    """
+    from emotions.calibrate import (
+        TEMPERATURE_FILE,
+        CalibrationError,
+        calibration_path,
+        read_calibration,
+    )
+
+    checkpoint = model_dir / BEST
+    if calibration is not None:
+        return float(read_calibration(Path(calibration), checkpoint)["temperature"]), str(
+            calibration
+        )
+    candidates = [model_dir / TEMPERATURE_FILE]
+    if meta.get("dataset") and meta.get("variant"):
+        candidates.append(calibration_path(str(meta["dataset"]), str(meta["variant"])))
+    for path in candidates:
+        if path.is_file():
+            try:
+                return float(read_calibration(path, checkpoint)["temperature"]), str(path)
+            except CalibrationError:
+                continue
+    return 1.0, None
+
+
+class Predictor:
+    """A trained AV-CANet with its preprocessing and calibration, ready for files."""
+
+    def __init__(
+        self,
+        model_dir: str | Path,
+        *,
+        device: str = "cpu",
+        threads: int = 1,
+        calibration: str | Path | None = None,
+    ) -> None:
         from emotions.models.avcanet import AVCANet
         from emotions.models.settings import ModelSettings, without_weights
 
@@ -51,6 +98,9 @@ class Predictor:
         self.model.to(self.device).eval()
         self.modalities = self.model.modalities
         self.threads = threads
+        self.temperature, self.calibration_source = find_calibration(
+            self.model_dir, self.meta, calibration
+        )
 
     def decode(self, path: str | Path) -> DecodedClip:
         return decode_clip(path, self.preprocess, threads=self.threads)
@@ -93,13 +143,13 @@ class Predictor:
         batch = self.tensors(clips)
         full = self.model(**batch)
         embeddings = full["embedding"].float().cpu().numpy()
-        probs = torch.softmax(full["logits"].float(), dim=1)
+        probs = torch.softmax(full["logits"].float() / self.temperature, dim=1)
         windows = torch.softmax(full["window_logits"].float(), dim=2)
         masked = {}
         if len(self.modalities) == 2:
             for modality in self.modalities:
                 out = self.model(**batch, mask_modality=modality)
-                masked[modality] = torch.softmax(out["logits"].float(), dim=1)
+                masked[modality] = torch.softmax(out["logits"].float() / self.temperature, dim=1)
         results = []
         for i, clip in enumerate(clips):
             results.append(

@@ -143,3 +143,16 @@ def expected_calibration_error(
         if members.any():
             error += members.mean() * abs(correct[members].mean() - confidence[members].mean())
     return float(error)
+
+
+def log_loss(
+    y_true: Sequence[int] | np.ndarray, probabilities: np.ndarray, labels: Sequence[int]
+) -> float:
+    """Mean negative log-likelihood (nats per clip), scikit-learn's ``log_loss`` over all K
+    classes (so a test split missing a class still scores the same K-way distribution)."""
+    y_true = _as_labels(y_true)
+    if len(y_true) == 0:
+        return 0.0
+    probabilities = np.asarray(probabilities, float)
+    probabilities = probabilities / probabilities.sum(axis=1, keepdims=True)
+    return float(skm.log_loss(y_true, probabilities, labels=list(labels)))

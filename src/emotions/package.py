@@ -1,16 +1,18 @@
-"""`emotions package`: build the Bento of the service (the `package` stage of dvc.yaml).
+"""`emotions package`: put the served model into the BentoML store, then ``bentoml build``.
 
-The served model folder becomes a BentoML model, ``avcanet-<run>:<content hash>``, in the local
-BentoML store (labels: run, dataset, variant; metadata: the test metrics), and the Bento
-references it under ``models:``. That is BentoML 1.4's own way to ship weights: the model is a
-versioned artefact of its own (``bentoml models list/get``), shared by every Bento built on it,
-and ``bentoml containerize`` or a push carries it along. The content hash makes packaging
-idempotent: the same weights never become a second model version.
+The Bento builds from ``bentofile.yaml`` alone (``bentoml build`` in the repository after
+training gives the same Bento): the service definition references its model as a
+``bentoml.models.BentoModel`` class attribute (:mod:`emotions.serve.service`), which BentoML
+pins into the Bento's manifest; the dependencies are pyproject.toml's (listed in
+bentofile.yaml, kept equal by a test) with ``lock_packages: false``; the Bento carries the
+params.yaml it was built with.
 
-The build context is staged in a temporary folder (see bentofile.yaml): the ``emotions``
-package, and params.yaml with ``serve.model_tag`` pinned so the Bento serves exactly that model.
-Requirements are pyproject.toml's runtime dependencies with ``lock_packages: false``, so the
-build resolves and downloads nothing; it works offline from the installed environment.
+The served model folder becomes a BentoML model, ``avcanet-<run>:<content hash>`` (labels:
+run, dataset, variant; metadata: the test metrics), with the run's calibration
+(``temperature.json``) and metrics beside the weights. The content hash makes storing
+idempotent: the same weights and calibration never become a second model version, which is
+why the service can store the checkout's model itself when ``bentoml build`` imports it.
+This command only does that step explicitly (for any ``--model`` folder), then the same build.
 """
 
 from __future__ import annotations
@@ -20,22 +22,15 @@ import json
 import os
 import re
 import shutil
-import tempfile
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-import emotions
 from emotions.atomic import atomic_write_text
-from emotions.config import parse_params
 
 # Files of a model folder that serving needs (last.pt holds optimiser state, dvclive the logs).
 MODEL_FILES = ("model.json", "best.pt", "train_summary.json")
-# The Bento's prediction log when EMOTIONS_PREDICTION_LOG is not set: outside the Bento store.
-BENTO_LOG_PATH = "~/.local/state/emotions/predictions.jsonl"
 METRIC_KEYS = ("accuracy", "weighted_f1", "macro_f1", "polarity_accuracy", "ece", "n_test")
 
 
@@ -86,13 +81,24 @@ def read_model_meta(model_dir: Path) -> dict[str, Any]:
     return json.loads(meta_path.read_text(encoding="utf-8"))
 
 
-def store_model(model_dir: Path, metrics_path: Path | None = None) -> str:
-    """Put the serving files of ``model_dir`` into the BentoML store; returns the model tag."""
+def store_model(
+    model_dir: Path, metrics_path: Path | None = None, calibration_path: Path | None = None
+) -> str:
+    """Put the serving files of ``model_dir`` (with the run's metrics and its calibration,
+    which must be for these weights) into the BentoML store; returns the model tag."""
     import bentoml
     from bentoml.exceptions import NotFound
 
+    from emotions.calibrate import TEMPERATURE_FILE, CalibrationError, read_calibration
+
     meta = read_model_meta(model_dir)
     files = {name: model_dir / name for name in MODEL_FILES if (model_dir / name).is_file()}
+    if calibration_path is not None:
+        try:
+            read_calibration(calibration_path, model_dir / "best.pt")
+        except CalibrationError as error:
+            raise PackageError(str(error)) from None
+        files[TEMPERATURE_FILE] = calibration_path
     metrics: dict[str, Any] = {}
     if metrics_path is not None and metrics_path.is_file():
         files["metrics.json"] = metrics_path
@@ -114,75 +120,67 @@ def store_model(model_dir: Path, metrics_path: Path | None = None) -> str:
     return tag
 
 
-def stage_build_context(
-    ctx: Path,
-    *,
-    bentofile: Path,
-    params_path: Path,
-    model_tag: str,
-    requirements: list[str],
-) -> Path:
-    """Write the build context into ``ctx``; returns its bentofile."""
-    package_dir = Path(emotions.__file__).resolve().parent
-    shutil.copytree(
-        package_dir, ctx / "emotions", ignore=shutil.ignore_patterns("__pycache__", "*.pyc")
+def run_files(model_dir: Path, meta: dict[str, Any]) -> tuple[Path | None, Path | None]:
+    """The run's metrics and calibration where `evaluate` and `calibrate` write them (relative
+    to the repository), each None when absent; a calibration for other weights is left out."""
+    from emotions.calibrate import CalibrationError, calibration_path, read_calibration
+
+    if not (meta.get("dataset") and meta.get("variant")):
+        return None, None
+    dataset, variant = str(meta["dataset"]), str(meta["variant"])
+    metrics = Path("metrics") / dataset / f"{variant}.json"
+    calibration = calibration_path(dataset, variant)
+    if calibration.is_file():
+        try:
+            read_calibration(calibration, model_dir / "best.pt")
+        except CalibrationError:
+            calibration = None
+    return (metrics if metrics.is_file() else None), (
+        calibration if calibration and calibration.is_file() else None
     )
-    raw = yaml.safe_load(params_path.read_text(encoding="utf-8")) or {}
-    raw.setdefault("serve", {})
-    raw["serve"].update(model_tag=model_tag, log_path=BENTO_LOG_PATH)
-    parse_params(raw, f"{params_path} (staged for the Bento)")  # fail here, not at serve time
-    (ctx / "params.yaml").write_text(
-        "# Staged by `emotions package`: serve.model_tag pins the model of this Bento.\n"
-        + yaml.safe_dump(raw, sort_keys=False, allow_unicode=True),
-        encoding="utf-8",
-    )
-    config = yaml.safe_load(bentofile.read_text(encoding="utf-8")) or {}
-    config.setdefault("python", {})
-    config["python"]["packages"] = requirements
-    config["python"]["lock_packages"] = False
-    config["models"] = [model_tag]
-    config.setdefault("labels", {})["model"] = model_tag
-    staged = ctx / "bentofile.yaml"
-    staged.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
-    return staged
+
+
+def store_run_model(model_dir: Path) -> str:
+    """:func:`store_model` with the run's own metrics and calibration files."""
+    metrics, calibration = run_files(model_dir, read_model_meta(model_dir))
+    return store_model(model_dir, metrics, calibration)
 
 
 def package(
     model_dir: Path,
     *,
-    params_path: Path = Path("params.yaml"),
     bentofile: Path = Path("bentofile.yaml"),
     out: Path = Path("artifacts/bento.txt"),
     metrics_path: Path | None = None,
+    calibration_path: Path | None = None,
 ) -> PackageResult:
-    """Store the model, build the Bento, write its tag to ``out`` (atomically)."""
+    """Store the model, run the ``bentoml build`` of ``bentofile`` pinned to it, write the
+    Bento's tag to ``out`` (atomically)."""
+    from emotions.serve.settings import MODEL_DIR_ENV, MODEL_TAG_ENV
+
     os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")  # before bentoml is imported
     import bentoml
 
     if not bentofile.is_file():
         raise PackageError(f"{bentofile}: not found (run from the repository root)")
-    if not params_path.is_file():
-        raise PackageError(f"{params_path}: not found")
-    requirements = runtime_requirements(bentofile.resolve().parent / "pyproject.toml")
     meta = read_model_meta(model_dir)
-    if metrics_path is None and meta.get("dataset") and meta.get("variant"):
-        # Where `emotions evaluate` writes the run's test metrics.
-        metrics_path = Path("metrics") / meta["dataset"] / f"{meta['variant']}.json"
-    model_tag = store_model(model_dir, metrics_path)
+    metrics, calibration = run_files(model_dir, meta)
+    model_tag = store_model(model_dir, metrics_path or metrics, calibration_path or calibration)
+    saved = {key: os.environ.get(key) for key in (MODEL_TAG_ENV, MODEL_DIR_ENV)}
+    os.environ[MODEL_TAG_ENV] = model_tag  # what the service's BentoModel attribute references
+    os.environ.pop(MODEL_DIR_ENV, None)
     cwd = Path.cwd()
-    with tempfile.TemporaryDirectory(prefix="emotions-bento-") as tmp:
-        ctx = Path(tmp)
-        staged = stage_build_context(
-            ctx,
-            bentofile=bentofile,
-            params_path=params_path,
-            model_tag=model_tag,
-            requirements=requirements,
+    try:
+        bento = bentoml.bentos.build_bentofile(
+            str(bentofile.resolve()), build_ctx=str(bentofile.resolve().parent)
         )
-        try:
-            bento = bentoml.bentos.build_bentofile(str(staged), build_ctx=str(ctx))
-        finally:
-            os.chdir(cwd)  # loading the service for the build may change directory
+    finally:
+        os.chdir(cwd)  # loading the service for the build changes directory
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
     tag = str(bento.tag)
     atomic_write_text(out, tag + "\n")
     return PackageResult(tag=tag, model_tag=model_tag, path=Path(bento.path))

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import NoReturn
 
-from emotions.serve.settings import LOG_ENV, MODEL_DIR_ENV, PARAMS_ENV
+from emotions.serve.settings import CALIBRATION_ENV, LOG_ENV, MODEL_DIR_ENV, PARAMS_ENV
 
 SERVICE = "emotions.serve.service:EmotionService"
 
@@ -25,6 +25,7 @@ def serve_environment(
     *,
     log_path: Path | None = None,
     base: Mapping[str, str] | None = None,
+    calibration: Path | None = None,
 ) -> dict[str, str]:
     """The server's environment: ours on top of ``base`` (default: this process's)."""
     env = dict(os.environ if base is None else base)
@@ -33,6 +34,8 @@ def serve_environment(
         env[PARAMS_ENV] = str(params_path.resolve())
     if log_path is not None:
         env[LOG_ENV] = str(log_path.resolve())
+    if calibration is not None:
+        env[CALIBRATION_ENV] = str(calibration.resolve())
     env.setdefault("BENTOML_DO_NOT_TRACK", "true")  # "1" is ignored by BentoML's Python API
     return env
 
@@ -42,11 +45,17 @@ def serve_argv(host: str, port: int) -> list[str]:
 
 
 def exec_serve(
-    model_dir: Path, params_path: Path, *, host: str, port: int, log_path: Path | None = None
+    model_dir: Path,
+    params_path: Path,
+    *,
+    host: str,
+    port: int,
+    log_path: Path | None = None,
+    calibration: Path | None = None,
 ) -> NoReturn:
     """Become ``bentoml serve`` (never returns)."""
     argv = serve_argv(host, port)
-    env = serve_environment(model_dir, params_path, log_path=log_path)
+    env = serve_environment(model_dir, params_path, log_path=log_path, calibration=calibration)
     sys.stdout.flush()
     sys.stderr.flush()
     os.execve(argv[0], argv, env)

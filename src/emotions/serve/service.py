@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -49,7 +50,13 @@ from emotions.serve.prediction_log import (
     new_request_id,
     prediction_record,
 )
-from emotions.serve.settings import ModelSource, load_settings, resolve_model
+from emotions.serve.settings import (
+    CALIBRATION_ENV,
+    ModelSource,
+    load_settings,
+    resolve_model,
+    served_model_tag,
+)
 from emotions.serve.upload import UploadedVideo
 
 logger = logging.getLogger("emotions.serve")
@@ -57,6 +64,8 @@ logger = logging.getLogger("emotions.serve")
 # Read at import: BentoML takes workers, timeouts and middleware from the class definition.
 SETTINGS = load_settings()
 PREDICTION_LOG = PredictionLog(SETTINGS.log_path)
+# The BentoML model the service is built on (None: a plain folder, see served_model_tag).
+MODEL_TAG = served_model_tag(SETTINGS)
 
 info_app = FastAPI(title="emotions", docs_url=None, redoc_url=None, openapi_url=None)
 
@@ -100,13 +109,25 @@ def file_sha256(path: Path) -> str:
 class EmotionService:
     """AV-CANet behind HTTP: one upload in, one `emotions predict` answer out."""
 
+    if MODEL_TAG:
+        # BentoML 1.4's model reference: `bentoml build` pins this version into the Bento
+        # (and `bentoml containerize` ships it); reading the attribute resolves it from the
+        # model store.
+        served_model = bentoml.models.BentoModel(MODEL_TAG)
+
     def __init__(self) -> None:
         import torch
 
         config = SETTINGS.config
         torch.set_num_threads(config.torch_threads)
-        self.source: ModelSource = resolve_model(SETTINGS)
-        self.predictor = Predictor(self.source.path)
+        if MODEL_TAG:
+            stored = self.served_model
+            self.source: ModelSource = ModelSource(Path(stored.path), "bentoml", str(stored.tag))
+        else:
+            self.source = resolve_model(SETTINGS)
+        self.predictor = Predictor(
+            self.source.path, calibration=os.environ.get(CALIBRATION_ENV) or None
+        )
         self.decoder = DecoderPool(
             self.predictor.preprocess,
             workers=config.decode_workers,
@@ -131,6 +152,11 @@ class EmotionService:
                 "tag": self.source.tag,
             },
             "checkpoint_sha256": file_sha256(self.source.path / "best.pt"),
+            # The temperature the clip probabilities are divided by, and its file (None: T=1).
+            "calibration": {
+                "temperature": self.predictor.temperature,
+                "source": self.predictor.calibration_source,
+            },
             "classes": self.predictor.classes,
             "polarity": dict(zip(self.predictor.classes, self.predictor.polarity, strict=True)),
             "modalities": list(self.predictor.modalities),

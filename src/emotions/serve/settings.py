@@ -19,6 +19,41 @@ PARAMS_ENV = "EMOTIONS_PARAMS"
 MODEL_DIR_ENV = "EMOTIONS_MODEL_DIR"
 LOG_ENV = "EMOTIONS_PREDICTION_LOG"
 MAX_UPLOAD_ENV = "EMOTIONS_MAX_UPLOAD_MB"
+# A temperature.json to apply (default: the model folder's, else the run's calibrate output).
+CALIBRATION_ENV = "EMOTIONS_CALIBRATION"
+# A BentoML model tag to serve (overrides serve.model_tag; `emotions package` builds with it).
+MODEL_TAG_ENV = "EMOTIONS_MODEL_TAG"
+# The prediction log of a Bento whose params name a relative path (which would land in the
+# Bento store) and no EMOTIONS_PREDICTION_LOG is set.
+BENTO_LOG_PATH = "~/.local/state/emotions/predictions.jsonl"
+BENTO_YAML = "bento.yaml"
+
+
+def bento_root(cwd: Path | None = None) -> Path | None:
+    """The Bento this process serves from, or None in a checkout.
+
+    BentoML imports a Bento's service with the working directory set to the Bento's ``src/``,
+    beside its ``bento.yaml`` manifest (in the store and in a container alike).
+    """
+    cwd = Path.cwd() if cwd is None else cwd
+    return cwd.parent if (cwd.parent / BENTO_YAML).is_file() else None
+
+
+def pinned_model_tag(root: Path, name: str | None = None) -> str | None:
+    """The model version a built Bento pinned (``models:`` of its bento.yaml): the one named
+    ``name`` if given and present, else the only one."""
+    import yaml
+
+    manifest = yaml.safe_load((root / BENTO_YAML).read_text(encoding="utf-8")) or {}
+    # A service's model attributes are listed under services[].models, bentofile ones on top.
+    entries = list(manifest.get("models") or [])
+    for service in manifest.get("services") or []:
+        entries += service.get("models") or []
+    tags = list(dict.fromkeys(str(m["tag"]) for m in entries if isinstance(m, dict)))
+    named = [tag for tag in tags if name and tag.split(":")[0] == name]
+    if named:
+        return named[0]
+    return tags[0] if len(tags) == 1 else None
 
 
 @dataclass(frozen=True)
@@ -60,7 +95,44 @@ def load_settings(environ: Mapping[str, str] | None = None) -> ServeSettings:
             ) from None
         config = ServeConfig.model_validate({**config.model_dump(), "max_upload_mb": limit})
     log_path = Path(environ.get(LOG_ENV) or config.log_path).expanduser()
+    if LOG_ENV not in environ and not log_path.is_absolute() and bento_root() is not None:
+        log_path = Path(BENTO_LOG_PATH).expanduser()
+    if environ.get(MODEL_TAG_ENV):
+        config = ServeConfig.model_validate(
+            {**config.model_dump(), "model_tag": environ[MODEL_TAG_ENV]}
+        )
     return ServeSettings(config=config, params=params, log_path=log_path)
+
+
+def served_model_tag(
+    settings: ServeSettings, environ: Mapping[str, str] | None = None
+) -> str | None:
+    """The BentoML model the service references (its ``bentoml.models.BentoModel``), or None
+    when it serves a plain folder (``EMOTIONS_MODEL_DIR``, or no trained model here).
+
+    In order: ``EMOTIONS_MODEL_TAG`` / ``serve.model_tag``; inside a Bento, the version its
+    bento.yaml pinned at build time; in a checkout, the served run's model folder, put into
+    the local model store (idempotent: the version is the content hash of the weights, the
+    calibration and the metrics), so a plain ``bentoml build`` after training pins exactly
+    the weights in ``artifacts/models/``.
+    """
+    environ = os.environ if environ is None else environ
+    if environ.get(MODEL_DIR_ENV):
+        return None
+    if settings.config.model_tag:
+        return settings.config.model_tag
+    from emotions.package import model_name, store_run_model
+
+    name = model_name(settings.config.run)
+    root = bento_root()
+    if root is not None:
+        return pinned_model_tag(root, name)
+    if settings.params is None:
+        return None
+    model_dir = default_model_dir(settings.params, settings.config.run)
+    if not (model_dir / "model.json").is_file() or not (model_dir / "best.pt").is_file():
+        return None
+    return store_run_model(model_dir)
 
 
 @dataclass(frozen=True)
@@ -72,16 +144,23 @@ class ModelSource:
     tag: str | None = None
 
 
-def resolve_model(settings: ServeSettings, environ: Mapping[str, str] | None = None) -> ModelSource:
-    """``EMOTIONS_MODEL_DIR``, else the pinned BentoML model, else the run's model folder."""
+def resolve_model(
+    settings: ServeSettings,
+    environ: Mapping[str, str] | None = None,
+    *,
+    model_tag: str | None = None,
+) -> ModelSource:
+    """``EMOTIONS_MODEL_DIR``, else the BentoML model (``model_tag``, default
+    ``serve.model_tag``), else the run's model folder."""
     environ = os.environ if environ is None else environ
     if environ.get(MODEL_DIR_ENV):
         return ModelSource(Path(environ[MODEL_DIR_ENV]), "env")
-    if settings.config.model_tag:
+    model_tag = model_tag or settings.config.model_tag
+    if model_tag:
         import bentoml
 
         # Inside a Bento the model store is the Bento's own, so this never leaves the machine.
-        model = bentoml.models.get(settings.config.model_tag)
+        model = bentoml.models.get(model_tag)
         return ModelSource(Path(model.path), "bentoml", str(model.tag))
     if settings.params is None:
         raise ConfigError(
