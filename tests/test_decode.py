@@ -97,11 +97,12 @@ def test_decode_is_deterministic(clips):
     np.testing.assert_array_equal(first.frame_times_s, second.frame_times_s)
 
 
-def test_audio_becomes_padded_log_mel(clips):
+def test_audio_becomes_log_mel_on_the_clips_time_base(clips):
     clip = decode_clip(clips["tone"], CONFIG)
-    # 3 s at a 10 ms shift with a 25 ms window: 298 frames, then zero padding to 400.
-    assert clip.has_audio and clip.audio_frames == pytest.approx(298, abs=3)
-    assert np.all(clip.fbank[clip.audio_frames :] == 0)
+    # 3 s at a 10 ms shift: ~298 frames, stretched onto the 400 rows that span the clip's 3 s
+    # (the frames' time base), so no row is padding when sound and picture end together.
+    assert clip.has_audio and clip.audio_frames == 400
+    assert clip.audio_s == pytest.approx(3.0, abs=0.05)
     valid = clip.fbank[: clip.audio_frames]
     assert np.isfinite(valid).all() and valid.std() > 1.0
     # A 440 Hz tone puts its energy in one low mel band, the same in every frame.
@@ -109,7 +110,7 @@ def test_audio_becomes_padded_log_mel(clips):
     assert len(set(peak.tolist())) == 1 and peak[0] < 16
 
 
-def test_long_audio_is_cut_to_target_frames(clips):
+def test_long_audio_is_pooled_to_target_frames(clips):
     short = PreprocessConfig(
         num_frames=4, resize=32, crop=24, audio=AudioFeatures(target_frames=100)
     )

@@ -121,7 +121,7 @@ def test_train_samples_are_random_crops_flips_and_masked(cache):
         masked_cols += int((audio[:valid] == 0).all(dim=0).sum())
     assert masked_rows > 0 and masked_cols > 0
     assert not (reference[:valid] == 0).all(dim=1).any()  # eval: no masks
-    # Short clip (1 s, ~98 valid frames): masks stay inside it.
+    # Short clip (1 s of sound, stretched over its rows): masks stay inside the valid rows.
     short = train[1]["audio"]
     assert not short[int(train.audio_frames[1]) :].any()
 

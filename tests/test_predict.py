@@ -26,7 +26,7 @@ from emotions.runtime import resolve_runtime
 from emotions.train import build_dataset, predict_split
 
 CONTRACT = {"path", "label", "polarity", "probabilities", "timeline", "modality_share"}
-WINDOW_KEYS = {"start_s", "end_s", "label", "probabilities"}
+WINDOW_KEYS = {"start_s", "end_s", "video_s", "audio_s", "label", "probabilities"}
 # The formats a phone or a platform hands us; each must come through the CLI.
 FORMATS = [
     "Tension/h264_aac_stereo.mp4",

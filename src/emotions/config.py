@@ -109,7 +109,8 @@ class AudioFeatures(Strict):
     n_mels: int = Field(128, ge=8)
     frame_shift_ms: float = 10.0
     frame_length_ms: float = 25.0
-    # Log-mel frames kept per clip (padded or cropped): 400 frames = 4 s at a 10 ms shift.
+    # Log-mel rows per clip: the whole clip's log-mel (10 ms shift) resampled along time onto
+    # these equal steps of its duration (emotions.data.decode), the frames' time base.
     target_frames: int = Field(400, ge=16)
 
 

@@ -126,6 +126,9 @@ class Predictor:
             "video": torch.stack(videos).to(self.device),
             "audio": torch.stack(audios).to(self.device),
             "has_audio": torch.tensor([c.has_audio for c in clips], device=self.device),
+            "audio_frames": torch.tensor(
+                [c.audio_frames for c in clips], dtype=torch.int64, device=self.device
+            ),
         }
 
     def predict_clips(self, clips: Sequence[DecodedClip]) -> list[dict[str, Any]]:
@@ -159,15 +162,16 @@ class Predictor:
 
     def _describe(self, clip: DecodedClip, probs, windows, masked) -> dict[str, Any]:
         best = int(probs.argmax())
-        duration = float(clip.duration_s)
         count = windows.shape[0]
         timeline = []
-        for w in range(count):
+        for w, (video_s, audio_s) in enumerate(window_sources(clip, count)):
             window_best = int(windows[w].argmax())
             timeline.append(
                 {
-                    "start_s": round(duration * w / count, 3),
-                    "end_s": round(duration * (w + 1) / count, 3),
+                    "start_s": video_s[0],
+                    "end_s": video_s[1],
+                    "video_s": video_s,
+                    "audio_s": audio_s,
                     "label": self.classes[window_best],
                     "probabilities": self._as_dict(windows[w]),
                 }
@@ -220,6 +224,29 @@ class Predictor:
         results = self.predict_clips([clip for _, clip in pending])
         for (path, _), result in zip(pending, results, strict=True):
             yield {"path": path, **result}
+
+
+def window_sources(clip: DecodedClip, windows: int) -> list[tuple[list[float], list[float] | None]]:
+    """Seconds of source media each of ``windows`` equal timeline windows used:
+    ([a, b] of picture, [a, b] of sound or None).
+
+    Both tensors span the clip on one time base (emotions.data.decode): window w holds the
+    frames and fbank rows of seconds [w, w + 1) × span / windows. Its sound is that span cut
+    at the end of the audio (``audio_frames`` rows of ``target_frames``); None where the clip
+    has no audio or the window lies wholly past the sound's end.
+    """
+    span = float(clip.span_s)
+    rows = clip.fbank.shape[0]
+    sound_end = span * clip.audio_frames / rows if rows else 0.0
+    out: list[tuple[list[float], list[float] | None]] = []
+    for w in range(windows):
+        start, end = span * w / windows, span * (w + 1) / windows
+        video = [round(start, 3), round(end, 3)]
+        audio = None
+        if clip.has_audio and start < sound_end:
+            audio = [round(start, 3), round(min(end, sound_end), 3)]
+        out.append((video, audio))
+    return out
 
 
 def summarise_input(clip: DecodedClip) -> dict[str, float]:

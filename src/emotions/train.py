@@ -159,7 +159,12 @@ def training_loss(
     authors' sum of fused and single-modality losses).
     """
     with runtime.autocast():
-        out = model(batch["video"], batch["audio"], batch["has_audio"])
+        out = model(
+            batch["video"],
+            batch["audio"],
+            batch["has_audio"],
+            audio_frames=batch.get("audio_frames"),
+        )
     return objective(out, batch["label"], batch["has_audio"], criterion, params.loss)["loss"]
 
 
@@ -208,7 +213,12 @@ def predict_split(
     for batch in tqdm(loader, desc=desc, leave=False, disable=not runtime.is_main):
         batch = move_batch(batch, runtime)
         with runtime.autocast():
-            out = model(batch["video"], batch["audio"], batch["has_audio"])
+            out = model(
+                batch["video"],
+                batch["audio"],
+                batch["has_audio"],
+                audio_frames=batch.get("audio_frames"),
+            )
         logits.append(out["logits"].float().cpu())
         embeddings.append(out["embedding"].float().cpu())
         windows.append(out["window_logits"].float().cpu())

@@ -30,9 +30,14 @@ Audio
     PyAV only (decord cannot read AC3 and has stereo and hang bugs, dmlc/decord #242, #373):
     mono 16 kHz through ``av.AudioResampler``; a packet that fails to decode is skipped and
     counted instead of failing the clip (the gap is dropped, so later audio shifts by one packet,
-    ~64 ms for AAC at 16 kHz). Then Kaldi-compatible log-mel filterbanks (torchaudio), padded
-    with zeros or cut to ``target_frames`` from the start of the clip. Only as much audio as those
-    frames need is decoded.
+    ~64 ms for AAC at 16 kHz). Then Kaldi-compatible log-mel filterbanks (torchaudio) over the
+    whole clip, put on the frames' time base: the ``target_frames`` rows are equal steps of the
+    clip's duration, row i centred at (i + 0.5) / target_frames of it, as frame k of T sits at
+    the centre of segment k. Longer audio is averaged down to those rows
+    (``adaptive_avg_pool1d``), shorter audio is interpolated up (linear), so a 60 s clip's
+    window "30-40 s" reads seconds 30-40 of sound, not seconds 3-4. Only where the audio stream
+    ends before the picture are rows left at zero; ``audio_frames`` counts the rows that hold
+    sound and the model masks tokens lying wholly past it.
 """
 
 from __future__ import annotations
@@ -64,12 +69,21 @@ class DecodedClip:
     """One clip as the model consumes it (before cropping and normalisation)."""
 
     frames: np.ndarray  # uint8 (T, R, R, 3), RGB, upright
-    fbank: np.ndarray  # float32 (target_frames, n_mels) log-mel, zeros beyond audio_frames
-    audio_frames: int  # valid rows of fbank; 0 when there is no usable audio
+    # float32 (target_frames, n_mels) log-mel; row i covers seconds [i, i + 1) × span /
+    # target_frames of the clip (span = duration_s), zeros beyond audio_frames
+    fbank: np.ndarray
+    audio_frames: int  # rows of fbank that hold sound; 0 when there is no usable audio
     has_audio: bool
     duration_s: float
     frame_times_s: np.ndarray  # float64 (T,) timestamps of the sampled frames, from clip start
     skipped_audio_packets: int = field(default=0)
+    audio_s: float = field(default=0.0)  # seconds of sound decoded (0 without audio)
+
+    @property
+    def span_s(self) -> float:
+        """The seconds both modalities' tensors cover: the clip's duration, or the audio's
+        when the container reports none."""
+        return self.duration_s if self.duration_s > 0 else self.audio_s
 
 
 @dataclass(frozen=True)
@@ -100,7 +114,7 @@ def decode_clip(
         frames, times = _keyframe_frames(path, probe, config.num_frames, config.resize)
     else:
         frames, times = _exact_frames(path, probe, config.num_frames, config.resize, threads)
-    fbank, valid, skipped = log_mel(path, config.audio)
+    fbank, valid, skipped, audio_s = log_mel(path, config.audio, span_s=probe.duration_s)
     return DecodedClip(
         frames=frames,
         fbank=fbank,
@@ -109,6 +123,7 @@ def decode_clip(
         duration_s=probe.duration_s,
         frame_times_s=np.clip(times, 0.0, max(probe.duration_s, 0.0)),
         skipped_audio_packets=skipped,
+        audio_s=audio_s,
     )
 
 
@@ -365,13 +380,14 @@ def _frame_folder_clip(folder: Path, config: PreprocessConfig, fps: float | str)
     audio = framefolder.audio_for(folder)
     rate = framefolder.frame_rate(fps, len(files), audio)
     a = config.audio
+    duration = len(files) / rate
     fbank, valid, skipped = np.zeros((a.target_frames, a.n_mels), dtype=np.float32), 0, 0
+    audio_s = 0.0
     if audio is not None:
         try:
-            fbank, valid, skipped = log_mel(audio, config.audio)
+            fbank, valid, skipped, audio_s = log_mel(audio, config.audio, span_s=duration)
         except DecodeError:
             pass  # an unreadable audio file is a clip without audio, as for a video
-    duration = len(files) / rate
     return DecodedClip(
         frames=np.stack([pictures[int(i)] for i in wanted]),
         fbank=fbank,
@@ -380,26 +396,35 @@ def _frame_folder_clip(folder: Path, config: PreprocessConfig, fps: float | str)
         duration_s=duration,
         frame_times_s=wanted.astype(np.float64) / rate,
         skipped_audio_packets=skipped,
+        audio_s=audio_s,
     )
 
 
 # --------------------------------------------------------------------------- audio
 
 
-def log_mel(path: str | Path, audio: AudioFeatures) -> tuple[np.ndarray, int, int]:
-    """Kaldi log-mel of the first audio stream: (fbank, valid frames, skipped packets).
+def log_mel(
+    path: str | Path, audio: AudioFeatures, *, span_s: float = 0.0
+) -> tuple[np.ndarray, int, int, float]:
+    """Kaldi log-mel of the first audio stream on the clip's time base.
 
-    The fbank is always (target_frames, n_mels) float32; rows past the valid count are zero.
-    No audio stream, or too little decodable audio for one analysis window, gives 0 valid rows.
+    Returns (fbank, rows holding sound, skipped packets, seconds of sound). The fbank is always
+    (target_frames, n_mels) float32 and covers ``span_s`` seconds (the clip's duration; the
+    audio's own length when it is 0) in equal rows: the whole audio is analysed at the
+    configured 10 ms hop and then resampled along time onto the rows its seconds occupy
+    (pooled when longer, interpolated when shorter); rows past the audio's end stay zero.
+    No audio stream, or too little decodable audio for one analysis window, gives 0 rows.
     """
-    fbank = np.zeros((audio.target_frames, audio.n_mels), dtype=np.float32)
+    target = audio.target_frames
+    fbank = np.zeros((target, audio.n_mels), dtype=np.float32)
     wave, skipped = _mono_wave(Path(path), audio)
     window = round(audio.sample_rate * audio.frame_length_ms / 1000)
     if wave is None or wave.size < window:
-        return fbank, 0, skipped
+        return fbank, 0, skipped, 0.0
     import torch
     from torchaudio.compliance import kaldi
 
+    audio_s = wave.size / audio.sample_rate
     features = kaldi.fbank(
         torch.from_numpy(wave)[None],
         num_mel_bins=audio.n_mels,
@@ -409,26 +434,47 @@ def log_mel(path: str | Path, audio: AudioFeatures) -> tuple[np.ndarray, int, in
         htk_compat=True,
         window_type="hanning",
         dither=0.0,
-    ).numpy()
-    valid = min(len(features), audio.target_frames)
-    fbank[:valid] = features[:valid]
-    return fbank, valid, skipped
+    )
+    span = span_s if span_s > 0 else audio_s
+    valid = audio_rows(target, audio_s, span)
+    fbank[:valid] = resample_time(features, valid).numpy()
+    return fbank, valid, skipped, audio_s
+
+
+def audio_rows(target_frames: int, audio_s: float, span_s: float) -> int:
+    """Rows of a ``target_frames`` fbank spanning ``span_s`` that ``audio_s`` of sound fills
+    (at least 1 for any sound, so a clip with audio never reads as silent)."""
+    if audio_s <= 0 or span_s <= 0:
+        return 0
+    return max(1, min(target_frames, round(target_frames * min(audio_s, span_s) / span_s)))
+
+
+def resample_time(features, rows: int):
+    """(frames, mels) → (rows, mels): average pooling when shrinking (every input frame counts,
+    nothing is skipped), linear interpolation when stretching."""
+    import torch.nn.functional as F
+
+    x = features.T.unsqueeze(0)  # 1 M F
+    if x.shape[-1] == rows:
+        return features
+    if x.shape[-1] > rows:
+        y = F.adaptive_avg_pool1d(x, rows)
+    else:
+        y = F.interpolate(x, size=rows, mode="linear", align_corners=False)
+    return y[0].T.contiguous()
 
 
 def _mono_wave(path: Path, audio: AudioFeatures) -> tuple[np.ndarray | None, int]:
-    """Mono float32 samples at the configured rate, only as many as the fbank needs."""
-    shift = audio.sample_rate * audio.frame_shift_ms / 1000
-    window = audio.sample_rate * audio.frame_length_ms / 1000
-    needed = math.ceil((audio.target_frames - 1) * shift + window)
+    """Mono float32 samples of the whole first audio stream at the configured rate."""
     with _open(path) as container:
         if not container.streams.audio:
             return None, 0
         stream = container.streams.audio[0]
         resampler = av.AudioResampler(format="flt", layout="mono", rate=audio.sample_rate)
         chunks: list[np.ndarray] = []
-        have = skipped = 0
+        skipped = 0
         packets = container.demux(stream)
-        while have < needed:
+        while True:
             try:
                 packet = next(packets)
             except StopIteration:
@@ -439,7 +485,6 @@ def _mono_wave(path: Path, audio: AudioFeatures) -> tuple[np.ndarray | None, int
                 for frame in packet.decode():
                     for out in resampler.resample(frame):
                         chunks.append(out.to_ndarray().reshape(-1))
-                        have += chunks[-1].size
             except (av.error.FFmpegError, ValueError):
                 skipped += 1
         try:
@@ -449,7 +494,7 @@ def _mono_wave(path: Path, audio: AudioFeatures) -> tuple[np.ndarray | None, int
             pass
     if not chunks:
         return None, skipped
-    return np.concatenate(chunks)[:needed].astype(np.float32, copy=False), skipped
+    return np.concatenate(chunks).astype(np.float32, copy=False), skipped
 
 
 def _first_line(error: BaseException) -> str:

@@ -295,6 +295,7 @@ class CachedClipDataset(Dataset):
         rng = self._generator(i, epoch) if self.train else None
         common = {
             "has_audio": torch.tensor(valid > 0),
+            "audio_frames": torch.tensor(valid, dtype=torch.int64),
             "label": torch.tensor(int(self.labels[i]), dtype=torch.int64),
             "clip_id": self.clip_ids[i],
         }

@@ -7,7 +7,12 @@ and the results stored as fixed-shape arrays that the loader memory-maps:
     out/frames.npy     uint8   (N, T, R, R, 3)   (cache_format raw)
     out/shards/*.bin   one JPEG per frame        (cache_format jpeg, emotions.data.cache_store)
     out/fbank.npy      float16 (N, target_frames, n_mels)
-    out/index.parquet  clip_id, row, label, has_audio, audio_frames, duration_s, path
+    out/index.parquet  clip_id, row, label, has_audio, audio_frames, duration_s, audio_s, path
+
+The fbank's rows are equal steps of the clip's ``duration_s`` (the frames' time base,
+emotions.data.decode); ``audio_frames`` counts those holding sound and ``audio_s`` is the
+sound's length. A cache written before ``audio_s`` existed held the first target_frames × 10 ms
+of sound instead; decode.py is a dependency of the stage, so `dvc repro` rebuilds it.
     out/stats.json     fbank mean/std (train split), shapes, config, counts, failures
     out/failures.csv   clip_id, path, reason (clips left out of the index)
     out/_COMPLETE      written last; readers refuse a directory without it
@@ -288,6 +293,7 @@ def _fill(
                 "has_audio": clip.has_audio,
                 "audio_frames": clip.audio_frames,
                 "duration_s": clip.duration_s,
+                "audio_s": clip.audio_s,
                 "path": path,
             }
         )

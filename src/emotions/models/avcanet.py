@@ -66,7 +66,11 @@ class AVCANet(nn.Module):
         audio: Tensor | None = None,
         has_audio: Tensor | None = None,
         mask_modality: MaskModality | None = None,
+        audio_frames: Tensor | None = None,
     ) -> dict[str, Tensor]:
+        """``audio_frames`` (B,) int: fbank rows holding sound (emotions.data.decode); audio
+        tokens lying wholly past them are padding and become the missing token. None: all
+        rows hold sound."""
         if mask_modality is not None and mask_modality not in self.modalities:
             raise ValueError(
                 f"mask_modality='{mask_modality}' but the model uses only "
@@ -97,10 +101,25 @@ class AVCANet(nn.Module):
             present["audio"] = has_audio.to(device=device, dtype=torch.bool)
         if mask_modality is not None:
             present[mask_modality] = torch.zeros_like(present[mask_modality])
-        out = self.fusion(tokens, times, present)
+        token_valid: dict[str, Tensor] = {}
+        if "audio" in tokens and audio_frames is not None and audio is not None:
+            token_valid["audio"] = audio_token_valid(times["audio"], audio_frames, audio.shape[1])
+        out = self.fusion(tokens, times, present, token_valid)
         for m, head in self.aux.items():
             out[f"{m}_logits"] = head(tokens[m].mean(dim=1))
         return out
+
+
+def audio_token_valid(centres: Tensor, audio_frames: Tensor, frames: int) -> Tensor:
+    """(B, L) True where an audio token overlaps the rows holding sound.
+
+    A token of L spans about one 1/L share of the fbank around its centre, so it lies wholly
+    in padding when its start (centre − 0.5/L) is at or past ``audio_frames / frames``.
+    Branch-free and built on the inputs' device (compile- and meta-safe).
+    """
+    step = 0.5 / centres.shape[0]
+    end = audio_frames.to(device=centres.device, dtype=centres.dtype) / frames  # B
+    return (centres - step).unsqueeze(0) < end.unsqueeze(1)
 
 
 def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:

@@ -175,14 +175,24 @@ class FusionBase(nn.Module):
         return len(self.modalities)
 
     def forward(
-        self, tokens: dict[str, Tensor], times: dict[str, Tensor], present: dict[str, Tensor]
+        self,
+        tokens: dict[str, Tensor],
+        times: dict[str, Tensor],
+        present: dict[str, Tensor],
+        token_valid: dict[str, Tensor] | None = None,
     ) -> dict[str, Tensor]:
-        """tokens[m] (B, L_m, D_m), times[m] (L_m,) in [0, 1], present[m] (B,) bool."""
+        """tokens[m] (B, L_m, D_m), times[m] (L_m,) in [0, 1], present[m] (B,) bool;
+        token_valid[m] (B, L_m) bool marks tokens that hold signal (False: wholly padding)."""
         x, member = {}, {}
+        token_valid = token_valid or {}
         for m in self.modalities:
             h = self.proj[m](tokens[m])
-            # The swap happens before any mixing, so nothing downstream sees the absent input.
-            h = torch.where(present[m].view(-1, 1, 1), h, self.missing[m].to(h.dtype))
+            # The swap happens before any mixing, so nothing downstream sees the absent input;
+            # a token lying wholly in padding (audio past the end of the sound) is absent too.
+            keep = present[m].view(-1, 1, 1)
+            if m in token_valid:
+                keep = keep & token_valid[m].unsqueeze(-1)
+            h = torch.where(keep, h, self.missing[m].to(h.dtype))
             win = window_index(times[m], self.windows)
             x[m] = h + self.modality_embed[m] + self.window_embed[win]
             member[m] = assign_windows(times[m], self.windows)
