@@ -2,9 +2,13 @@
 
 The small corpus has six validation clips, below ``evaluate.calibration.min_clips`` (20), which
 would leave T = 1 and make "calibrated" indistinguishable from raw. The tests lower min_clips
-to 1, so a real validation fit (an interior optimum, T ≈ 2.5 on the 2-epoch model) is applied
-everywhere they compare probabilities.
+to 1, so a real validation fit (an interior optimum) is applied everywhere they compare
+probabilities. The upper bound is raised to 64: the 2-epoch model is near chance on those six
+clips, and whether its optimum lies below 8 (T ≈ 3.7 with the old first-4-s log-mel) or
+above (T ≈ 34 with the whole-clip log-mel) is luck of the draw, not what these tests check.
 """
+
+# bounds: see the docstring; the product keeps params.yaml's (0.25, 8).
 
 from __future__ import annotations
 
@@ -18,7 +22,7 @@ from emotions.calibrate import TEMPERATURE_FILE, calibrate_run
 from emotions.config import Params
 from emotions.evaluate import evaluate_run
 
-CALIBRATION = {"evaluate": {"calibration": {"min_clips": 1}}}
+CALIBRATION = {"evaluate": {"calibration": {"min_clips": 1, "bounds": [0.25, 64.0]}}}
 
 
 @dataclass(frozen=True)

@@ -65,6 +65,8 @@ def make_batch(params: Params, classes: int, device: torch.device) -> dict[str, 
         "video": video,
         "audio": audio,
         "has_audio": torch.tensor([True, False]),
+        # The first clip's sound ends half-way: its later audio tokens are padding, masked.
+        "audio_frames": torch.tensor([pre.audio.target_frames // 2, 0]),
         "label": torch.arange(BATCH) % classes,
     }
     return {key: value.to(device) for key, value in batch.items()}
