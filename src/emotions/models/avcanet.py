@@ -106,8 +106,17 @@ class AVCANet(nn.Module):
             token_valid["audio"] = audio_token_valid(times["audio"], audio_frames, audio.shape[1])
         out = self.fusion(tokens, times, present, token_valid)
         for m, head in self.aux.items():
-            out[f"{m}_logits"] = head(tokens[m].mean(dim=1))
+            out[f"{m}_logits"] = head(masked_mean(tokens[m], token_valid.get(m)))
         return out
+
+
+def masked_mean(tokens: Tensor, valid: Tensor | None) -> Tensor:
+    """Mean of (B, L, D) tokens over the valid ones (B, L); all of them when ``valid`` is None.
+    A clip with no valid token gets zeros (it has no audio; the objective skips it)."""
+    if valid is None:
+        return tokens.mean(dim=1)
+    weights = valid.to(tokens.dtype).unsqueeze(-1)
+    return (tokens * weights).sum(dim=1) / weights.sum(dim=1).clamp_min(1.0)
 
 
 def audio_token_valid(centres: Tensor, audio_frames: Tensor, frames: int) -> Tensor:
