@@ -55,7 +55,8 @@ demo: data
 	@echo
 	@cat reports/results.md
 	@echo
-	@echo "(dvc metrics show, dvc plots show: the same numbers and plots through DVC)"
+	@echo "(dvc metrics show, dvc plots show, dvc exp show: the same numbers, curves and plots through DVC;"
+	@echo " commit dvc.lock, metrics/, plots/ and reports/ so dvc metrics diff and dvc exp diff compare against them)"
 	@dvc status
 
 # The DAG through Prefect, one task per DVC stage; e.g. make pipeline ARGS="--targets train --force"

@@ -259,8 +259,12 @@ def _scalars(data: dict[str, Any]) -> dict[str, Any]:
 
 def metrics_tables(metrics: dict[str, Any]) -> tuple[list[dict], list[dict]]:
     """(one row per metrics file of scalars, one row per entry of list-shaped files)."""
+    # A dict with no top-level scalar (ablation_cells.json: the ablation rows keyed by cell for
+    # DVC) would be an empty row here; its rows are in the list table from ablation.json.
     scalar_rows = [
-        {"file": path, **_scalars(data)} for path, data in metrics.items() if isinstance(data, dict)
+        {"file": path, **_scalars(data)}
+        for path, data in metrics.items()
+        if isinstance(data, dict) and _scalars(data)
     ]
     list_rows = [
         {"file": path, **_scalars(row)}

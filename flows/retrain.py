@@ -9,8 +9,8 @@
    `persist: true` outputs (training checkpoints), records params, dvc.lock and outputs as an
    experiment commit (`dvc exp show` lists it) and leaves its results in the workspace;
 3. read the challenger's test metrics for `flow.promote_run` from the workspace. They are read
-   from the files, not from `dvc exp show`: this repository git-ignores `metrics/`, so the
-   experiment commits carry the metrics' hashes in dvc.lock but not the files;
+   from the files `dvc exp run` left in the workspace (the same ones the experiment commit
+   carries: `metrics/` is git-tracked, so `dvc exp show` lists them too);
 4. compare with the champion (`registry/champion.json`) on `flow.promote_metric` *on the same
    test split*: each record carries a fingerprint of its test split (clip ids and labels); when
    a refresh changed the split, the champion's model is re-scored on the current split first

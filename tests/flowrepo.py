@@ -74,7 +74,7 @@ def real_repo(repo: Path, *, remote: bool = False, **flow: Any) -> Path:
     for name in ("bentofile.yaml", "pyproject.toml"):  # read by the `package` stage
         if (REPO / name).is_file():
             shutil.copy(REPO / name, repo / name)
-    # Our .gitignore: metrics/ and artifacts/ stay out of git, as in the real repository.
+    # Our .gitignore: artifacts/ stays out of git (metrics/, plots/, reports/ and dvc.lock are in).
     shutil.copy(REPO / ".gitignore", repo / ".gitignore")
     write_params(repo, small_params(**flow))
     run(["emotions", "synth", "data", "--seed", "3"], repo)

@@ -88,4 +88,10 @@ def test_two_seeds_train_twice_and_report_mean_and_std(
     assert rows[0]["accuracy"] == pytest.approx(mean)
     written = json.loads((work / "metrics" / "emotions" / "ablation.json").read_text())
     assert written == rows
+    # DVC's view of the same rows: keyed by cell, the switches in the key, not in the values.
+    cells = json.loads((work / "metrics" / "emotions" / "ablation_cells.json").read_text())
+    assert list(cells) == ["both/pyramid/reweight"]
+    assert cells["both/pyramid/reweight"]["accuracy"] == rows[0]["accuracy"]
+    assert cells["both/pyramid/reweight"]["accuracy_std"] == rows[0]["accuracy_std"]
+    assert "fusion" not in cells["both/pyramid/reweight"]
     assert "over 2 seeds" in (work / "reports" / "ablation.md").read_text(encoding="utf-8")

@@ -3,8 +3,10 @@
 Every cell is a real training + evaluation with the same data, seeds and epoch budget as the
 others, through the very functions the `train` and `evaluate` stages use; only the modality,
 the fusion and the loss differ. With `ablate.seeds: N` each cell is trained with N seeds and
-its row holds the mean (the contract's keys) plus the standard deviation (`<metric>_std`). Rows go to `metrics/<dataset>/ablation.json` (the contract) and a readable
-table to `reports/ablation.md`.
+its row holds the mean (the contract's keys) plus the standard deviation (`<metric>_std`). Rows go to `metrics/<dataset>/ablation.json` (the contract: a list, which the report and the
+Prefect tables read), the same rows keyed by cell (`{"both/lgfm/soft": {...}}`) to
+`metrics/<dataset>/ablation_cells.json` for `dvc metrics show` / `dvc exp show` (DVC reads
+only dicts), and a readable table to `reports/ablation.md`.
 """
 
 from __future__ import annotations
@@ -118,8 +120,24 @@ def ablate(
             f"weighted_f1={row['weighted_f1']:.3f}±{row['weighted_f1_std']:.3f} ({seeds} seed(s))"
         )
     atomic_write_json(rows, Path("metrics") / spec.dataset / "ablation.json")
+    atomic_write_json(cells_by_key(rows), Path("metrics") / spec.dataset / "ablation_cells.json")
     write_ablation_report(rows, Path("reports") / "ablation.md", run=run, variant=spec.variant)
     return rows
+
+
+def cell_key(row: dict[str, Any]) -> str:
+    """`modality/fusion/loss`, the cell's key in `ablation_cells.json` (a DVC column prefix)."""
+    return f"{row['modality']}/{row['fusion']}/{row['loss']}"
+
+
+def cells_by_key(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The rows keyed by cell, metrics only: the shape `dvc metrics show` and `dvc exp show`
+    read (they skip a list), beside the contract's list in `ablation.json`."""
+    switches = ("modality", "fusion", "loss")
+    return {
+        cell_key(row): {key: value for key, value in row.items() if key not in switches}
+        for row in rows
+    }
 
 
 def _cell_value(row: dict[str, Any], key: str) -> str:

@@ -129,11 +129,19 @@ def cmd_preprocess(args: argparse.Namespace, params: Params) -> None:
 
 
 def cmd_train(args: argparse.Namespace, params: Params) -> None:
-    from emotions.train import train_run
+    from emotions.liveview import curves_dir, publish_live_view, summary_path
+    from emotions.train import RunPaths, train_run
 
     summary = train_run(params, args.run, resume=not args.no_resume)
     if os.environ.get("RANK", "0") != "0":
         return  # under torchrun, rank 0 speaks for the job
+    spec = params.run(args.run)
+    # The stage's git-tracked view of DVCLive's logs (dvc plots show / dvc exp show).
+    publish_live_view(
+        RunPaths.for_run(params, args.run).model_dir / "dvclive",
+        curves_dir(spec.dataset, spec.variant),
+        summary_path(spec.dataset, spec.variant),
+    )
     print(
         f"train {args.run}: {summary['epochs']} epochs, best val weighted F1 "
         f"{summary['best_val_weighted_f1']:.3f} at epoch {summary['best_epoch']}"
