@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
@@ -525,15 +525,22 @@ def parse_params(raw: dict, source: str = "params") -> Params:
         raise ConfigError(_describe(error, source)) from None
 
 
-def load_params(path: str | Path = "params.yaml") -> Params:
-    """Read and validate params.yaml."""
+def read_yaml(path: str | Path, missing_hint: str = "") -> dict[str, Any]:
+    """A YAML file's top-level mapping; a missing, unparsable or non-mapping file is a
+    ConfigError naming the file (params.yaml and the params overlays read through here)."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"{path}: not found (run from the repository root or pass --params)")
+        raise ConfigError(f"{path}: not found{missing_hint}")
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as error:
         raise ConfigError(f"{path}: not valid YAML: {error}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
+    return raw
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    """Read and validate params.yaml."""
+    raw = read_yaml(path, " (run from the repository root or pass --params)")
     return parse_params(raw, str(path))
