@@ -11,21 +11,24 @@
 3. read the challenger's test metrics for `flow.promote_run` from the workspace. They are read
    from the files `dvc exp run` left in the workspace (the same ones the experiment commit
    carries: `metrics/` is git-tracked, so `dvc exp show` lists them too);
-4. compare with the champion (`registry/champion.json`) on `flow.promote_metric` *on the same
-   test split*: each record carries a fingerprint of its test split (clip ids and labels); when
-   a refresh changed the split, the champion's model is re-scored on the current split first
-   (flows/rescore.py) instead of comparing numbers from two different test sets;
+4. compare with the champion (the model artifact's version in GTO stage `prod`, flows/registry.py)
+   on `flow.promote_metric` *on the same test split*: each measurement carries a fingerprint of
+   its test split (clip ids and labels); when a refresh changed the split, the champion's model
+   is re-scored on the current split first (flows/rescore.py) instead of comparing numbers from
+   two different test sets;
 5. promote only when the challenger is better by at least the margin (`margin`, default
    `flow.promote_margin`; strictly better when the margin is 0): `dvc exp apply` the experiment,
    run the packaging hook (the `package` stage or `emotions package`, skipped with a note while
-   neither exists), and rewrite champion.json. Either way one line goes to
-   `registry/decisions.jsonl` with both metric sets and the reason, and the run publishes a
-   `retrain-decision` markdown artifact. A round that yields no challenger (the experiment
-   failed) appends a `failed` line naming the error, keeps the champion and fails the run.
+   neither exists), then register the experiment commit as the artifact's next GTO version and
+   assign it `prod` (git tags `<artifact>@vX.Y.Z`, `<artifact>#prod#N`; the reason is the
+   assignment's message). Either way one line goes to `registry/decisions.jsonl` with both
+   metric sets and the reason, and the run publishes a `retrain-decision` markdown artifact. A
+   round that yields no challenger (the experiment failed) appends a `failed` line naming the
+   error, keeps the champion and fails the run.
 
-When the challenger loses, the champion record (and whatever was packaged from it) stays; the
+When the challenger loses, the champion (and whatever was packaged from it) stays; the
 workspace keeps the challenger's results, as after any `dvc exp run`, and the champion's state
-is one `dvc exp apply <champion rev>` away.
+is one `dvc exp apply <champion rev>` away (`gto show <artifact>` names its commit).
 
 `serve_retrain()` / `python -m flows.retrain --serve` serves the flow alone as a deployment on
 the cron in `flow.retrain_cron`; `make schedule` (flows/deployments.py) serves it with its
@@ -63,9 +66,11 @@ from flows.registry import (
     RegistryError,
     append_decision,
     decisions_path,
+    model_artifact,
+    promote,
     read_champion,
-    write_champion,
 )
+from flows.rescore import model_dir_of
 
 RESCORE = Path(__file__).with_name("rescore.py")
 DEPLOYMENT = "retrain-emotions"
@@ -172,8 +177,9 @@ def decide(
         return verdict(
             False,
             "the test split changed since the champion was measured and the champion could not "
-            f"be re-scored on the current one ({error}); keeping it. To accept the next "
-            "challenger without a comparison, delete registry/champion.json",
+            f"be re-scored on the current one ({error}); keeping it. To change the champion, "
+            "`gto assign` another version `prod` or end this one's (`gto deprecate NAME VERSION "
+            "prod`)",
         )
     if base is None:
         return verdict(False, f"the champion's metrics have no '{metric}'; keeping it")
@@ -309,7 +315,11 @@ def decision_markdown(record: dict[str, Any]) -> str:
         record["reason"],
         "",
         f"Challenger `{challenger['experiment']}` ({challenger['rev'][:10]}) vs champion "
-        + (f"`{champion.get('experiment')}`" if champion else "none")
+        + (
+            f"`{champion.get('version')}` ({champion.get('experiment') or champion['rev'][:10]})"
+            if champion
+            else "none"
+        )
         + f"; run `{record['run']}`, metric `{record['metric']}`, margin {record['margin']}.",
         "",
         "| metric | challenger | champion (recorded) | champion (re-scored) |",
@@ -329,6 +339,9 @@ def decision_markdown(record: dict[str, Any]) -> str:
         )
     if record.get("package"):
         lines += ["", f"Package: {record['package']}"]
+    if record.get("registered"):
+        tags = record["registered"]
+        lines += ["", f"Registered with GTO: `{tags['version_tag']}`, `{tags['stage_tag']}`"]
     return "\n".join(lines) + "\n"
 
 
@@ -359,10 +372,12 @@ def _round(root: Path, run: str, refresh: str, margin: float, config: FlowConfig
     """One champion/challenger round under the repository lock; returns the decision record."""
     logger = get_run_logger()
     base = {"flow_run": flow_run.get_name(), "run": run, "metric": config.promote_metric}
-    champion = read_champion(root)
+    champion = None
     try:
+        artifact = model_artifact(root, model_dir_of(load_params(root / "params.yaml"), run))
+        champion = read_champion(root, artifact)
         challenger = _challenge(root, run, refresh, config)
-    except (StageFailedError, RetrainError, DvcException) as error:
+    except (StageFailedError, RetrainError, RegistryError, DvcException) as error:
         # No challenger: the champion stays, and the audit trail says why.
         append_decision(
             root,
@@ -379,29 +394,23 @@ def _round(root: Path, run: str, refresh: str, margin: float, config: FlowConfig
     rescored = None
     if champion is not None and champion.get("test_split") != challenger["test_split"]:
         logger.info("the test split changed since the champion was measured: re-scoring it")
-        rescored = (
-            _timed(rescore_champion, config.stage_timeout_s)(str(root), champion["rev"], run)
-            if champion.get("rev")
-            else {"error": "champion.json has no rev"}
-        )
+        rescored = _timed(rescore_champion, config.stage_timeout_s)(str(root), champion["rev"], run)
     decision = decide(
         challenger, champion, metric=config.promote_metric, margin=margin, rescored=rescored
     )
     logger.info("%s: %s", "PROMOTE" if decision.promote else "KEEP champion", decision.reason)
-    package_note = None
+    package_note = registered = None
     if decision.promote:
         _timed(apply_experiment, config.stage_timeout_s)(str(root), challenger["experiment"])
         package_note = _timed(package, config.stage_timeout_s)(str(root))
-        write_champion(
-            root,
-            {
-                **challenger,
-                "metric": config.promote_metric,
-                "promoted_at": _now(),
-                "flow_run": flow_run.get_name(),
-                "package": package_note,
-            },
-        )
+        measurement = {
+            **challenger,
+            "metric": config.promote_metric,
+            "flow_run": flow_run.get_name(),
+            "package": package_note,
+        }
+        registered = promote(root, artifact, challenger["rev"], measurement, decision.reason)
+        logger.info("champion: %s %s", artifact, registered["version"])
     record = {
         **base,
         "time": _now(),
@@ -415,6 +424,7 @@ def _round(root: Path, run: str, refresh: str, margin: float, config: FlowConfig
         "champion": champion,
         "champion_rescored": rescored,
         "package": package_note,
+        "registered": registered,
     }
     append_decision(root, record)
     return record

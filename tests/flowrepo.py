@@ -86,11 +86,18 @@ def real_repo(repo: Path, *, remote: bool = False, **flow: Any) -> Path:
     return repo
 
 
-def toy_repo(repo: Path, stages: dict[str, dict[str, Any]], **flow: Any) -> Path:
-    """A repository whose dvc.yaml is `stages` (params.yaml is ours, for the `flow:` section)."""
+def toy_repo(
+    repo: Path,
+    stages: dict[str, dict[str, Any]],
+    artifacts: dict[str, dict[str, Any]] | None = None,
+    **flow: Any,
+) -> Path:
+    """A repository whose dvc.yaml is `stages` (and `artifacts`, where given; params.yaml is
+    ours, for the `flow:` section)."""
     init(repo)
     write_params(repo, small_params(**flow))
-    text = yaml.safe_dump({"stages": stages}, sort_keys=False, width=1000)
+    declared = {"stages": stages, **({"artifacts": artifacts} if artifacts else {})}
+    text = yaml.safe_dump(declared, sort_keys=False, width=1000)
     (repo / "dvc.yaml").write_text(text, encoding="utf-8")
     commit(repo, "toy pipeline")
     return repo

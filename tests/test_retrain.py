@@ -1,9 +1,11 @@
-"""The retrain flow on real Prefect (a test server), real DVC experiments and real stages.
+"""The retrain flow on real Prefect (a test server), real DVC experiments, real GTO and real stages.
 
 A scratch repository with a small corpus and a local DVC remote goes through champion/challenger
-rounds: the first challenger is promoted (no champion yet), an equal one is not (short of the
-margin), one facing a weaker planted champion is, and one whose champion was measured on another
-test split is compared only after the champion is re-scored on the current split.
+rounds: the first challenger is promoted (no champion yet: GTO registers its experiment commit
+and assigns it `prod`), an equal one is not (short of the margin; no new tag), one facing a
+weaker planted champion is, and one whose champion was measured on another test split is
+compared only after the champion is re-scored on the current split. Champions are planted the
+way a user would promote by hand: a GTO version on a commit of the champion's tree.
 """
 
 from __future__ import annotations
@@ -25,12 +27,7 @@ from prefect.testing.utilities import prefect_test_harness  # noqa: E402
 
 from flows.dvc_graph import load_graph  # noqa: E402
 from flows.dvc_run import StageFailedError  # noqa: E402
-from flows.registry import (  # noqa: E402
-    champion_path,
-    read_champion,
-    read_decisions,
-    write_champion,
-)
+from flows.registry import RegistryError, promote, read_champion, read_decisions  # noqa: E402
 from flows.retrain import decide, deployment_options, experiment_rev, retrain  # noqa: E402
 
 
@@ -50,8 +47,27 @@ def promoted(tmp_path_factory) -> tuple[Path, dict]:
     return repo, retrain(repo=str(repo), refresh="pull")
 
 
+ARTIFACT = "emotions-model"  # dvc.yaml's `artifacts:` entry at the model folder of emotions-full
+
+
 def _workspace_metrics(repo: Path) -> dict:
     return json.loads((repo / "metrics/emotions/full.json").read_text(encoding="utf-8"))
+
+
+def _tags(repo: Path) -> set[str]:
+    return set(run(["git", "tag", "--list"], repo).stdout.split())
+
+
+def _plant(repo: Path, champion: dict, **changes) -> dict:
+    """Promote by hand a commit holding the champion's tree (the same model), with `changes`
+    to its recorded measurement; returns the planted champion as the flow reads it."""
+    tree = f"{champion['rev']}^{{tree}}"
+    rev = run(["git", "commit-tree", tree, "-p", champion["rev"], "-m", "planted"], repo)
+    measurement = {
+        k: v for k, v in champion.items() if k not in ("rev", "version", "tag", "assigned")
+    }
+    promote(repo, ARTIFACT, rev.stdout.strip(), {**measurement, **changes}, "planted by the test")
+    return read_champion(repo, ARTIFACT)
 
 
 @pytest.mark.slow
@@ -65,7 +81,7 @@ def test_the_first_challenger_is_promoted_an_equal_one_is_not_a_better_one_is(pr
         assert first["package"] == f"packaged by the experiment's `package` stage -> {tag}"
     else:
         assert first["package"].startswith("skipped: no packaging step yet")
-    champion = read_champion(repo)
+    champion = read_champion(repo, ARTIFACT)
     name = first["challenger"]["experiment"]
     assert champion["experiment"] == name and name.startswith("retrain-")
     assert champion["rev"] == experiment_rev(repo, name)
@@ -74,14 +90,26 @@ def test_the_first_challenger_is_promoted_an_equal_one_is_not_a_better_one_is(pr
     assert champion["metrics"]["weighted_f1"] == score
     assert champion["run"] == "emotions-full" and len(champion["test_split"]) == 16
     assert "up to date" in run(["dvc", "status"], repo).stdout
+    # GTO holds it: two annotated tags on the experiment commit, the reason in the assignment.
+    assert _tags(repo) == {f"{ARTIFACT}@v0.0.1", f"{ARTIFACT}#prod#1"}
+    assert first["registered"]["version"] == champion["version"] == "v0.0.1"
+    assert champion["assigned"] == first["reason"]
+    (shown,) = json.loads(run(["gto", "show", ARTIFACT, "--json"], repo).stdout)
+    assert shown["commit_hexsha"] == champion["rev"]
+    assert [stage["stage"] for stage in shown["stages"]] == ["prod"]
+    # ... and DVC fetches the champion's model through it (the model folder at that commit).
+    out = repo.parent / "prod-model"
+    run(["dvc", "artifacts", "get", ".", ARTIFACT, "--stage", "prod", "-o", str(out)], repo)
+    workspace_model = repo / "artifacts/models/emotions/full/model.json"
+    assert (out / "model.json").read_bytes() == workspace_model.read_bytes()
 
     # Nothing changed: the challenger ties the champion, short of the 0.01 margin.
-    before = champion_path(repo).read_bytes()
     second = retrain(repo=str(repo), refresh="none")
     assert second["decision"] == "kept"
     assert second["basis"] == "recorded" and second["delta"] == 0.0
     assert "short of the margin 0.01" in second["reason"]
-    assert champion_path(repo).read_bytes() == before
+    assert second["registered"] is None and len(_tags(repo)) == 2
+    assert read_champion(repo, ARTIFACT) == champion
     decisions = read_decisions(repo)
     assert [d["decision"] for d in decisions] == ["promoted", "kept"]
     assert decisions[1]["champion"]["metrics"]["weighted_f1"] == score  # both metric sets
@@ -89,16 +117,24 @@ def test_the_first_challenger_is_promoted_an_equal_one_is_not_a_better_one_is(pr
     assert decisions[1]["challenger"]["experiment"] != name
 
     # A weaker champion on the same split loses to a challenger that beats it by the margin.
-    weak = {**read_champion(repo), "experiment": "planted"}
-    weak["metrics"] = {**weak["metrics"], "weighted_f1": score - 0.2}
-    write_champion(repo, weak)
+    weak = _plant(
+        repo,
+        champion,
+        experiment="planted",
+        metrics={**champion["metrics"], "weighted_f1": score - 0.2},
+    )
+    assert weak["version"] == "v0.0.2" and weak["experiment"] == "planted"
     third = retrain(repo=str(repo), refresh="none", margin=0.1)
     assert third["decision"] == "promoted", third["reason"]
     assert "at least the margin 0.1" in third["reason"]
     assert third["delta"] == pytest.approx(0.2)
-    champion = read_champion(repo)
+    assert third["champion"]["version"] == "v0.0.2"
+    champion = read_champion(repo, ARTIFACT)
     assert champion["experiment"] == third["challenger"]["experiment"] != "planted"
+    assert champion["version"] == "v0.0.3" and champion["rev"] == third["challenger"]["rev"]
     assert [d["decision"] for d in read_decisions(repo)] == ["promoted", "kept", "promoted"]
+    history = json.loads(run(["gto", "history", ARTIFACT, "--json"], repo).stdout)
+    assert sum(event["event"] == "assignment" for event in history) == 3
 
 
 @pytest.mark.slow
@@ -107,20 +143,20 @@ def test_a_champion_from_another_test_split_is_rescored_before_comparing(promote
     # The recorded numbers say the champion is hopeless, but they come from another test set:
     # re-scored on the current split, the champion's model (the very model the workspace holds)
     # ties the challenger, so it is kept.
-    champion = read_champion(repo)
-    stale = {
-        **champion,
-        "test_split": "0000000000000000",
-        "metrics": {**champion["metrics"], "weighted_f1": 0.0},
-    }
-    write_champion(repo, stale)
+    champion = read_champion(repo, ARTIFACT)
+    stale = _plant(
+        repo,
+        champion,
+        test_split="0000000000000000",
+        metrics={**champion["metrics"], "weighted_f1": 0.0},
+    )
     record = retrain(repo=str(repo), refresh="none")
     assert record["basis"] == "rescored"
     rescored = record["champion_rescored"]
     assert rescored["weighted_f1"] == pytest.approx(_workspace_metrics(repo)["weighted_f1"])
     assert record["decision"] == "kept"
     assert "re-scored on the current split" in record["reason"]
-    assert read_champion(repo) == stale
+    assert read_champion(repo, ARTIFACT) == stale
 
 
 def _challenger(score: float, split: str = "s1") -> dict:
@@ -156,9 +192,16 @@ def test_a_failed_challenger_is_recorded_and_the_champion_kept(tmp_path):
     failing = py(
         "import sys; print('emotions train - the split is empty', file=sys.stderr); sys.exit(2)"
     )
-    repo = toy_repo(tmp_path / "toy", {"train": {"cmd": failing, "outs": ["model.bin"]}})
-    champion = {"experiment": "old", "rev": "0" * 40, "metrics": {"weighted_f1": 0.5}}
-    write_champion(repo, champion)
+    model = "artifacts/models/emotions/full"
+    repo = toy_repo(
+        tmp_path / "toy",
+        {"train": {"cmd": failing, "outs": [model]}},
+        artifacts={ARTIFACT: {"path": model, "type": "model"}},
+    )
+    head = run(["git", "rev-parse", "HEAD"], repo).stdout.strip()
+    promote(repo, ARTIFACT, head, {"experiment": "old", "metrics": {"weighted_f1": 0.5}}, "old")
+    champion = read_champion(repo, ARTIFACT)
+    assert champion["rev"] == head and champion["version"] == "v0.0.1"
     with pytest.raises(
         StageFailedError, match="exited with 2: emotions train - the split is empty"
     ):
@@ -166,4 +209,13 @@ def test_a_failed_challenger_is_recorded_and_the_champion_kept(tmp_path):
     [record] = read_decisions(repo)
     assert record["decision"] == "failed"
     assert record["reason"].startswith("no challenger: stage dvc exp run retrain-")
-    assert record["champion"] == champion == read_champion(repo)
+    assert record["champion"] == champion == read_champion(repo, ARTIFACT)
+
+
+def test_a_round_without_the_model_artifact_in_dvc_yaml_fails_before_training(tmp_path):
+    repo = toy_repo(tmp_path / "toy", {"train": {"cmd": py("open('t.txt','w')"), "outs": ["t"]}})
+    with pytest.raises(RegistryError, match="declares no artifact with path"):
+        retrain(repo=str(repo), refresh="none")
+    [record] = read_decisions(repo)
+    assert record["decision"] == "failed" and "artifacts/models/emotions/full" in record["reason"]
+    assert not (repo / "t.txt").exists()
