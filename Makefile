@@ -32,8 +32,12 @@ $(STAMP): pyproject.toml
 data: $(STAMP)
 	dvc pull --quiet data.dvc
 
+# Ends by committing what git tracks of the run (dvc.lock, metrics/, plots/, reports/: nothing
+# else) as "make demo: results", so git status is clean and dvc metrics diff / dvc exp show
+# have a baseline; undo with git reset HEAD~1.
 demo: data
 	python -m flows.pipeline
+	python -m flows.commit_results --message "make demo: results"
 	@echo
 	@echo "== outputs =="
 	@for d in $$(python -c "from emotions.config import load_params; print(' '.join(load_params().datasets))"); do \
@@ -56,7 +60,7 @@ demo: data
 	@cat reports/results.md
 	@echo
 	@echo "(dvc metrics show, dvc plots show, dvc exp show: the same numbers, curves and plots through DVC;"
-	@echo " commit dvc.lock, metrics/, plots/ and reports/ so dvc metrics diff and dvc exp diff compare against them)"
+	@echo " dvc.lock, metrics/, plots/ and reports/ are committed, so dvc metrics diff and dvc exp diff compare against them)"
 	@dvc status
 
 # The DAG through Prefect, one task per DVC stage; e.g. make pipeline ARGS="--targets train --force"

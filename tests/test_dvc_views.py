@@ -14,7 +14,8 @@ from typing import Any
 
 import pytest
 
-from tests.flowrepo import commit, real_repo, run
+from flows.commit_results import commit_results
+from tests.flowrepo import real_repo, run
 
 LR = 0.0005
 
@@ -37,7 +38,7 @@ def _find(tree: Any, predicate) -> list[dict[str, Any]]:
 def repo(tmp_path_factory) -> Path:
     repo = real_repo(tmp_path_factory.mktemp("views") / "repo")
     run(["dvc", "repro"], repo, timeout=900)
-    commit(repo, "baseline run")
+    commit_results(repo, "baseline run")  # what `make demo` commits: the outputs git tracks
     return repo
 
 

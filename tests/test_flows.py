@@ -37,6 +37,7 @@ from prefect.client.schemas.filters import (  # noqa: E402
 from prefect.settings import PREFECT_API_URL  # noqa: E402
 from prefect.testing.utilities import prefect_test_harness  # noqa: E402
 
+from flows.commit_results import commit_results  # noqa: E402
 from flows.dvc_graph import UnknownTargetError, load_graph, select  # noqa: E402
 from flows.dvc_run import CommandResult, failure, outcome  # noqa: E402
 from flows.lock import RepoBusyError  # noqa: E402
@@ -128,6 +129,13 @@ def test_pipeline_runs_the_dag_in_order_publishes_metrics_then_skips(tmp_path):
     states = _task_states(again.state_details.flow_run_id)
     assert set(states.values()) == {"Cached"}, states
     assert "up to date" in run(["dvc", "status"], repo).stdout
+
+    # `make demo`'s last step: all the runs left outside git-ignored folders is what git tracks
+    # for DVC (dvc.lock, metrics/, plots/, reports/); once that is committed, the tree is clean.
+    rev = commit_results(repo)
+    committed = run(["git", "show", "--name-only", "--format=", rev], repo).stdout.split()
+    assert {"dvc.lock", "metrics/emotions/full.json", "reports/results.md"} <= set(committed)
+    assert run(["git", "status", "--porcelain", "--untracked-files=all"], repo).stdout == ""
 
 
 FLAKY = py(
