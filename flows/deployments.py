@@ -42,28 +42,39 @@ def deployments(repo: str = ".") -> list[Any]:
     """The three RunnerDeployments of ``repo`` (schedules from its params.yaml)."""
     root = Path(repo).resolve()
     config = load_params(root / "params.yaml").flow
-    tags = ["emotions", f"repo:{root.name}"]
+
+    def deployment(flow: Any, name: str, kind: str, description: str, **options: Any) -> Any:
+        """One deployment of `flow` on this repository; `options` adds its own parameters,
+        schedule and triggers."""
+        parameters = {"repo": str(root), **options.pop("parameters", {})}
+        tags = ["emotions", f"repo:{root.name}", kind]
+        return flow.to_deployment(
+            name=name, parameters=parameters, description=description, tags=tags, **options
+        )
+
     return [
-        pipeline.to_deployment(
-            name=PIPELINE_DEPLOYMENT,
-            parameters={"repo": str(root)},
-            description=f"The DVC pipeline of {root}, one task per stage",
-            tags=[*tags, "pipeline"],
+        deployment(
+            pipeline,
+            PIPELINE_DEPLOYMENT,
+            "pipeline",
+            f"The DVC pipeline of {root}, one task per stage",
         ),
-        retrain.to_deployment(
-            name=RETRAIN_DEPLOYMENT,
+        deployment(
+            retrain,
+            RETRAIN_DEPLOYMENT,
+            "retrain",
+            f"Retraining of {root} on {config.retrain_cron} and on drift",
             cron=config.retrain_cron,
-            parameters={"repo": str(root), "refresh": "pull"},
+            parameters={"refresh": "pull"},
             triggers=[drift_trigger(root)],
-            description=f"Retraining of {root} on {config.retrain_cron} and on drift",
-            tags=[*tags, "retrain"],
         ),
-        monitor.to_deployment(
-            name=MONITOR_DEPLOYMENT,
+        deployment(
+            monitor,
+            MONITOR_DEPLOYMENT,
+            "monitor",
+            f"Drift check of {root}'s prediction log on {config.monitor_cron}",
             cron=config.monitor_cron,
-            parameters={"repo": str(root), "on_drift": "event"},
-            description=f"Drift check of {root}'s prediction log on {config.monitor_cron}",
-            tags=[*tags, "monitor"],
+            parameters={"on_drift": "event"},
         ),
     ]
 
