@@ -62,7 +62,8 @@ def _plant(repo: Path, champion: dict, **changes) -> dict:
     """Promote by hand a commit holding the champion's tree (the same model), with `changes`
     to its recorded measurement; returns the planted champion as the flow reads it."""
     tree = f"{champion['rev']}^{{tree}}"
-    rev = run(["git", "commit-tree", tree, "-p", champion["rev"], "-m", "planted"], repo)
+    ident = ["-c", "user.name=t", "-c", "user.email=t@t"]
+    rev = run(["git", *ident, "commit-tree", tree, "-p", champion["rev"], "-m", "planted"], repo)
     measurement = {
         k: v for k, v in champion.items() if k not in ("rev", "version", "tag", "assigned")
     }
@@ -219,3 +220,37 @@ def test_a_round_without_the_model_artifact_in_dvc_yaml_fails_before_training(tm
     [record] = read_decisions(repo)
     assert record["decision"] == "failed" and "artifacts/models/emotions/full" in record["reason"]
     assert not (repo / "t.txt").exists()
+
+
+def test_a_promotion_round_trips_through_gto_tags_without_a_git_identity(tmp_path, monkeypatch):
+    config = tmp_path / "gitconfig"  # a fresh CI runner: git knows no user
+    config.write_text("[user]\n\tuseConfigOnly = true\n", encoding="utf-8")
+    monkeypatch.setenv("GIT_CONFIG_GLOBAL", str(config))
+    monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
+    model = "artifacts/models/emotions/full"
+    repo = toy_repo(
+        tmp_path / "toy",
+        {"train": {"cmd": py("pass"), "outs": [model]}},
+        artifacts={ARTIFACT: {"path": model, "type": "model"}},
+    )
+    head = run(["git", "rev-parse", "HEAD"], repo).stdout.strip()
+    measurement = {"experiment": "x", "metric": "weighted_f1", "metrics": {"weighted_f1": 0.625}}
+    tags = promote(repo, ARTIFACT, head, measurement, "first one")
+    assert tags == {
+        "artifact": ARTIFACT,
+        "version": "v0.0.1",
+        "version_tag": f"{ARTIFACT}@v0.0.1",
+        "stage_tag": f"{ARTIFACT}#prod#1",
+    }
+    taggers = run(["git", "for-each-ref", "--format=%(taggername)", "refs/tags"], repo).stdout
+    assert set(taggers.split()) == {"emotions-retrain"}
+    subject = run(["git", "tag", "-n1", tags["version_tag"]], repo).stdout
+    assert "x: run None, weighted_f1 0.6250" in subject  # a one-line summary for `git tag -n`
+    champion = read_champion(repo, ARTIFACT)
+    assert champion == {
+        **measurement,
+        "rev": head,
+        "version": "v0.0.1",
+        "tag": tags["version_tag"],
+        "assigned": "first one",
+    }
