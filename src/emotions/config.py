@@ -357,6 +357,9 @@ class ServeConfig(Strict):
     # only on dedicated cores: with a core busy elsewhere, torch's threads wait on each other
     # (measured here: 35 ms with 1 thread, 400-900 ms with 2 on a loaded 2-core machine).
     torch_threads: int = Field(1, ge=1)
+    # The whole request body must arrive within this, else 408 and the connection is closed:
+    # a stalled or trickling (slowloris) client holds a request slot no longer than this.
+    body_timeout_s: float = Field(30.0, gt=0)
     # BentoML: worker processes, request timeout, requests in flight before 503.
     workers: int = Field(1, ge=1)
     timeout_s: float = Field(60.0, gt=0)
