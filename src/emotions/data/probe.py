@@ -122,7 +122,7 @@ class ProbeResult:
 class _Reject(Exception):
     """Internal: stop probing with this quarantine reason (``kind`` as in clipcheck.Refusal)."""
 
-    def __init__(self, reason: str, kind: str = "undecodable") -> None:
+    def __init__(self, reason: str, kind: str = clipcheck.UNDECODABLE) -> None:
         super().__init__(reason)
         self.kind = kind
 
@@ -300,8 +300,8 @@ def _video_stream(container):
     if video is None:
         kinds = sorted({s.type for s in container.streams}) or ["none"]
         if container.streams.video:
-            raise _Reject("no video stream (only a cover picture)", "not_video")
-        raise _Reject(f"no video stream (streams: {', '.join(kinds)})", "not_video")
+            raise _Reject("no video stream (only a cover picture)", clipcheck.NOT_VIDEO)
+        raise _Reject(f"no video stream (streams: {', '.join(kinds)})", clipcheck.NOT_VIDEO)
     return video
 
 
@@ -506,10 +506,16 @@ def _duration(video, scan: _Scan, declared: float | None) -> float:
 
 
 def _fps(video, scan: _Scan, duration: float) -> float:
-    for rate in (video.average_rate, video.guessed_rate, video.base_rate):
+    """The average rate FFmpeg measured; else frames over seconds, which beats FFmpeg's
+    guessed rate (for variable-rate Matroska that is the time base, e.g. 1000 fps)."""
+    if video.average_rate and video.average_rate > 0:
+        return float(video.average_rate)
+    if scan.video_packets > 1 and duration > 0:
+        return scan.video_packets / duration
+    for rate in (video.guessed_rate, video.base_rate):
         if rate and rate > 0:
             return float(rate)
-    return scan.video_packets / duration if duration > 0 else 0.0
+    return 0.0
 
 
 def _channels(audio) -> int | None:

@@ -22,6 +22,7 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from emotions.config import ServeConfig
+from emotions.data.clipcheck import NOT_VIDEO, OUT_OF_BOUNDS
 
 MISSING_VIDEO = "missing_video"
 PAYLOAD_TOO_LARGE = "payload_too_large"
@@ -78,9 +79,9 @@ def body_timeout(limit_s: float) -> Rejection:
 
 def refused_clip(name: str, reason: str, kind: str) -> Rejection:
     """An upload the probe judged not a clip we accept (``kind`` from clipcheck.Refusal)."""
-    if kind == "not_video":
+    if kind == NOT_VIDEO:
         return Rejection(415, UNSUPPORTED_MEDIA_TYPE, f"{name}: {reason}")
-    if kind == "out_of_bounds":
+    if kind == OUT_OF_BOUNDS:
         return Rejection(422, CLIP_OUT_OF_BOUNDS, f"{name}: {reason}")
     return Rejection(422, UNDECODABLE_VIDEO, f"{name}: {reason}")
 
