@@ -36,6 +36,7 @@ from emotions.inference import Predictor, summarise_input
 from emotions.serve.batcher import MicroBatcher
 from emotions.serve.prediction_log import PredictionLog, read_prediction_log
 from emotions.serve.settings import ModelSource, load_settings, resolve_model
+from emotions.serve.upload import clean_filename, stored_name
 
 CONTRACT = {"path", "label", "polarity", "probabilities", "timeline", "modality_share"}
 ERROR_BODY = {"error", "detail"}
@@ -552,3 +553,17 @@ def test_a_stalled_upload_times_out_while_good_clips_are_answered(
     assert post(server, synth_clips[4]).status_code == 200
     refused = [e for e in log_lines(log_path) if e.get("http_status") == 408]
     assert refused and refused[-1]["error"] == "request_timeout"
+
+
+def test_upload_names_are_shown_sanitised_and_stored_fixed():
+    cases = [
+        ("C:\\Users\\me\\clip.MP4", "clip.MP4", "video.mp4"),
+        ("../../", "upload", "video"),
+        ("a/b/\r\nX-Forged: 1.mp4", "__X-Forged: 1.mp4", "video.mp4"),
+        ("clip\u202e4pm.exe", "clip_4pm.exe", "video.exe"),
+        ("愤怒 clip.webm", "愤怒 clip.webm", "video.webm"),
+        ("clip.m p4", "clip.m p4", "video"),
+    ]
+    for raw, shown, stored in cases:
+        assert clean_filename(raw) == shown, raw
+        assert stored_name(clean_filename(raw)) == stored, raw

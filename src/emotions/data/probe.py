@@ -182,6 +182,8 @@ def screen_file(path: str | Path, bounds: ClipBounds | None) -> Refusal | None:
         return Refusal(f"undecodable: {_message(error)}", clipcheck.UNDECODABLE)
     except OSError as error:
         return Refusal(f"unreadable: {error.strerror or error}", clipcheck.UNDECODABLE)
+    except Exception as error:  # a hostile file may trip anything; it is still a 4xx
+        return Refusal(f"undecodable: {type(error).__name__}: {error}", clipcheck.UNDECODABLE)
     return None
 
 
