@@ -372,6 +372,9 @@ class ServeConfig(Strict):
         bad = [ext for ext in self.extensions if not ext.startswith(".") or ext != ext.lower()]
         if bad:
             raise ValueError(f"serve.extensions must be lower-case and start with '.': {bad}")
+        if self.body_timeout_s > self.timeout_s:
+            # BentoML's own timeout would answer first, with a 5xx instead of our 408.
+            raise ValueError("serve.body_timeout_s must not exceed serve.timeout_s")
         return self
 
 
