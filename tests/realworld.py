@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import struct
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -129,6 +130,94 @@ def make_audio_only(path: Path, *, seconds: float = 1.0, sample_rate: int = 4410
             frame.time_base = Fraction(1, sample_rate)
             container.mux(stream.encode(frame))
         container.mux(stream.encode(None))
+    return path
+
+
+def write_image(path: Path, fmt: str, *, frames_n: int = 1, seed: int = 0) -> Path:
+    """A picture file (Pillow ``fmt``: PNG, JPEG, GIF, WEBP, BMP, TIFF) under any name; with
+    ``frames_n`` > 1 an animated one (GIF, PNG → APNG, WEBP)."""
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pictures = [Image.fromarray(image) for image in frames(1.0, frames_n, seed)]
+    extra = {"save_all": True, "append_images": pictures[1:], "duration": 80, "loop": 0}
+    pictures[0].save(path, format=fmt, **(extra if frames_n > 1 else {}))
+    return path
+
+
+def make_still_in_container(path: Path, codec: str = "mjpeg", *, n: int = 1, seed: int = 0):
+    """``n`` pictures of an image (or any) codec in a real video container (.avi, .mov, .mp4)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pix_fmt = {"mjpeg": "yuvj420p", "png": "rgb24"}.get(codec, "yuv420p")
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream(codec, rate=25)
+        stream.width = stream.height = SIZE
+        stream.pix_fmt = pix_fmt
+        for index, image in enumerate(frames(n / 25, 25, seed)[:n]):
+            frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+            frame.pts, frame.time_base = index, Fraction(1, 25)
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))
+    return path
+
+
+def make_vfr_clip(path: Path, *, seed: int = 0) -> Path:
+    """A phone-style variable frame rate clip: 30 frames 30, 50 and 100 ms apart (1.75 s)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    images = frames(1.5, 20, seed)
+    gaps = np.tile([30, 50, 100], len(images))[: len(images)]
+    stamps = np.concatenate([[0], np.cumsum(gaps)[:-1]])
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream("libx264", rate=20)
+        stream.width = stream.height = SIZE
+        stream.pix_fmt = "yuv420p"
+        stream.codec_context.time_base = Fraction(1, 1000)
+        for image, stamp in zip(images, stamps, strict=True):
+            frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+            frame.pts, frame.time_base = int(stamp), Fraction(1, 1000)
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))
+    return path
+
+
+def make_sized_clip(path: Path, width: int, height: int, *, seconds: float = 1.0, fps: int = 15):
+    """A clip of any (even) size and rate, no audio: odd shapes, tiny pictures, slow rates."""
+    side = -(-max(width, height) // 8) * 8  # frames() draws in 8×8 blocks
+    images = frames(seconds, fps, seed=width * 7 + height, size=side)
+    return write_clip(path, np.ascontiguousarray(images[:, :height, :width]), fps, None, 16000)
+
+
+def declare_frame_size(path: Path, side: int) -> Path:
+    """A Matroska FFV1 clip whose header declares ``side``×``side`` pixels (4 frames of 256×256
+    really): what a hostile upload does to make the decoder allocate gigabytes per frame."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream("ffv1", rate=15)
+        stream.width = stream.height = 256
+        stream.pix_fmt = "yuv420p"
+        for index in range(4):
+            image = np.full((256, 256, 3), 40 * index, dtype=np.uint8)
+            frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+            frame.pts, frame.time_base = index, Fraction(1, 15)
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))
+    data = bytearray(path.read_bytes())
+    for element in (b"\xb0\x82\x01\x00", b"\xba\x82\x01\x00"):  # PixelWidth, PixelHeight = 256
+        at = data.find(element)
+        assert at >= 0, "PixelWidth/PixelHeight not found"
+        data[at + 2 : at + 4] = struct.pack(">H", side)
+    path.write_bytes(bytes(data))
+    return path
+
+
+def declare_duration(path: Path, seconds: float, *, seed: int = 0) -> Path:
+    """A real 1 s Matroska clip whose header says it lasts ``seconds`` (its Duration element)."""
+    make_clip(path, seed=seed, audio_channels=None)
+    data = bytearray(path.read_bytes())
+    at = data.find(b"\x44\x89\x88")  # Duration, an 8-byte float in milliseconds
+    assert at >= 0, "Duration element not found"
+    data[at + 3 : at + 11] = struct.pack(">d", seconds * 1000.0)
+    path.write_bytes(bytes(data))
     return path
 
 
@@ -288,6 +377,11 @@ def build_realworld_tree(base: Path) -> RealWorldTree:
     )
     good("Tension/紧张_clip.mp4", "Tension", needs=("libx264", "aac"), seed=9, seconds=2.0)
     good("Excitation/fréude.mp4", "Excitation", needs=("libx264", "aac"), seed=10, audio_channels=1)
+    # Odd shapes and timing a phone or an editor writes are clips too.
+    make_vfr_clip(root / "Neutral/variable_rate.mp4", seed=18)
+    tree.kept["Neutral/variable_rate.mp4"] = Kept("Neutral", 1.75, False, round(30 / 1.75, 4))
+    make_sized_clip(root / "Fear/odd_98x54.mp4", 98, 54, seconds=2.0, fps=24)
+    tree.kept["Fear/odd_98x54.mp4"] = Kept("Fear", 2.0, False, 24.0)
     good(
         "Tension/corrupt_audio_packet.mp4",
         "Tension",
@@ -341,6 +435,37 @@ def build_realworld_tree(base: Path) -> RealWorldTree:
     tree.quarantined["Tension/escape.mp4"] = "outside root"
     make_clip(root / "contempt/smirk.mp4", seed=16)
     tree.quarantined["contempt/smirk.mp4"] = "unknown label 'contempt'"
+
+    # Not clips, though they open as "videos": pictures, a single frame, the params' bounds.
+    for rel, fmt, count, reason in (
+        ("Excitation/screenshot.mp4", "PNG", 1, "still image (png codec, 1 frame)"),
+        ("Fear/photo.mov", "JPEG", 1, "still image (mjpeg codec, 1 frame)"),
+        ("Neutral/sticker.webm", "WEBP", 1, "still image (webp codec, 1 frame)"),
+        ("Sadness/scan.mkv", "TIFF", 1, "still image (tiff codec, 1 frame)"),
+        ("Relaxation/icon.avi", "BMP", 1, "still image (bmp codec, 1 frame)"),
+        ("Tension/meme.mp4", "GIF", 12, "animated image (gif codec, 12 frames)"),
+        ("Tension/apng.mp4", "PNG", 6, "animated image (apng codec, 6 frames)"),
+    ):
+        write_image(root / rel, fmt, frames_n=count, seed=len(rel))
+        tree.quarantined[rel] = reason
+    make_still_in_container(root / "Fear/one_jpeg_frame.avi", "mjpeg", seed=19)
+    tree.quarantined["Fear/one_jpeg_frame.avi"] = "still image (mjpeg codec, 1 frame)"
+    make_still_in_container(root / "Fear/one_frame.mp4", "libx264", seed=20)
+    tree.quarantined["Fear/one_frame.mp4"] = "too few frames: 1 < 4"
+    make_sized_clip(root / "Sadness/blink.mp4", 64, 64, seconds=0.2, fps=30)
+    tree.quarantined["Sadness/blink.mp4"] = "duration 0.2 s outside [0.5, 600] s"
+    make_sized_clip(root / "Sadness/slideshow.mp4", 64, 64, seconds=4.0, fps=2)
+    tree.quarantined["Sadness/slideshow.mp4"] = "frame rate 2 fps outside [5, 240] fps"
+    make_sized_clip(root / "Neutral/thumbnail.mp4", 16, 16)
+    tree.quarantined["Neutral/thumbnail.mp4"] = "too small: 16×16 px"
+    declare_frame_size(root / "Neutral/huge_header.mkv", 16000)
+    tree.quarantined["Neutral/huge_header.mkv"] = "frame too large: 16000×16000 px"
+    declare_frame_size(root / "Neutral/impossible_header.mkv", 30000)
+    tree.quarantined["Neutral/impossible_header.mkv"] = "undecodable: the video stream declares"
+    declare_duration(root / "Relaxation/ten_hours.mkv", 36000, seed=21)
+    tree.quarantined["Relaxation/ten_hours.mkv"] = "duration 36000 s outside [0.5, 600] s"
+    make_audio_only(root / "Fear/voice_memo.mp4")
+    tree.quarantined["Fear/voice_memo.mp4"] = "no video stream (streams: audio)"
 
     (root / "Excitation/.DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1")
     tree.ignored.add("Excitation/.DS_Store")

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from realworld import build_realworld_tree, make_clip, tree_digest, write_emotions_layout
 
-from emotions.config import IngestConfig, load_params
+from emotions.config import IngestConfig, ValidateConfig, load_params
 from emotions.data.ingest import (
     EXTRA_COLUMNS,
     MANIFEST_COLUMNS,
@@ -106,6 +106,25 @@ def test_manifest_contract(realworld):
     assert sum(stats["label_distribution"].values()) == len(manifest)
     leftovers = [p.name for p in result.manifest_path.parent.iterdir() if p.name.startswith(".")]
     assert not leftovers  # no temporary files from the atomic writes
+
+
+def test_what_ingest_keeps_passes_validation(realworld, tmp_path):
+    """Ingest filters by the bounds validate checks (both read ingest.*): stills, single
+    frames, 0.2 s blinks, 2 fps slideshows and 10-hour headers never reach the manifest, so
+    the duration, rate, frame-count and size expectations pass."""
+    from emotions.data.validate import validate_manifest
+
+    _, result, _, _ = realworld
+    outcome = validate_manifest(
+        result.manifest,
+        tmp_path,
+        taxonomy=EMOTIONS6,
+        config=ValidateConfig(min_clips_per_class=1),
+        bounds=CONFIG,
+    )
+    assert outcome.success, outcome.summary
+    bounded = {"duration_s", "fps", "n_frames", "width", "height"}
+    assert {row["column"] for row in outcome.results if row["success"]} >= bounded
 
 
 def test_root_is_untouched_and_the_stage_is_quick(realworld):

@@ -21,6 +21,9 @@ from realworld import (
     zero_video_packets,
 )
 
+from emotions.config import IngestConfig
+from emotions.data.clipcheck import REASON_PREFIXES as CLIP_REASONS
+from emotions.data.clipcheck import ClipBounds, Refusal
 from emotions.data.encode import write_clip
 from emotions.data.probe import (
     REASON_PREFIXES,
@@ -29,6 +32,7 @@ from emotions.data.probe import (
     difference_hash,
     hamming,
     probe_file,
+    screen_file,
 )
 
 ENCODERS = ("libx264", "libx265", "mpeg4", "libvpx-vp9", "aac", "libmp3lame", "ac3", "libopus")
@@ -189,3 +193,37 @@ def test_probe_module_stays_light():
     code = "import sys, emotions.data.probe; print(sorted({'torch', 'pandas'} & set(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_serve_screen_and_ingest_probe_judge_alike(tree):
+    """One judge (emotions.data.clipcheck): the service's header-and-packets screen refuses
+    exactly the files ingest's probe refuses for not being a clip, with the same reason, and
+    passes every clip ingest keeps, without decoding a picture."""
+    bounds = ClipBounds.of(IngestConfig())
+    judged = 0
+    for rel in sorted(tree.kept) + sorted(tree.quarantined):
+        path = tree.root / rel
+        if not path.is_file() or path.is_symlink():
+            continue
+        probed = probe_file(ProbeTask(str(path), 512.0, bounds=bounds))
+        screened = screen_file(path, bounds)
+        if rel in tree.kept:
+            assert probed.reason is None and screened is None, (rel, screened)
+        elif probed.reason and probed.reason.startswith(CLIP_REASONS):
+            assert screened is not None and screened.reason == probed.reason, rel
+            judged += 1
+    assert judged >= 14
+    memo = screen_file(tree.root / "Fear/voice_memo.mp4", bounds)
+    assert memo == Refusal("no video stream (streams: audio)", "not_video")
+    assert screen_file(tree.root / "Tension/meme.mp4", bounds).kind == "not_video"
+    assert screen_file(tree.root / "Relaxation/ten_hours.mkv", bounds).kind == "out_of_bounds"
+    assert screen_file(tree.root / "Neutral/random_bytes.mp4", bounds).kind == "undecodable"
+
+
+def test_clip_bounds_apply_only_when_given(tree):
+    """Without bounds (a bare ProbeTask) only the image rule applies: a still image is never a
+    clip, a 0.2 s clip is one."""
+    assert reason_of(tree.root / "Excitation/screenshot.mp4") == "still image (png codec, 1 frame)"
+    assert probe(tree.root / "Sadness/blink.mp4").reason is None
+    bounds = ClipBounds.of(IngestConfig(duration_s=(0.1, 600.0)))
+    assert probe_file(ProbeTask(str(tree.root / "Sadness/blink.mp4"), 512.0, bounds=bounds)).info

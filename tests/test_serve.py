@@ -13,7 +13,10 @@ import json
 import math
 import multiprocessing
 import os
+import socket
 import sys
+import threading
+import time
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
@@ -33,11 +36,13 @@ from emotions.inference import Predictor, summarise_input
 from emotions.serve.batcher import MicroBatcher
 from emotions.serve.prediction_log import PredictionLog, read_prediction_log
 from emotions.serve.settings import ModelSource, load_settings, resolve_model
+from emotions.serve.upload import clean_filename, stored_name
 
 CONTRACT = {"path", "label", "polarity", "probabilities", "timeline", "modality_share"}
 ERROR_BODY = {"error", "detail"}
 INPUT_STATS = {"brightness", "motion", "loudness", "duration_s", "has_audio"}
 MAX_UPLOAD_MB = 0.25
+BODY_TIMEOUT_S = 5.0
 # Phone-like formats (tests/realworld.py); those whose encoder is missing here are skipped.
 REAL_WORLD = [
     "Tension/h264_aac_stereo.mp4",
@@ -89,6 +94,8 @@ def workdir(tmp_path_factory) -> Path:
         batch_size=8,
         decode_workers=2,
         torch_threads=1,
+        # A stalled upload is answered 408 this long after its request started.
+        body_timeout_s=BODY_TIMEOUT_S,
     )
     (where / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False), encoding="utf-8")
     return where
@@ -424,3 +431,139 @@ def test_settings_come_from_params_then_environment(tmp_path: Path):
     bare = load_settings({"EMOTIONS_PARAMS": str(tmp_path / "absent.yaml")})
     with pytest.raises(ConfigError, match="EMOTIONS_MODEL_DIR"):
         resolve_model(bare, {})
+
+
+# --------------------------------------------------------------------------------------------
+# Hostile uploads (issue #10): refused by ingest's own probe checks before any decoding, and
+# the server keeps answering good clips.
+
+HOSTILE = [
+    # (file in the real-world tree, status, error code, the probe's reason in the detail)
+    (
+        "Excitation/screenshot.mp4",
+        415,
+        "unsupported_media_type",
+        "still image (png codec, 1 frame)",
+    ),
+    ("Tension/meme.mp4", 415, "unsupported_media_type", "animated image (gif codec, 12 frames)"),
+    ("Fear/voice_memo.mp4", 415, "unsupported_media_type", "no video stream (streams: audio)"),
+    ("Neutral/huge_header.mkv", 422, "clip_out_of_bounds", "frame too large: 16000×16000 px"),
+    ("Relaxation/ten_hours.mkv", 422, "clip_out_of_bounds", "duration 36000 s outside"),
+    ("Fear/one_frame.mp4", 422, "clip_out_of_bounds", "too few frames: 1 < 4"),
+    (
+        "Neutral/impossible_header.mkv",
+        422,
+        "undecodable_video",
+        "undecodable: the video stream declares no",
+    ),
+]
+
+
+def test_hostile_files_are_refused_from_the_probe(
+    server: LiveServer, tree: RealWorldTree, synth_clips, log_path: Path
+):
+    """Each detail is the probe's own quarantine reason (decode_clip words its errors
+    differently), so the refusal came from the header/packet screen, before decoding."""
+    before = len(log_lines(log_path))
+    for rel, status, code, reason in HOSTILE:
+        path = tree.root / rel
+        response = post(server, path, type_="video/mp4")
+        assert response.status_code == status, (rel, response.text)
+        body = response.json()
+        assert body["error"] == code, (rel, body)
+        assert body["detail"].startswith(f"{path.name}: {reason}"), (rel, body)
+    errors = log_lines(log_path)[before:]
+    assert [e["http_status"] for e in errors] == [status for _, status, _, _ in HOSTILE]
+    assert post(server, synth_clips[0]).status_code == 200
+
+
+def _multipart(filename: str, content: bytes) -> tuple[bytes, str]:
+    """A multipart body written by hand: clients escape control characters, attackers don't."""
+    boundary = "hostile-boundary"
+    head = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="video"; filename="{filename}"'
+        "\r\nContent-Type: video/mp4\r\n\r\n"
+    )
+    body = head.encode("utf-8") + content + f"\r\n--{boundary}--\r\n".encode()
+    return body, f"multipart/form-data; boundary={boundary}"
+
+
+def test_a_hostile_filename_is_sanitised_never_a_path(
+    server: LiveServer, synth_clips, log_path: Path, workdir: Path, tmp_path: Path
+):
+    evil = "../../escaped/\x1b[31mred\x07\u202egpj\t.mp4"
+    body, content_type = _multipart(evil, synth_clips[1].read_bytes())
+    before = len(log_lines(log_path))
+    response = requests.post(
+        f"{server.url}/predict", data=body, headers={"Content-Type": content_type}, timeout=120
+    )
+    assert response.status_code == 200, response.text
+    name = response.json()["path"]
+    assert name == "_[31mred__gpj_.mp4"  # base name only; ESC, BEL, RLO and TAB became _
+    (line,) = log_lines(log_path)[before:]
+    assert line["filename"] == name and line["status"] == "ok"
+    assert not (workdir / "escaped").exists() and not (workdir.parent / "escaped").exists()
+
+
+def test_a_stalled_upload_times_out_while_good_clips_are_answered(
+    server: LiveServer, synth_clips, log_path: Path
+):
+    """Slowloris: headers and part of the body, then a byte now and then. The server answers
+    408 and closes within serve.body_timeout_s (plus slack); meanwhile, and afterwards, a good
+    clip is answered."""
+    host, port = server.url.removeprefix("http://").split(":")
+    body, content_type = _multipart("slow.mp4", synth_clips[2].read_bytes())
+    request = (
+        f"POST /predict HTTP/1.1\r\nHost: {host}\r\nContent-Type: {content_type}\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode() + body[:1000]
+    answered: dict[str, float | int] = {}
+
+    def good_upload_meanwhile() -> None:
+        time.sleep(1.0)
+        response = post(server, synth_clips[3])
+        answered.update(status=response.status_code, at=time.monotonic())
+
+    helper = threading.Thread(target=good_upload_meanwhile)
+    started = time.monotonic()
+    with socket.create_connection((host, int(port)), timeout=60) as sock:
+        sock.sendall(request)
+        helper.start()
+        sock.settimeout(0.5)
+        reply = b""
+        sent = 1000
+        while time.monotonic() - started < BODY_TIMEOUT_S + 30:
+            try:
+                chunk = sock.recv(65536)
+            except TimeoutError:
+                if sent < len(body) - 1:  # trickle one byte per half second, never finish
+                    sock.sendall(body[sent : sent + 1])
+                    sent += 1
+                continue
+            if not chunk:
+                break  # the server closed the connection
+            reply += chunk
+        elapsed = time.monotonic() - started
+    helper.join(timeout=120)
+    status_line, _, rest = reply.partition(b"\r\n")
+    assert status_line.startswith(b"HTTP/1.1 408"), reply[:300]
+    assert b'"request_timeout"' in rest
+    assert BODY_TIMEOUT_S - 0.5 <= elapsed < BODY_TIMEOUT_S + 15, elapsed
+    assert answered.get("status") == 200 and answered["at"] < started + elapsed
+    assert post(server, synth_clips[4]).status_code == 200
+    refused = [e for e in log_lines(log_path) if e.get("http_status") == 408]
+    assert refused and refused[-1]["error"] == "request_timeout"
+
+
+def test_upload_names_are_shown_sanitised_and_stored_fixed():
+    cases = [
+        ("C:\\Users\\me\\clip.MP4", "clip.MP4", "video.mp4"),
+        ("../../", "upload", "video"),
+        ("a/b/\r\nX-Forged: 1.mp4", "__X-Forged: 1.mp4", "video.mp4"),
+        ("clip\u202e4pm.exe", "clip_4pm.exe", "video.exe"),
+        ("愤怒 clip.webm", "愤怒 clip.webm", "video.webm"),
+        ("clip.m p4", "clip.m p4", "video"),
+    ]
+    for raw, shown, stored in cases:
+        assert clean_filename(raw) == shown, raw
+        assert stored_name(clean_filename(raw)) == stored, raw

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from emotions.config import ValidateConfig
+from emotions.config import IngestConfig, ValidateConfig
 from emotions.data.validate import SUITE_NAME, validate_manifest
 
 TAXONOMY = {  # emotions6 of params.yaml
@@ -22,9 +22,9 @@ TAXONOMY = {  # emotions6 of params.yaml
     "Sadness": "negative",
     "Tension": "negative",
 }
-CONFIG = ValidateConfig(
-    duration_s=(0.5, 600.0), fps=(5.0, 240.0), min_audio_share=0.5, min_clips_per_class=5
-)
+CONFIG = ValidateConfig(min_audio_share=0.5, min_clips_per_class=5, max_bad_audio_share=0.05)
+# The clip bounds are ingest's (params.yaml ingest.duration_s, fps, min_frames, min_side, ...).
+BOUNDS = IngestConfig(duration_s=(0.5, 600.0), fps=(5.0, 240.0), min_frames=4, min_side=32)
 
 
 def good_manifest(per_class: int = 8, seed: int = 0) -> pd.DataFrame:
@@ -55,7 +55,7 @@ def good_manifest(per_class: int = 8, seed: int = 0) -> pd.DataFrame:
 
 
 def run(manifest: pd.DataFrame, out_dir: Path, config: ValidateConfig = CONFIG):
-    return validate_manifest(manifest, out_dir, taxonomy=TAXONOMY, config=config)
+    return validate_manifest(manifest, out_dir, taxonomy=TAXONOMY, config=config, bounds=BOUNDS)
 
 
 def test_good_manifest_passes_and_writes_result_and_data_docs(tmp_path, monkeypatch):
@@ -217,3 +217,28 @@ def test_warnings_alone_keep_success(tmp_path):
     assert "[warning] label: taxonomy classes absent: Tension" in lines
     failed = [row for row in outcome.results if not row["success"]]
     assert {row["severity"] for row in failed} == {"warning"}
+
+
+def test_bounds_are_ingests_and_mostly_tolerates_a_share_of_broken_audio(tmp_path):
+    """Duration, frame count and size are checked against ingest's bounds (no outlier is
+    tolerated: ingest quarantined them all); broken audio packets only warn above a share."""
+    manifest = good_manifest()
+    manifest["audio_bad_packets"] = 0
+    manifest.loc[0, "audio_bad_packets"] = 2  # 1 of 48 clips ≈ 2 % < 5 %: tolerated
+    assert run(manifest, tmp_path / "one").summary.count("\n") == 0
+
+    manifest.loc[:9, "audio_bad_packets"] = 1  # 10 of 48 ≈ 21 %: a warning, not a stop
+    outcome = run(manifest, tmp_path / "many")
+    assert outcome.success
+    assert "[warning] audio_bad_packets: 10 clips with a broken audio packet" in outcome.summary
+
+    manifest = good_manifest()
+    manifest.loc[0, "n_frames"] = 1  # a still image that slipped past ingest
+    manifest.loc[1, "width"] = 8
+    outcome = validate_manifest(
+        manifest, tmp_path / "strict", taxonomy=TAXONOMY, config=CONFIG, bounds=BOUNDS
+    )
+    assert not outcome.success
+    assert "[critical] n_frames: 1 frame counts below the minimum" in outcome.summary
+    assert "expected ≥ 4 (ingest.min_frames)" in outcome.summary
+    assert "[critical] width: 1 sizes out of range (e.g. 8)" in outcome.summary

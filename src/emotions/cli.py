@@ -89,6 +89,7 @@ def cmd_validate(args: argparse.Namespace, params: Params) -> None:
         out,
         taxonomy=params.taxonomy_for(args.dataset),
         config=params.validate_,
+        bounds=params.ingest,
     )
     print(outcome.summary)
     if not outcome.success:

@@ -66,15 +66,41 @@ class IngestConfig(Strict):
     # A clip whose first-stage agreement is below this went to (or needs) the second stage.
     second_stage_below: float = Field(0.6, ge=0.0, le=1.0)
     extensions: list[str] = [".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v", ".flv"]
+    # What a clip is (emotions.data.clipcheck): a file outside these inclusive bounds goes to
+    # quarantine with the bound in its reason, and `serve` refuses such an upload (422). The
+    # validate stage checks the manifest against these same keys (no second copy of them).
+    duration_s: tuple[float, float] = (0.5, 600.0)
+    fps: tuple[float, float] = (5.0, 240.0)
+    min_frames: int = Field(4, ge=1)
+    # The shorter side must reach min_side; no side may exceed max_side (a header declaring a
+    # bigger picture is refused before anything is decoded).
+    min_side: int = Field(32, ge=1)
+    max_side: int = Field(8192, ge=1)
+
+    @model_validator(mode="after")
+    def _ordered_bounds(self) -> IngestConfig:
+        for name in ("duration_s", "fps"):
+            lo, hi = getattr(self, name)
+            if not 0 <= lo <= hi:
+                raise ValueError(f"ingest.{name} must be [low, high] with 0 <= low <= high")
+        if self.min_side > self.max_side:
+            raise ValueError("ingest.min_side must not exceed ingest.max_side")
+        return self
 
 
 class ValidateConfig(Strict):
-    """Great Expectations suite thresholds over the manifest."""
+    """Great Expectations suite thresholds over the manifest.
 
-    duration_s: tuple[float, float] = (0.5, 600.0)
-    fps: tuple[float, float] = (5.0, 240.0)
+    The duration, frame-rate, frame-count and size bounds are ingest's (``ingest.duration_s``
+    and friends): ingest quarantines every clip outside them, and validate checks that the
+    manifest keeps to them.
+    """
+
     min_audio_share: float = Field(0.5, ge=0.0, le=1.0)
     min_clips_per_class: int = Field(5, ge=1)
+    # A clip with a broken audio packet is kept (the packet is skipped); more than this share
+    # of such clips is reported (a warning: GX `mostly` tolerates the rest).
+    max_bad_audio_share: float = Field(0.05, ge=0.0, le=1.0)
 
 
 class SplitShares(Strict):
@@ -331,6 +357,9 @@ class ServeConfig(Strict):
     # only on dedicated cores: with a core busy elsewhere, torch's threads wait on each other
     # (measured here: 35 ms with 1 thread, 400-900 ms with 2 on a loaded 2-core machine).
     torch_threads: int = Field(1, ge=1)
+    # The whole request body must arrive within this, else 408 and the connection is closed:
+    # a stalled or trickling (slowloris) client holds a request slot no longer than this.
+    body_timeout_s: float = Field(30.0, gt=0)
     # BentoML: worker processes, request timeout, requests in flight before 503.
     workers: int = Field(1, ge=1)
     timeout_s: float = Field(60.0, gt=0)
@@ -343,6 +372,9 @@ class ServeConfig(Strict):
         bad = [ext for ext in self.extensions if not ext.startswith(".") or ext != ext.lower()]
         if bad:
             raise ValueError(f"serve.extensions must be lower-case and start with '.': {bad}")
+        if self.body_timeout_s > self.timeout_s:
+            # BentoML's own timeout would answer first, with a 5xx instead of our 408.
+            raise ValueError("serve.body_timeout_s must not exceed serve.timeout_s")
         return self
 
 

@@ -2,7 +2,9 @@
 
 Steps: the layout's adapter lists candidates; every path is checked to stay inside the root and
 to exist; labels are resolved against the taxonomy (votes aggregated first); every remaining
-file is probed in an isolated worker with a timeout; identical files are collapsed (same label)
+file is probed in an isolated worker with a timeout and must be a clip within the params'
+bounds (``ingest.duration_s``, ``fps``, ``min_frames``, ``min_side``, ``max_side``; a still
+image is never one, see ``emotions.data.clipcheck``); identical files are collapsed (same label)
 or all rejected (different labels). Every listed entry ends up in ``manifest.parquet`` or in
 ``quarantine.csv`` with a specific reason. Nothing stops the stage except having
 no usable clip at all, and nothing under the root is ever written.
@@ -27,6 +29,7 @@ import pandas as pd
 from emotions.atomic import atomic_write
 from emotions.config import IngestConfig
 from emotions.data.annotations import aggregate_votes, annotation_stats, clean_votes
+from emotions.data.clipcheck import ClipBounds
 from emotions.data.probe import REASON_PREFIXES, ClipInfo, ProbeTask, probe_file
 from emotions.data.sources import Candidate, Reject, Source, SourceOptions, get_source
 from emotions.data.workers import map_isolated
@@ -164,10 +167,11 @@ def ingest(
     listed: dict[str, str] = {}
     resolve = _resolver(source, taxonomy, aliases or {})
     pending, votes = _collect(root, source, resolve, taxonomy, config, rejected, listed)
+    bounds = ClipBounds.of(config)
     outcomes = map_isolated(
         probe_file,
         [
-            ProbeTask(str(p.target), config.max_file_mb, p.frames, options.fps)
+            ProbeTask(str(p.target), config.max_file_mb, p.frames, options.fps, bounds)
             for p in pending
         ],
         workers=config.workers,

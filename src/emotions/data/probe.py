@@ -14,6 +14,12 @@ find a broken one), and one seek fetches a picture near the middle for the near-
 A frame folder (``ProbeTask.frames``, layout ``frames``) is probed as one clip at the same cost:
 every picture hashed and its signature checked, the first and the middle one decoded, and its
 audio file decoded packet by packet; see :func:`_probe_frame_folder`.
+
+Whether a file that reads fine is a clip we accept (not a still image, not 8×8 pixels, not ten
+hours long) is :func:`emotions.data.clipcheck.check_clip`'s call, made on the header before
+any picture is decoded and again on the counted packets; ``ProbeTask.bounds`` carries the
+params' limits. The service runs the same checks through :func:`screen_file` (header and
+packet count, no decoding) before it lets a decoder near an upload.
 """
 
 from __future__ import annotations
@@ -28,7 +34,8 @@ from pathlib import Path
 import av
 import numpy as np
 
-from emotions.data import framefolder
+from emotions.data import clipcheck, framefolder
+from emotions.data.clipcheck import ClipBounds, Refusal, StreamFacts, check_clip
 from emotions.data.framefolder import FrameFolderError
 
 MB = 1024 * 1024
@@ -56,6 +63,7 @@ REASON_PREFIXES = (
     "worker crashed",
     "no annotations",
     "empty frame folder",
+    *clipcheck.REASON_PREFIXES,
 )
 
 # Leading bytes of containers: a file that starts like one but does not open is damaged, not junk.
@@ -77,6 +85,9 @@ class ProbeTask:
     # "audio" (see emotions.data.framefolder).
     frames: bool = False
     fps: float | str = 30.0
+    # The params' limits of an acceptable clip (ingest.duration_s, ...); None: only the rule
+    # that a still image is not a clip applies.
+    bounds: ClipBounds | None = None
 
 
 @dataclass(frozen=True)
@@ -109,7 +120,11 @@ class ProbeResult:
 
 
 class _Reject(Exception):
-    """Internal: stop probing with this quarantine reason."""
+    """Internal: stop probing with this quarantine reason (``kind`` as in clipcheck.Refusal)."""
+
+    def __init__(self, reason: str, kind: str = clipcheck.UNDECODABLE) -> None:
+        super().__init__(reason)
+        self.kind = kind
 
 
 def probe_file(task: ProbeTask) -> ProbeResult:
@@ -119,8 +134,10 @@ def probe_file(task: ProbeTask) -> ProbeResult:
     try:
         path = Path(task.path)
         if task.frames:
-            return ProbeResult(info=_probe_frame_folder(path, task.max_file_mb, task.fps))
-        return ProbeResult(info=_probe(path, task.max_file_mb))
+            return ProbeResult(
+                info=_probe_frame_folder(path, task.max_file_mb, task.fps, task.bounds)
+            )
+        return ProbeResult(info=_probe(path, task.max_file_mb, task.bounds))
     except FrameFolderError as reject:
         return ProbeResult(reason=str(reject))
     except _Reject as reject:
@@ -131,6 +148,43 @@ def probe_file(task: ProbeTask) -> ProbeResult:
         return ProbeResult(reason=f"unreadable: {error.strerror or error}")
     except Exception as error:  # a hostile file may trip anything; report it
         return ProbeResult(reason=f"undecodable: {type(error).__name__}: {error}")
+
+
+def screen_file(path: str | Path, bounds: ClipBounds | None) -> Refusal | None:
+    """The service's probe of an upload: None when it may be decoded, else why not.
+
+    The same header and packet checks as :func:`probe_file` (one judge, ``check_clip``) at a
+    fraction of its cost: nothing is hashed and nothing decoded, packets are only counted. A
+    file that does not open gets the same reason ingest would quarantine it with.
+    """
+    av.logging.set_level(None)
+    path = Path(path)
+    try:
+        size = os.stat(path).st_size
+        if size == 0:
+            return Refusal("empty file", clipcheck.UNDECODABLE)
+        try:
+            container = av.open(str(path), metadata_errors="ignore")
+        except av.FFmpegError as error:
+            with open(path, "rb") as handle:
+                head = handle.read(64)
+            return Refusal(_open_failure(path, head, size, error), clipcheck.UNDECODABLE)
+        with container:
+            video = _video_stream(container)
+            _check_header(container, video, bounds)
+            scan = _count_packets(container, video)
+            _check_whole(video, scan, _declared(container))
+            ctx = video.codec_context
+            _check_measured(container, video, scan, int(ctx.width), int(ctx.height), bounds)
+    except _Reject as reject:
+        return Refusal(str(reject), reject.kind)
+    except av.FFmpegError as error:
+        return Refusal(f"undecodable: {_message(error)}", clipcheck.UNDECODABLE)
+    except OSError as error:
+        return Refusal(f"unreadable: {error.strerror or error}", clipcheck.UNDECODABLE)
+    except Exception as error:  # a hostile file may trip anything; it is still a 4xx
+        return Refusal(f"undecodable: {type(error).__name__}: {error}", clipcheck.UNDECODABLE)
+    return None
 
 
 def difference_hash(grey: np.ndarray) -> str:
@@ -159,7 +213,7 @@ def hamming(hash_a: str, hash_b: str) -> int:
 # The probe itself
 
 
-def _probe(path: Path, max_file_mb: float) -> ClipInfo:
+def _probe(path: Path, max_file_mb: float, bounds: ClipBounds | None = None) -> ClipInfo:
     info = os.stat(path)
     if not stat.S_ISREG(info.st_mode):
         raise _Reject("not a video: not a regular file")
@@ -176,7 +230,7 @@ def _probe(path: Path, max_file_mb: float) -> ClipInfo:
     except av.FFmpegError as error:
         raise _Reject(_open_failure(path, head, size, error)) from None
     with container:
-        return _probe_container(container, size, sha256)
+        return _probe_container(container, size, sha256, bounds)
 
 
 def _sha256(path: Path) -> tuple[str, bytes]:
@@ -235,7 +289,8 @@ def _bmff_overrun(path: Path, size: int) -> str | None:
     return None
 
 
-def _probe_container(container, size: int, sha256: str) -> ClipInfo:
+def _video_stream(container):
+    """The first real video stream (a cover picture is not one), or the reason there is none."""
     video = next(
         (
             s
@@ -247,32 +302,99 @@ def _probe_container(container, size: int, sha256: str) -> ClipInfo:
     if video is None:
         kinds = sorted({s.type for s in container.streams}) or ["none"]
         if container.streams.video:
-            raise _Reject("no video stream (only a cover picture)")
-        raise _Reject(f"no video stream (streams: {', '.join(kinds)})")
+            raise _Reject("no video stream (only a cover picture)", clipcheck.NOT_VIDEO)
+        raise _Reject(f"no video stream (streams: {', '.join(kinds)})", clipcheck.NOT_VIDEO)
+    return video
+
+
+def _declared(container) -> float | None:
+    return container.duration / av.time_base if container.duration else None
+
+
+def _check(facts: StreamFacts, bounds: ClipBounds | None) -> None:
+    refusal = check_clip(facts, bounds)
+    if refusal is not None:
+        raise _Reject(refusal.reason, refusal.kind)
+
+
+def _check_header(container, video, bounds: ClipBounds | None) -> None:
+    """Refuse from the header alone, before a picture is decoded: no frame size (FFmpeg
+    leaves it at 0 when the declared one is beyond what it can allocate), or facts the header
+    already gives (frame size, declared duration, rate and frame count) outside the bounds."""
+    ctx = video.codec_context
+    if not ctx.width or not ctx.height:
+        raise _Reject("undecodable: the video stream declares no usable frame size")
+    declared = _declared(container)
+    rate = video.average_rate
+    _check(
+        StreamFacts(
+            codec=ctx.codec.canonical_name,
+            demuxer=container.format.name,
+            width=int(ctx.width),
+            height=int(ctx.height),
+            n_frames=int(video.frames) if video.frames and video.frames > 0 else None,
+            duration_s=declared if declared and declared > 0 else None,
+            fps=float(rate) if rate and rate > 0 else None,
+        ),
+        bounds,
+    )
+
+
+def _measured(container, video, scan: _Scan) -> tuple[float, float, int]:
+    """(duration, fps, frame count) as the manifest records them."""
+    duration = _duration(video, scan, _declared(container))
+    fps = _fps(video, scan, duration)
+    n_frames = video.frames if video.frames and video.frames > 0 else scan.video_packets
+    return float(duration), float(fps), int(n_frames)
+
+
+def _check_measured(
+    container, video, scan: _Scan, width: int, height: int, bounds: ClipBounds | None
+) -> tuple[float, float, int]:
+    duration, fps, n_frames = _measured(container, video, scan)
+    facts = StreamFacts(
+        codec=video.codec_context.codec.canonical_name,
+        demuxer=container.format.name,
+        width=width,
+        height=height,
+        n_frames=n_frames,
+        # Rounded as the manifest records them, so validate sees exactly what was checked.
+        duration_s=round(duration, 4),
+        fps=round(fps, 4),
+    )
+    _check(facts, bounds)
+    return duration, fps, n_frames
+
+
+def _probe_container(
+    container, size: int, sha256: str, bounds: ClipBounds | None = None
+) -> ClipInfo:
+    video = _video_stream(container)
+    _check_header(container, video, bounds)
     audio = container.streams.audio[0] if container.streams.audio else None
 
     scan = _demux(container, video, audio)
-    declared = container.duration / av.time_base if container.duration else None
+    declared = _declared(container)
     _check_whole(video, scan, declared)
     if scan.first_frame is None:
         raise _Reject(
             f"undecodable: {scan.video_error or 'no picture decodes from the video stream'}"
         )
 
-    duration = _duration(video, scan, declared)
-    fps = _fps(video, scan, duration)
-    n_frames = video.frames if video.frames and video.frames > 0 else scan.video_packets
+    ctx = video.codec_context
+    width = int(ctx.width or scan.first_frame.width)
+    height = int(ctx.height or scan.first_frame.height)
+    duration, fps, n_frames = _check_measured(container, video, scan, width, height, bounds)
     middle = _middle_frame(container, video, duration) or scan.first_frame
     grey = middle.reformat(width=36, height=32, format="gray").to_ndarray()
-    ctx = video.codec_context
     return ClipInfo(
         size_bytes=size,
         sha256=sha256,
-        duration_s=round(float(duration), 4),
-        fps=round(float(fps), 4),
-        n_frames=int(n_frames),
-        width=int(ctx.width or scan.first_frame.width),
-        height=int(ctx.height or scan.first_frame.height),
+        duration_s=round(duration, 4),
+        fps=round(fps, 4),
+        n_frames=n_frames,
+        width=width,
+        height=height,
         rotation=_rotation(video, scan.first_frame),
         video_codec=ctx.codec.canonical_name,
         visual_hash=difference_hash(grey),
@@ -330,6 +452,23 @@ def _demux(container, video, audio) -> _Scan:
     return scan
 
 
+def _count_packets(container, video) -> _Scan:
+    """Demux the video stream without decoding: its packet count and where its data ends."""
+    scan = _Scan()
+    start = container.start_time / av.time_base if container.start_time else 0.0
+    try:
+        for packet in container.demux(video):
+            if packet.size == 0 and packet.pts is None:
+                continue
+            if packet.pts is not None and packet.time_base:
+                end = float((packet.pts + (packet.duration or 0)) * packet.time_base) - start
+                scan.end_s = end if scan.end_s is None else max(scan.end_s, end)
+            scan.video_packets += 1
+    except av.FFmpegError as error:
+        scan.demux_error = _message(error)
+    return scan
+
+
 def _decode_one(video, packet, scan: _Scan) -> av.VideoFrame | None:
     try:
         frames = video.decode(packet)
@@ -369,10 +508,16 @@ def _duration(video, scan: _Scan, declared: float | None) -> float:
 
 
 def _fps(video, scan: _Scan, duration: float) -> float:
-    for rate in (video.average_rate, video.guessed_rate, video.base_rate):
+    """The average rate FFmpeg measured; else frames over seconds, which beats FFmpeg's
+    guessed rate (for variable-rate Matroska that is the time base, e.g. 1000 fps)."""
+    if video.average_rate and video.average_rate > 0:
+        return float(video.average_rate)
+    if scan.video_packets > 1 and duration > 0:
+        return scan.video_packets / duration
+    for rate in (video.guessed_rate, video.base_rate):
         if rate and rate > 0:
             return float(rate)
-    return scan.video_packets / duration if duration > 0 else 0.0
+    return 0.0
 
 
 def _channels(audio) -> int | None:
@@ -435,7 +580,9 @@ def _middle_frame(container, video, duration: float) -> av.VideoFrame | None:
 MISSING_FRAMES_SHARE = 0.02
 
 
-def _probe_frame_folder(folder: Path, max_file_mb: float, fps: float | str) -> ClipInfo:
+def _probe_frame_folder(
+    folder: Path, max_file_mb: float, fps: float | str, bounds: ClipBounds | None = None
+) -> ClipInfo:
     """A folder of pictures (plus its audio file, if any) as one clip.
 
     Every picture is hashed and its leading bytes checked (a renamed or zeroed file fails);
@@ -473,8 +620,23 @@ def _probe_frame_folder(folder: Path, max_file_mb: float, fps: float | str) -> C
     if size > max_file_mb * MB:
         raise _Reject(f"too large ({size / MB:.1f} MB > {max_file_mb:g} MB limit)")
     first = framefolder.read_picture(files[0])
-    middle = framefolder.read_picture(files[len(files) // 2]) if len(files) > 2 else first
     rate = framefolder.frame_rate(fps, len(files), audio_path if audio else None)
+    refusal = check_clip(
+        StreamFacts(
+            codec=_picture_codec(files[0]),
+            demuxer="frames",
+            width=int(first.width),
+            height=int(first.height),
+            n_frames=len(files),
+            duration_s=round(len(files) / rate, 4),
+            fps=round(rate, 4),
+        ),
+        bounds,
+        picture_files=True,
+    )
+    if refusal is not None:
+        raise _Reject(refusal.reason, refusal.kind)
+    middle = framefolder.read_picture(files[len(files) // 2]) if len(files) > 2 else first
     grey = middle.reformat(width=36, height=32, format="gray").to_ndarray()
     return ClipInfo(
         size_bytes=size,

@@ -6,6 +6,14 @@ Answering it with GX gives a declarative suite, a machine-readable result and br
 Docs for free. Each expectation carries a severity in its ``meta``: a failed ``critical`` one
 stops the DAG, a failed ``warning`` one is reported and the run goes on.
 
+Duration, frame rate, frame count and frame size are checked against ingest's bounds
+(``ingest.duration_s``, ``fps``, ``min_frames``, ``min_side``, ``max_side``), the very limits
+ingest quarantines by; so these critical expectations pass whenever ingest did its job, and a
+failure means the manifest did not come from this ingest with these params. They tolerate no
+outlier: there is none left to tolerate. GX's ``mostly`` is used where a share of outliers is
+normal: clips with a skipped broken audio packet (kept by ingest) may be up to
+``validate.max_bad_audio_share`` of the corpus before a warning.
+
 The GX context is ephemeral (in memory) with one Data Docs site pointed at ``out_dir``, so a run
 leaves nothing in the working directory (no ``gx/`` folder) and needs no network.
 """
@@ -24,7 +32,7 @@ from typing import Any, Literal
 import pandas as pd
 
 from emotions.atomic import atomic_write_text
-from emotions.config import ValidateConfig
+from emotions.config import IngestConfig, ValidateConfig
 from emotions.data.ingest import MANIFEST_COLUMNS
 
 Severity = Literal["critical", "warning"]
@@ -61,7 +69,10 @@ class _Check:
 
 
 def _checks(
-    manifest: pd.DataFrame, taxonomy: dict[str, str], config: ValidateConfig
+    manifest: pd.DataFrame,
+    taxonomy: dict[str, str],
+    config: ValidateConfig,
+    bounds: IngestConfig,
 ) -> list[_Check]:
     """The suite for this manifest.
 
@@ -84,8 +95,8 @@ def _checks(
             checks.append(_Check(expectation, severity, column, what, expected))
 
     classes = sorted(taxonomy)
-    lo_d, hi_d = config.duration_s
-    lo_f, hi_f = config.fps
+    lo_d, hi_d = bounds.duration_s
+    lo_f, hi_f = bounds.fps
 
     add(
         gxe.ExpectTableColumnsToMatchSet(column_set=list(REQUIRED_COLUMNS), exact_match=False),
@@ -152,29 +163,40 @@ def _checks(
         "critical",
         "duration_s",
         "durations out of range",
-        f"{lo_d:g}..{hi_d:g} s",
+        f"{lo_d:g}..{hi_d:g} s (ingest.duration_s)",
     )
     add(
         gxe.ExpectColumnValuesToBeBetween(column="fps", min_value=lo_f, max_value=hi_f),
         "critical",
         "fps",
         "frame rates out of range",
-        f"{lo_f:g}..{hi_f:g}",
+        f"{lo_f:g}..{hi_f:g} (ingest.fps)",
     )
     for column in ("width", "height"):
         add(
-            gxe.ExpectColumnValuesToBeBetween(column=column, min_value=0, strict_min=True),
+            gxe.ExpectColumnValuesToBeBetween(
+                column=column, min_value=bounds.min_side, max_value=bounds.max_side
+            ),
             "critical",
             column,
-            "sizes that are not positive",
-            "> 0",
+            "sizes out of range",
+            f"{bounds.min_side}..{bounds.max_side} px (ingest.min_side, ingest.max_side)",
         )
     add(
-        gxe.ExpectColumnValuesToBeBetween(column="n_frames", min_value=0, strict_min=True),
-        "warning",
+        gxe.ExpectColumnValuesToBeBetween(column="n_frames", min_value=bounds.min_frames),
+        "critical",
         "n_frames",
-        "frame counts that are not positive",
-        "> 0",
+        "frame counts below the minimum",
+        f"≥ {bounds.min_frames} (ingest.min_frames)",
+    )
+    add(
+        gxe.ExpectColumnValuesToBeBetween(
+            column="audio_bad_packets", max_value=0, mostly=1.0 - config.max_bad_audio_share
+        ),
+        "warning",
+        "audio_bad_packets",
+        "clips with a broken audio packet",
+        f"at most {config.max_bad_audio_share:.0%} of clips (validate.max_bad_audio_share)",
     )
     add(
         gxe.ExpectColumnValuesToBeBetween(column="agreement", min_value=0.0, max_value=1.0),
@@ -376,8 +398,12 @@ def validate_manifest(
     *,
     taxonomy: dict[str, str],
     config: ValidateConfig,
+    bounds: IngestConfig | None = None,
 ) -> ValidationOutcome:
     """Run the manifest suite; write ``result.json`` and the Data Docs site under ``out_dir``.
+
+    ``bounds``: the ingest params whose clip bounds the manifest must keep to (params.yaml's
+    ``ingest``; default: its defaults).
 
     Returns the outcome instead of raising on failure: the caller (CLI / DAG) decides to stop,
     and still has the summary and the Data Docs to show why.
@@ -393,7 +419,7 @@ def validate_manifest(
     staging.chmod(0o755)  # mkdtemp makes it private; the site is meant to be read
     try:
         context = _context(staging)
-        checks = _checks(manifest, taxonomy, config)
+        checks = _checks(manifest, taxonomy, config, bounds or IngestConfig())
         suite = gx.ExpectationSuite(name=SUITE_NAME)
         for index, check in enumerate(checks):
             check.expectation.meta = {

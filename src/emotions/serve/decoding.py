@@ -5,6 +5,11 @@ hold its thread and its share of the service forever; in a pebble worker process
 at ``timeout_s`` and the request gets a 422, while the pool replaces the worker. Processes also
 decode in parallel without contending for the GIL. A decoded clip is small (T frames of
 R×R×3 bytes plus a log-mel), so sending it back costs about a millisecond.
+
+Before decoding, the worker screens the file with ingest's own checks
+(:func:`emotions.data.probe.screen_file`: header and packet count, nothing decoded), so a still
+image, an audio file or a header declaring a 16000×16000 frame or ten hours never reaches the
+decoder; :class:`DecodeFailed` then carries the 415/422 refusal to answer with.
 """
 
 from __future__ import annotations
@@ -17,11 +22,27 @@ from pathlib import Path
 from pebble import ProcessExpired, ProcessPool
 
 from emotions.config import PreprocessConfig
+from emotions.data.clipcheck import ClipBounds
 from emotions.data.decode import DecodedClip, DecodeError, decode_clip
+from emotions.data.probe import screen_file
+from emotions.serve.limits import UNDECODABLE_VIDEO, Rejection, refused_clip
 
 
 class DecodeFailed(Exception):
-    """The upload is not a video this service can read; the message names the file."""
+    """The upload is not a video this service can read; the message names the file and
+    ``rejection`` is the answer (422 unless the screen said otherwise)."""
+
+    def __init__(self, message: str, rejection: Rejection | None = None) -> None:
+        super().__init__(message)
+        self.rejection = rejection or Rejection(422, UNDECODABLE_VIDEO, message)
+
+
+class NotAClip(Exception):
+    """Raised in the worker: the screen refused the file (picklable: plain args)."""
+
+    def __init__(self, reason: str, kind: str) -> None:
+        super().__init__(reason, kind)
+        self.reason, self.kind = reason, kind
 
 
 def _init_worker() -> None:
@@ -31,7 +52,10 @@ def _init_worker() -> None:
     torch.set_num_threads(1)
 
 
-def _decode(path: str, config: PreprocessConfig) -> DecodedClip:
+def _decode(path: str, config: PreprocessConfig, bounds: ClipBounds | None) -> DecodedClip:
+    refusal = screen_file(path, bounds)
+    if refusal is not None:
+        raise NotAClip(refusal.reason, refusal.kind)
     return decode_clip(path, config, threads=1)
 
 
@@ -40,10 +64,19 @@ def _ready() -> bool:
 
 
 class DecoderPool:
-    """``await decode(path)`` in one of ``workers`` processes, killed after ``timeout_s``."""
+    """``await decode(path)`` in one of ``workers`` processes, killed after ``timeout_s``;
+    ``bounds`` are the clip bounds uploads are screened against (None: the image rule only)."""
 
-    def __init__(self, config: PreprocessConfig, *, workers: int, timeout_s: float) -> None:
+    def __init__(
+        self,
+        config: PreprocessConfig,
+        *,
+        workers: int,
+        timeout_s: float,
+        bounds: ClipBounds | None = None,
+    ) -> None:
         self.config = config
+        self.bounds = bounds
         self.timeout_s = timeout_s
         self.workers = workers
         self._pool = ProcessPool(
@@ -59,12 +92,19 @@ class DecoderPool:
             future.result()
 
     async def decode(self, path: Path, name: str) -> DecodedClip:
-        future = self._pool.schedule(_decode, args=(str(path), self.config), timeout=self.timeout_s)
+        future = self._pool.schedule(
+            _decode, args=(str(path), self.config, self.bounds), timeout=self.timeout_s
+        )
         try:
             return await asyncio.wrap_future(future)
+        except NotAClip as refused:
+            rejection = refused_clip(name, refused.reason, refused.kind)
+            raise DecodeFailed(rejection.detail, rejection) from None
         except DecodeError as error:
             # The message may quote the private temporary path; the client knows its own name.
-            raise DecodeFailed(str(error).replace(str(path), name)) from None
+            # The upload is stored as video<ext>: say the client's name instead.
+            message = str(error).replace(str(path), name).replace(Path(path).name, name)
+            raise DecodeFailed(message) from None
         except FutureTimeout:
             raise DecodeFailed(
                 f"{name}: decoding took longer than {self.timeout_s:g} s and was stopped"

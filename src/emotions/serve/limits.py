@@ -3,6 +3,15 @@
 Every client error is ``{"error": code, "detail": text}`` with a 4xx status: ``code`` is stable
 for programs, ``detail`` is the sentence a person reads. The checks here are pure functions of
 the upload's name, declared type and size, so they are the same in the service and in tests.
+
+What the upload's *content* is, is judged by ingest's own rule (``emotions.data.clipcheck``,
+run by ``emotions.data.probe.screen_file`` on the header and the packet count before any
+decoding): not a video at all (a still or animated image, sound only) is 415; a video outside
+the params' bounds (a declared 16000×16000 frame, ten hours, a single frame, 2 fps) is 422
+``clip_out_of_bounds``, not 413, because 413 is the body-size limit the client can fix by
+sending fewer bytes, while a 2 KB file declaring a huge picture is small and simply not a clip
+we take; a file that does not decode is 422 ``undecodable_video``. A body that does not arrive
+within ``serve.body_timeout_s`` is 408.
 """
 
 from __future__ import annotations
@@ -13,11 +22,14 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from emotions.config import ServeConfig
+from emotions.data.clipcheck import NOT_VIDEO, OUT_OF_BOUNDS
 
 MISSING_VIDEO = "missing_video"
 PAYLOAD_TOO_LARGE = "payload_too_large"
 UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"
 UNDECODABLE_VIDEO = "undecodable_video"
+CLIP_OUT_OF_BOUNDS = "clip_out_of_bounds"
+REQUEST_TIMEOUT = "request_timeout"
 INTERNAL_ERROR = "internal_error"
 
 
@@ -54,6 +66,24 @@ def too_large(size: int | None, limit: int) -> Rejection:
         PAYLOAD_TOO_LARGE,
         f"{what} exceeds the {megabytes(limit)} limit (serve.max_upload_mb)",
     )
+
+
+def body_timeout(limit_s: float) -> Rejection:
+    """The body did not arrive in time (a stalled or trickling client)."""
+    return Rejection(
+        408,
+        REQUEST_TIMEOUT,
+        f"the request body did not arrive within {limit_s:g} s (serve.body_timeout_s)",
+    )
+
+
+def refused_clip(name: str, reason: str, kind: str) -> Rejection:
+    """An upload the probe judged not a clip we accept (``kind`` from clipcheck.Refusal)."""
+    if kind == NOT_VIDEO:
+        return Rejection(415, UNSUPPORTED_MEDIA_TYPE, f"{name}: {reason}")
+    if kind == OUT_OF_BOUNDS:
+        return Rejection(422, CLIP_OUT_OF_BOUNDS, f"{name}: {reason}")
+    return Rejection(422, UNDECODABLE_VIDEO, f"{name}: {reason}")
 
 
 def check_upload(

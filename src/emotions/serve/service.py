@@ -6,8 +6,10 @@ One code path with the command line: the upload is decoded by ``decode_clip`` an
 :class:`emotions.inference.Predictor`, so a served answer equals `emotions predict` on the same
 file (``path`` is the name the client uploaded). Around it:
 
-- limits: request bodies over ``serve.max_upload_mb`` get 413 before they are read
-  (:mod:`emotions.serve.bodylimit`); other file types 415; a file that does not decode 422;
+- limits: request bodies over ``serve.max_upload_mb`` get 413 before they are read, bodies
+  slower than ``serve.body_timeout_s`` 408 (:mod:`emotions.serve.bodylimit`); other file
+  types, still images and sound-only files 415; a clip outside ingest's bounds or a file that
+  does not decode 422, judged from its header before decoding (:mod:`emotions.serve.limits`);
   no ``video`` field 400; every refusal is ``{"error": code, "detail": text}``;
 - throughput: decoding runs in a pool of killable processes (:mod:`emotions.serve.decoding`),
   and concurrent requests share forward passes (:mod:`emotions.serve.batcher`);
@@ -39,7 +41,6 @@ from emotions.serve.bodylimit import BodySizeLimit, Scope
 from emotions.serve.decoding import DecodeFailed, DecoderPool
 from emotions.serve.limits import (
     INTERNAL_ERROR,
-    UNDECODABLE_VIDEO,
     Rejection,
     check_upload,
     missing_video,
@@ -132,6 +133,7 @@ class EmotionService:
             self.predictor.preprocess,
             workers=config.decode_workers,
             timeout_s=config.decode_timeout_s,
+            bounds=SETTINGS.clip_bounds,
         )
         self.decoder.warm_up()
         self.batcher: MicroBatcher[DecodedClip, tuple[dict[str, Any], np.ndarray]] = MicroBatcher(
@@ -216,9 +218,8 @@ class EmotionService:
             with self.batcher.expect() as expected:
                 try:
                     clip = await self.decoder.decode(video, video.filename)
-                except DecodeFailed as error:
-                    rejection = Rejection(422, UNDECODABLE_VIDEO, str(error))
-                    return self._refuse(rejection, request_id, started, video)
+                except DecodeFailed as error:  # 415/422: not a clip, or does not decode
+                    return self._refuse(error.rejection, request_id, started, video)
                 try:
                     (result, embedding), batch_size = await expected.submit(clip)
                 except Exception as error:
@@ -258,5 +259,8 @@ class EmotionService:
 
 
 EmotionService.add_asgi_middleware(
-    BodySizeLimit, max_bytes=SETTINGS.max_upload_bytes, on_reject=_log_refused_body
+    BodySizeLimit,
+    max_bytes=SETTINGS.max_upload_bytes,
+    on_reject=_log_refused_body,
+    body_timeout_s=SETTINGS.config.body_timeout_s,
 )

@@ -13,7 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from emotions.config import ConfigError, Params, ServeConfig, load_params
+from emotions.config import ConfigError, IngestConfig, Params, ServeConfig, load_params
+from emotions.data.clipcheck import ClipBounds
 
 PARAMS_ENV = "EMOTIONS_PARAMS"
 MODEL_DIR_ENV = "EMOTIONS_MODEL_DIR"
@@ -67,6 +68,12 @@ class ServeSettings:
     @property
     def max_upload_bytes(self) -> int:
         return int(self.config.max_upload_mb * 1024 * 1024)
+
+    @property
+    def clip_bounds(self) -> ClipBounds:
+        """Ingest's clip bounds (params.yaml ``ingest``): the service takes what training
+        would have taken, judged by the same function."""
+        return ClipBounds.of(self.params.ingest if self.params is not None else IngestConfig())
 
 
 def default_model_dir(params: Params, run: str) -> Path:

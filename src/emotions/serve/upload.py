@@ -4,14 +4,22 @@ BentoML turns a ``Path`` field into a temporary file with a random name and forg
 declared content type, but the response must name the file the client sent (``path`` in the
 `emotions predict` contract) and the type check needs the declared type. ``UploadedVideo`` is a
 ``Path`` (so BentoML still treats the field as a multipart file) with its own pydantic schema:
-it streams the part into a request-private folder under its original base name, without
-reading it into memory, and remembers the name, the declared type and the size.
+it streams the part into a request-private folder, without reading it into memory, and
+remembers the name, the declared type and the size.
+
+The client's file name is data, never a path: it is reduced to a base name with no folders
+and no control or invisible format characters (a ``\r\n`` or an ANSI escape would forge log
+lines, a right-to-left override would disguise the extension), and that sanitised name is what
+the answer's ``path``, the prediction log and error details show. On disk the upload is
+``video<ext>`` in a fresh private folder, the extension reduced to letters and digits.
 """
 
 from __future__ import annotations
 
+import re
 import shutil
 import tempfile
+import unicodedata
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -20,11 +28,19 @@ from pydantic_core import core_schema
 
 _COPY_CHUNK = 1024 * 1024
 _MAX_NAME = 200
+_SAFE_SUFFIX = re.compile(r"\.[a-z0-9]{1,15}")
+
+
+def _visible(char: str) -> str:
+    """Control, format (bidi overrides, zero-width), surrogate and unassigned characters → _."""
+    return "_" if unicodedata.category(char).startswith("C") else char
 
 
 def clean_filename(raw: str | None) -> str:
-    """The base name a client sent, safe to create: no folders, no NULs, bounded length."""
+    """The base name a client sent, safe to show and log: no folders, no control or format
+    characters (each becomes ``_``), bounded length; "upload" when nothing is left."""
     name = (raw or "").replace("\\", "/").replace("\x00", "")
+    name = "".join(_visible(char) for char in name)
     name = PurePosixPath(name).name.strip()
     if name in ("", ".", ".."):
         return "upload"
@@ -33,6 +49,13 @@ def clean_filename(raw: str | None) -> str:
         stem = name.encode("utf-8")[: _MAX_NAME - len(suffix.encode("utf-8"))]
         name = stem.decode("utf-8", errors="ignore") + suffix
     return name
+
+
+def stored_name(filename: str) -> str:
+    """The on-disk name of an upload: ``video`` plus its extension when that is plain
+    letters and digits (decoders pick a demuxer by content, the extension only helps)."""
+    suffix = PurePosixPath(filename).suffix.lower()
+    return "video" + (suffix if _SAFE_SUFFIX.fullmatch(suffix) else "")
 
 
 def _request_dir() -> str | None:
@@ -56,9 +79,10 @@ class UploadedVideo(type(Path())):  # PosixPath: Path itself cannot be subclasse
     def save(
         cls, stream: Any, filename: str | None, content_type: str | None, folder: str | None
     ) -> UploadedVideo:
-        """Copy ``stream`` (a binary file object) to ``<new dir>/<clean filename>``."""
+        """Copy ``stream`` (a binary file object) to ``<new dir>/video<ext>``; the client's
+        name, cleaned, is kept as ``filename`` only."""
         name = clean_filename(filename)
-        target = Path(tempfile.mkdtemp(prefix="upload-", dir=folder)) / name
+        target = Path(tempfile.mkdtemp(prefix="upload-", dir=folder)) / stored_name(name)
         if hasattr(stream, "seek"):
             stream.seek(0)
         with open(target, "wb") as out:
