@@ -63,6 +63,8 @@ def drift_check(
     threshold: float,
     min_rows: int,
     workspace: Path,
+    plot_rows: int,
+    threads: int,
 ) -> DriftSummary:
     return check_log(
         log,
@@ -74,6 +76,8 @@ def drift_check(
         threshold=threshold,
         min_rows=min_rows,
         workspace=workspace,
+        plot_rows=plot_rows,
+        threads=threads,
     )
 
 
@@ -141,6 +145,8 @@ def monitor(
             threshold,
             min_rows,
             root / config.workspace,
+            config.embedding_plot_rows,
+            config.threads,
         )
     except NotEnoughDataError as error:
         logger.warning("no drift check: %s", error)
@@ -148,6 +154,9 @@ def monitor(
         atomic_write_json(result, out_dir / "summary.json")
         return result
 
+    torn = int(summary.window.get("torn_lines") or 0)
+    if torn:
+        logger.warning("%s: skipped %d torn line(s) (not one whole record)", log_path, torn)
     decision = {"event": REQUESTED, "retrain": RETRAIN, "report": WOULD_RETRAIN}[on_drift]
     if not summary.drifted:
         decision = NO_DRIFT

@@ -266,13 +266,17 @@ def cmd_monitor(args: argparse.Namespace, params: Params) -> None:
             threshold=threshold,
             min_rows=config.min_rows if args.min_rows is None else args.min_rows,
             workspace=Path(config.workspace),
+            plot_rows=config.embedding_plot_rows,
+            threads=config.threads,
         )
     except (MonitorDataError, CacheError, FileNotFoundError) as error:
         raise StageError(str(error)) from None
     verdict = "DRIFT" if summary.drifted else "no drift"
+    torn = int(summary.window.get("torn_lines") or 0)
     print(
         f"monitor: {verdict} (share {summary.drift_share:.2f}, threshold {threshold:.2f}; "
         f"drifted: {', '.join(summary.drifted_checks) or 'none'}) -> {summary.report_html}"
+        + (f" [{torn} torn log line(s) skipped]" if torn else "")
     )
 
 

@@ -350,6 +350,10 @@ class ServeConfig(Strict):
     # waited max_latency_ms.
     batch_size: int = Field(8, ge=1)
     max_latency_ms: float = Field(25.0, ge=0)
+    # Which batcher shares the forward passes (batch_size 1 turns batching off with either):
+    # "micro", the service's own (emotions.serve.batcher), or "bentoml", BentoML's adaptive
+    # batching of an inner batchable API the endpoint calls (benchmarks/serve.py compares them).
+    batcher: Literal["micro", "bentoml"] = "micro"
     # Decoder processes per service worker; a decode slower than decode_timeout_s is killed.
     decode_workers: int = Field(2, ge=1)
     decode_timeout_s: float = Field(30.0, gt=0)
@@ -392,6 +396,12 @@ class MonitorConfig(Strict):
     workspace: str = "artifacts/monitor/workspace"
     # The split of the served run that stands for "what the model was validated on".
     reference_split: Literal["train", "val", "test"] = "val"
+    # Rows per side the report's t-SNE picture of the embeddings is drawn from (its cost does
+    # not depend on the log's size, but is minutes at Evidently's own 2,500); the embedding
+    # drift score uses every row.
+    embedding_plot_rows: int = Field(250, ge=31)
+    # OpenMP/BLAS threads of the report's numeric code (t-SNE): more only on idle cores.
+    threads: int = Field(1, ge=1)
 
 
 class RunConfig(Strict):

@@ -27,17 +27,26 @@ model). With ``workspace``, they are also added as runs of the dashboard project
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from threadpoolctl import threadpool_limits
 
 from emotions.atomic import atomic_write, atomic_write_json, atomic_write_text
 from emotions.monitor.dashboard import PROJECT, add_to_workspace
 from emotions.monitor.reference import INPUT_COLUMNS, MonitorDataError, embedding_columns
-from emotions.monitor.traffic import DRIFT_TAG, LogWindow, read_requests, traffic_report
+from emotions.monitor.traffic import (
+    DRIFT_TAG,
+    LogWindow,
+    request_row,
+    requests_frame,
+    traffic_report,
+)
 
 __all__ = ["PROJECT", "DriftSummary", "NotEnoughDataError", "check_log", "drift_report"]
 
@@ -48,6 +57,11 @@ EMBEDDINGS = "embedding"
 EMBEDDING_DRIFT_SHARE = 0.2
 # Evidently's embedding widget runs t-SNE with perplexity 30, which needs more samples.
 TSNE_MIN_ROWS = 31
+# Rows per side that widget's t-SNE plot is drawn from (monitor.embedding_plot_rows). Evidently
+# samples 2,500 per side; t-SNE's 1,000 Barnes-Hut iterations then cost minutes on a small CPU
+# (188 s for 1,000 + 1,000 rows on this 2-core machine) whatever the log's size, while the drift
+# score itself is computed on every row. Only the picture is drawn from the sample.
+EMBEDDING_PLOT_ROWS = 250
 
 
 class NotEnoughDataError(MonitorDataError):
@@ -96,11 +110,17 @@ def drift_report(
     workspace: str | Path | None = None,
     window: LogWindow | None = None,
     traffic: Any = None,
+    plot_rows: int = EMBEDDING_PLOT_ROWS,
+    threads: int = 1,
 ) -> DriftSummary:
     """Compare ``current`` (the log table) with ``reference``; write the report and summary.
 
     ``window`` stamps the snapshot (default: now, no log range); ``traffic`` (a snapshot of
     :func:`~emotions.monitor.traffic.traffic_report`) is saved and added to the workspace with it.
+    ``plot_rows`` bounds the rows per side of the embedding widget's t-SNE plot; ``threads``
+    caps the OpenMP/BLAS threads of the report's numeric code (scikit-learn's t-SNE): on a
+    machine whose cores are busy elsewhere, threads wait on each other (measured here: t-SNE of
+    500 rows 6 s with one thread, 51 s with two on the loaded 2-core machine).
 
     Raises :class:`NotEnoughDataError` when ``current`` has fewer than ``min_rows`` rows (or
     the reference fewer than 2), with a message that says how many there are.
@@ -159,14 +179,19 @@ def drift_report(
         metrics.append(EmbeddingsDrift(embeddings_name=EMBEDDINGS, drift_method=method))
     window = window or LogWindow("", None, None, len(current), 0, "")
     report = Report(metrics, include_tests=True)
-    snapshot = report.run(
-        Dataset.from_pandas(current[columns].reset_index(drop=True), data_definition=definition),
-        Dataset.from_pandas(reference[columns].reset_index(drop=True), data_definition=definition),
-        timestamp=window.timestamp,
-        tags=window.tags(DRIFT_TAG),
-        metadata=window.metadata(),
-        name=f"drift {window.timestamp:%Y-%m-%d %H:%M:%S}",
-    )
+    with _embedding_plot_sample(plot_rows), threadpool_limits(limits=threads):
+        snapshot = report.run(
+            Dataset.from_pandas(
+                current[columns].reset_index(drop=True), data_definition=definition
+            ),
+            Dataset.from_pandas(
+                reference[columns].reset_index(drop=True), data_definition=definition
+            ),
+            timestamp=window.timestamp,
+            tags=window.tags(DRIFT_TAG),
+            metadata=window.metadata(),
+            name=f"drift {window.timestamp:%Y-%m-%d %H:%M:%S}",
+        )
     result = snapshot.dict()
     checks = _checks(result)
     share = _drifted_share(result)
@@ -190,6 +215,22 @@ def drift_report(
     if workspace is not None:
         add_to_workspace([snapshot, *([traffic] if traffic is not None else [])], workspace)
     return summary
+
+
+@contextlib.contextmanager
+def _embedding_plot_sample(rows: int) -> Iterator[None]:
+    """Draw the embedding widget's t-SNE from at most ``rows`` rows per side.
+
+    Evidently 0.7 samples that plot with its module constant ``SAMPLE_CONSTANT`` (2,500) and
+    offers no option for it; it is set for the report's run and put back afterwards."""
+    from evidently.legacy.metrics.data_drift import embeddings_drift
+
+    saved = embeddings_drift.SAMPLE_CONSTANT
+    embeddings_drift.SAMPLE_CONSTANT = max(rows, TSNE_MIN_ROWS)
+    try:
+        yield
+    finally:
+        embeddings_drift.SAMPLE_CONSTANT = saved
 
 
 def _drifted_share(snapshot: dict[str, Any]) -> float:
@@ -233,6 +274,13 @@ def _checks(snapshot: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return checks
 
 
+def _tap(records: Iterable[dict[str, Any]], rows: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    """Pass ``records`` on, keeping each one's request row in ``rows`` on the way."""
+    for record in records:
+        rows.append(request_row(record))
+        yield record
+
+
 def check_log(
     log: str | Path,
     out_dir: str | Path,
@@ -244,18 +292,23 @@ def check_log(
     threshold: float = 0.3,
     min_rows: int = 30,
     workspace: str | Path | None = None,
+    plot_rows: int = EMBEDDING_PLOT_ROWS,
+    threads: int = 1,
 ) -> DriftSummary:
     """The whole check for the CLI and the flow: read the log, load (or build) the reference
     of ``split`` into ``out_dir``, run :func:`drift_report` into ``out_dir``.
 
     The traffic snapshot is recorded even when there are too few answered requests to test
     (a service that refuses everything is exactly when the dashboard should show it)."""
-    from emotions.monitor.reference import load_or_build_reference, log_table
+    from emotions.monitor.reference import load_or_build_reference, records_table
+    from emotions.serve.prediction_log import TornLines, read_prediction_log
 
-    requests = read_requests(log)
-    window = LogWindow.of(requests, log)
+    # One pass over the log builds both tables (a large log is read, and parsed, once).
+    torn, rows = TornLines(), []
+    current = records_table(_tap(read_prediction_log(log, torn), rows))
+    requests = requests_frame(rows)
+    window = LogWindow.of(requests, log, torn=torn.count)
     traffic = traffic_report(requests, window) if len(requests) else None
-    current = log_table(log)
     if len(current) < min_rows:  # before the reference costs a pass of the model
         if traffic is not None:
             Path(out_dir).mkdir(parents=True, exist_ok=True)
@@ -276,4 +329,6 @@ def check_log(
         workspace=workspace,
         window=window,
         traffic=traffic,
+        plot_rows=plot_rows,
+        threads=threads,
     )

@@ -55,25 +55,44 @@ def _row(
 
 def records_table(records: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
     """The answered requests (``status == "ok"``) of a prediction log as a table; refusals and
-    lines from an older log format without an embedding vector are left out."""
-    rows = []
+    lines from an older log format without an embedding vector are left out.
+
+    Built column-wise (the embeddings as one float matrix), not as one dict per row: a 100k-row
+    log with 128-wide embeddings would otherwise cost millions of dict entries and minutes."""
+    columns: dict[str, list[Any]] = {name: [] for name in (*INPUT_COLUMNS, "has_audio")}
+    labels: list[str] = []
+    confidence: list[float] = []
+    probabilities: list[Mapping[str, float]] = []
+    vectors: list[Sequence[float]] = []
     for record in records:
         if record.get("status") != "ok" or "label" not in record:
             continue
-        vector = (record.get("embedding") or {}).get("vector") or []
-        rows.append(
-            _row(
-                record.get("input") or {},
-                record["label"],
-                record.get("probabilities") or {},
-                vector,
-            )
-        )
-    table = pd.DataFrame(rows)
-    if not table.empty:
-        dims = table[embedding_columns(table)].notna().sum(axis=1)
-        table = table[dims == dims.max()].reset_index(drop=True)  # one embedding size only
-    return table
+        stats = record.get("input") or {}
+        for name in INPUT_COLUMNS:
+            value = stats.get(name)
+            columns[name].append(np.nan if value is None else float(value))
+        columns["has_audio"].append(float(stats.get("has_audio") or 0.0))
+        labels.append(str(record["label"]))
+        probs = record.get("probabilities") or {}
+        confidence.append(float(max(probs.values())) if probs else np.nan)
+        probabilities.append(probs)
+        vectors.append((record.get("embedding") or {}).get("vector") or [])
+    if not labels:
+        return pd.DataFrame()
+    sizes = np.fromiter((len(v) for v in vectors), dtype=np.int64, count=len(vectors))
+    keep = sizes == sizes.max()  # one embedding size only
+    table = pd.DataFrame(columns)
+    table["label"] = labels
+    table["confidence"] = confidence
+    probs_table = pd.DataFrame.from_records(probabilities).astype(float)
+    probs_table.columns = [f"p_{name}" for name in probs_table.columns]
+    dim = int(sizes.max())
+    matrix = np.asarray([v for v, k in zip(vectors, keep, strict=True) if k], dtype=np.float64)
+    embeddings = pd.DataFrame(
+        matrix.reshape(-1, dim), columns=[f"{EMBEDDING_PREFIX}{i}" for i in range(dim)]
+    )
+    parts = [table[keep].reset_index(drop=True), probs_table[keep].reset_index(drop=True)]
+    return pd.concat([*parts, embeddings], axis=1)
 
 
 def log_table(path: str | Path) -> pd.DataFrame:

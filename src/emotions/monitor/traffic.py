@@ -36,24 +36,31 @@ def _parse_time(value: Any) -> datetime | None:
     return parsed
 
 
+def request_row(record: Mapping[str, Any]) -> dict[str, Any]:
+    """One logged request as a row of :func:`request_table`."""
+    return {
+        "time": _parse_time(record.get("time")),
+        "status": str(record.get("status") or "unknown"),
+        "model": str(record.get("model") or ""),
+    }
+
+
 def request_table(records: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
     """One row per logged request, answered or not: ``time``, ``status``, ``model``."""
-    rows = [
-        {
-            "time": _parse_time(record.get("time")),
-            "status": str(record.get("status") or "unknown"),
-            "model": str(record.get("model") or ""),
-        }
-        for record in records
-    ]
+    return requests_frame([request_row(record) for record in records])
+
+
+def requests_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    """:func:`request_table` of rows already made by :func:`request_row`."""
     return pd.DataFrame(rows, columns=["time", "status", "model"])
 
 
-def read_requests(path: str | Path) -> pd.DataFrame:
-    """:func:`request_table` of the log file at ``path`` (empty when there is no such file)."""
+def read_requests(path: str | Path, torn: Any = None) -> pd.DataFrame:
+    """:func:`request_table` of the log file at ``path`` (empty when there is no such file);
+    lines that are not whole records are counted in ``torn`` (a ``TornLines``)."""
     from emotions.serve.prediction_log import read_prediction_log
 
-    return request_table(read_prediction_log(path))
+    return request_table(read_prediction_log(path, torn))
 
 
 @dataclass(frozen=True)
@@ -66,9 +73,10 @@ class LogWindow:
     requests: int
     refused: int
     model: str  # the model tag of the latest answered request ("" when none answered)
+    torn: int = 0  # lines of the log that were not one whole record (skipped, not requests)
 
     @classmethod
-    def of(cls, requests: pd.DataFrame, log: str | Path) -> LogWindow:
+    def of(cls, requests: pd.DataFrame, log: str | Path, torn: int = 0) -> LogWindow:
         times = requests["time"].dropna() if "time" in requests else pd.Series(dtype=object)
         answered = requests[(requests["status"] == "ok") & (requests["model"] != "")]
         return cls(
@@ -78,6 +86,7 @@ class LogWindow:
             requests=len(requests),
             refused=int((requests["status"] == REFUSED).sum()),
             model=str(answered["model"].iloc[-1]) if not answered.empty else "",
+            torn=torn,
         )
 
     @property
@@ -94,6 +103,7 @@ class LogWindow:
             "requests": str(self.requests),
             "refused": str(self.refused),
             "model": self.model,
+            "torn_lines": str(self.torn),
         }
 
     def tags(self, kind: str) -> list[str]:
@@ -101,7 +111,12 @@ class LogWindow:
         return [kind, *([f"model={self.model}"] if self.model else [])]
 
     def to_dict(self) -> dict[str, Any]:
-        return {**self.metadata(), "requests": self.requests, "refused": self.refused}
+        return {
+            **self.metadata(),
+            "requests": self.requests,
+            "refused": self.refused,
+            "torn_lines": self.torn,
+        }
 
 
 def traffic_report(requests: pd.DataFrame, window: LogWindow) -> Any:

@@ -1,12 +1,18 @@
 """Micro-batching: concurrent requests share one forward pass of the model.
 
-BentoML's adaptive batching batches whole API calls, which would make the public endpoint take
-and return lists (breaking the one-file `emotions predict` contract) and would decode every
-file of a batch one after another inside the batch call. Here each request decodes its own
-file in parallel and only the forward pass is batched: a batch closes when it is full or when
-its oldest clip has waited ``max_latency_s``, and runs in one dedicated thread so forward passes
-never compete for the cores (torch parallelises inside each one). While a batch runs, the next
-one fills up, so under load batches grow by themselves.
+Each request decodes its own file in parallel and only the forward pass is batched: a batch
+closes when it is full or when its oldest clip has waited ``max_latency_s``, and runs in one
+dedicated thread so forward passes never compete for the cores (torch parallelises inside each
+one). While a batch runs, the next one fills up, so under load batches grow by themselves.
+
+BentoML can do the batching too, without changing the one-file endpoint: an inner API declared
+``@bentoml.api(batchable=True)`` and called from ``predict`` through the service's own client
+(``self.to_async.forward_batch(...)``) has its concurrent calls merged by BentoML's adaptive
+dispatcher. ``serve.batcher: bentoml`` serves that way (:mod:`emotions.serve.service`). The call
+is an in-process HTTP request, though, whose arguments are serialised, so the decoded clip stays
+in the worker's memory and only its request id travels; and the dispatcher knows nothing of
+requests still decoding. ``benchmarks/serve.py`` measures both in one run (README, Benchmarks);
+this one is the default because it won there.
 
 Waiting only pays when more clips are on their way, so requests announce themselves before
 they decode (:meth:`MicroBatcher.expect`): a batch is held open only while some announced

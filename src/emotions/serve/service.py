@@ -12,7 +12,9 @@ file (``path`` is the name the client uploaded). Around it:
   does not decode 422, judged from its header before decoding (:mod:`emotions.serve.limits`);
   no ``video`` field 400; every refusal is ``{"error": code, "detail": text}``;
 - throughput: decoding runs in a pool of killable processes (:mod:`emotions.serve.decoding`),
-  and concurrent requests share forward passes (:mod:`emotions.serve.batcher`);
+  and concurrent requests share forward passes: the service's own micro-batcher
+  (:mod:`emotions.serve.batcher`), or with ``serve.batcher: bentoml`` BentoML's adaptive batching
+  of the inner batchable API ``forward_batch`` the endpoint calls;
 - monitoring: every request, answered or refused, is one line of the prediction log with the
   input statistics and the clip embedding (:mod:`emotions.serve.prediction_log`);
 - ``GET /model`` describes the loaded model; BentoML answers ``/healthz``, ``/livez``,
@@ -67,6 +69,7 @@ SETTINGS = load_settings()
 PREDICTION_LOG = PredictionLog(SETTINGS.log_path)
 # The BentoML model the service is built on (None: a plain folder, see served_model_tag).
 MODEL_TAG = served_model_tag(SETTINGS)
+BENTOML_BATCHING = SETTINGS.config.batcher == "bentoml"
 
 info_app = FastAPI(title="emotions", docs_url=None, redoc_url=None, openapi_url=None)
 
@@ -141,6 +144,8 @@ class EmotionService:
             max_batch_size=config.batch_size,
             max_latency_s=config.max_latency_ms / 1000.0,
         )
+        # Clips waiting for BentoML's batcher, by request id (serve.batcher: bentoml).
+        self._staged: dict[str, DecodedClip] = {}
         self.log = PREDICTION_LOG
         meta = self.predictor.meta
         self.model_name = self.source.tag or str(meta.get("run", self.source.path.name))
@@ -170,7 +175,11 @@ class EmotionService:
                 "extensions": config.extensions,
                 "content_types": config.content_types,
             },
-            "batching": {"batch_size": config.batch_size, "max_latency_ms": config.max_latency_ms},
+            "batching": {
+                "batcher": config.batcher,
+                "batch_size": config.batch_size,
+                "max_latency_ms": config.max_latency_ms,
+            },
             "prediction_log": str(SETTINGS.log_path),
         }
         logger.info(
@@ -180,6 +189,49 @@ class EmotionService:
     def _forward(self, clips: list[DecodedClip]) -> list[tuple[dict[str, Any], np.ndarray]]:
         results, embeddings = self.predictor.predict_clips_with_embeddings(clips)
         return list(zip(results, embeddings, strict=True))
+
+    if BENTOML_BATCHING:
+
+        @bentoml.api(
+            route="/forward-batch",
+            batchable=True,
+            batch_dim=0,
+            max_batch_size=SETTINGS.config.batch_size,
+            # BentoML's bound on a call's whole latency, not the wait for company: a forward
+            # pass longer than it would make the dispatcher refuse with 503, so the request
+            # timeout bounds it and the dispatcher chooses its waits itself.
+            max_latency_ms=int(SETTINGS.config.timeout_s * 1000),
+        )
+        def forward_batch(self, keys: list[str]) -> list[dict[str, Any]]:
+            """One forward pass for the staged clips of a batch of requests (``predict`` calls
+            this through the service's own client; BentoML merges concurrent calls). Only a
+            request id travels: the decoded clip waits in this worker's memory, since the
+            arguments are serialised as for an HTTP call. Unknown ids answer an error."""
+            clips = {key: self._staged.pop(key, None) for key in keys}
+            known = [key for key, clip in clips.items() if clip is not None]
+            outputs = self._forward([clips[key] for key in known]) if known else []
+            answers = {
+                key: {"result": result, "embedding": vector.tolist(), "batch_size": len(known)}
+                for key, (result, vector) in zip(known, outputs, strict=True)
+            }
+            return [answers.get(key, {"error": f"no staged clip {key}"}) for key in keys]
+
+    async def _infer(
+        self, expected: Any, clip: DecodedClip, request_id: str
+    ) -> tuple[tuple[dict[str, Any], np.ndarray], int]:
+        """The forward pass of one clip through the configured batcher: ``((result,
+        embedding), batch size)``."""
+        if not BENTOML_BATCHING:
+            return await expected.submit(clip)
+        self._staged[request_id] = clip
+        try:
+            (answer,) = await self.to_async.forward_batch([request_id])  # type: ignore[attr-defined]
+        finally:
+            self._staged.pop(request_id, None)
+        if "error" in answer:
+            raise RuntimeError(answer["error"])
+        embedding = np.asarray(answer["embedding"], dtype=np.float32)
+        return (answer["result"], embedding), int(answer["batch_size"])
 
     def _refuse(
         self,
@@ -221,7 +273,7 @@ class EmotionService:
                 except DecodeFailed as error:  # 415/422: not a clip, or does not decode
                     return self._refuse(error.rejection, request_id, started, video)
                 try:
-                    (result, embedding), batch_size = await expected.submit(clip)
+                    (result, embedding), batch_size = await self._infer(expected, clip, request_id)
                 except Exception as error:
                     logger.exception("prediction failed for %s", video.filename)
                     rejection = Rejection(
