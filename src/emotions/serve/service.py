@@ -13,12 +13,15 @@ file (``path`` is the name the client uploaded). Around it:
   and concurrent requests share forward passes (:mod:`emotions.serve.batcher`);
 - monitoring: every request, answered or refused, is one line of the prediction log with the
   input statistics and the clip embedding (:mod:`emotions.serve.prediction_log`);
+- with ``serve.keep_uploads``, answered uploads are kept by content hash for the re-annotation
+  queue, bounded by a quota and a retention age (:mod:`emotions.serve.upload_store`);
 - ``GET /model`` describes the loaded model; BentoML answers ``/healthz``, ``/livez``,
   ``/readyz`` and ``/metrics``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
@@ -58,6 +61,7 @@ from emotions.serve.settings import (
     served_model_tag,
 )
 from emotions.serve.upload import UploadedVideo
+from emotions.serve.upload_store import Kept, UploadStore, store_root
 
 logger = logging.getLogger("emotions.serve")
 
@@ -66,6 +70,18 @@ SETTINGS = load_settings()
 PREDICTION_LOG = PredictionLog(SETTINGS.log_path)
 # The BentoML model the service is built on (None: a plain folder, see served_model_tag).
 MODEL_TAG = served_model_tag(SETTINGS)
+UPLOAD_STORE = (
+    UploadStore(
+        store_root(SETTINGS.config.upload_store, SETTINGS.log_path),
+        quota_mb=SETTINGS.config.upload_quota_mb,
+        retention_days=SETTINGS.config.upload_retention_days,
+    )
+    if SETTINGS.config.keep_uploads
+    else None
+)
+
+# One forward pass's answer for one clip: the result, its embedding and its modality views.
+Forwarded = tuple[dict[str, Any], np.ndarray, dict[str, Any]]
 
 info_app = FastAPI(title="emotions", docs_url=None, redoc_url=None, openapi_url=None)
 
@@ -134,7 +150,7 @@ class EmotionService:
             timeout_s=config.decode_timeout_s,
         )
         self.decoder.warm_up()
-        self.batcher: MicroBatcher[DecodedClip, tuple[dict[str, Any], np.ndarray]] = MicroBatcher(
+        self.batcher: MicroBatcher[DecodedClip, Forwarded] = MicroBatcher(
             self._forward,
             max_batch_size=config.batch_size,
             max_latency_s=config.max_latency_ms / 1000.0,
@@ -175,9 +191,9 @@ class EmotionService:
             "serving %s from %s (%s)", self.model_name, self.source.path, self.source.origin
         )
 
-    def _forward(self, clips: list[DecodedClip]) -> list[tuple[dict[str, Any], np.ndarray]]:
-        results, embeddings = self.predictor.predict_clips_with_embeddings(clips)
-        return list(zip(results, embeddings, strict=True))
+    def _forward(self, clips: list[DecodedClip]) -> list[Forwarded]:
+        results, embeddings, views = self.predictor.predict_clips_with_views(clips)
+        return list(zip(results, embeddings, views, strict=True))
 
     def _refuse(
         self,
@@ -220,13 +236,14 @@ class EmotionService:
                     rejection = Rejection(422, UNDECODABLE_VIDEO, str(error))
                     return self._refuse(rejection, request_id, started, video)
                 try:
-                    (result, embedding), batch_size = await expected.submit(clip)
+                    (result, embedding, views), batch_size = await expected.submit(clip)
                 except Exception as error:
                     logger.exception("prediction failed for %s", video.filename)
                     rejection = Rejection(
                         500, INTERNAL_ERROR, f"prediction failed: {type(error).__name__}"
                     )
                     return self._refuse(rejection, request_id, started, video)
+            kept = await self._keep(video)
         finally:
             video.discard()
         answer = {"path": video.filename, **result}
@@ -241,9 +258,19 @@ class EmotionService:
                 size_bytes=video.size,
                 latency_ms=(time.perf_counter() - started) * 1000.0,
                 batch_size=batch_size,
+                views=views,
+                stored=None if kept is None else kept.key,
+                sha256=None if kept is None else kept.sha256,
             )
         )
         return answer
+
+    async def _keep(self, video: UploadedVideo) -> Kept | None:
+        """Keep an answered upload (serve.keep_uploads); hashing and copying run off the
+        event loop, and a failure only means it is not kept."""
+        if UPLOAD_STORE is None:
+            return None
+        return await asyncio.to_thread(UPLOAD_STORE.put, video, video.filename)
 
     @info_app.get("/model")
     def model(self) -> dict[str, Any]:
