@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -238,3 +239,143 @@ def test_the_store_is_content_addressed_bounded_and_logs_evictions(tmp_path, cap
     big.write_bytes(b"\0" * (MB + 1))
     assert store.put(big, big.name) is None
     assert store.put(tmp_path / "vanished.mp4", "vanished.mp4") is None  # logged, no raise
+
+
+# --- The loop: a real server keeps uploads, the monitor flow finds drift and queues clips ------
+
+
+def darker_and_quieter(source: Path, target: Path) -> Path:
+    """The clip re-encoded at a fifth of the brightness and a twentieth of the amplitude."""
+    import av
+
+    from emotions.data.encode import write_clip
+
+    with av.open(str(source)) as container:
+        stream = container.streams.video[0]
+        fps = round(float(stream.average_rate))
+        frames = np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
+    with av.open(str(source)) as container:
+        rate = container.streams.audio[0].rate
+        sound = np.concatenate([f.to_ndarray() for f in container.decode(audio=0)], axis=1)
+    dark = (frames.astype(np.float32) * 0.2).astype(np.uint8)
+    return write_clip(target, dark, fps, np.clip(sound * 0.05, -1, 1), rate)
+
+
+@pytest.fixture(scope="module")
+def harness():
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=None):
+        yield
+
+
+@pytest.mark.slow
+def test_served_clips_with_keep_uploads_become_a_queue_after_the_monitor_flow(
+    harness, tmp_path, corpus, model_dir, monkeypatch, capsys
+):
+    import json
+
+    import requests
+    import yaml
+    from liveserver import bento_env, free_port, start_server
+    from smallcorpus import RUN
+
+    from emotions.cli import main
+    from flows.monitor import WOULD_RETRAIN, monitor
+
+    repo = corpus.workdir(tmp_path / "repo")
+    raw = yaml.safe_load((repo / "params.yaml").read_text())
+    raw["serve"].update(keep_uploads=True, decode_workers=1, torch_threads=1)
+    raw["monitor"].update(reference_split="train", min_rows=10, threshold=0.3)
+    raw["queue"].update(max_clips=8, random_share=0.125)
+    (repo / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+
+    originals = sorted((corpus.root / "videos").glob("*.mp4"))
+    dark = [darker_and_quieter(p, tmp_path / "dark" / p.name) for p in originals[:12]]
+    labelled = originals[12:16]  # in the corpus, so in the manifest: never queued
+    uploads = [*dark, *labelled, dark[0]]  # and one repeat
+
+    port = free_port()
+    argv = [
+        sys.executable,
+        "-m",
+        "emotions",
+        "serve",
+        "--model",
+        str(model_dir),
+        "--port",
+        str(port),
+    ]
+    server = start_server(
+        argv, port=port, cwd=repo, env=bento_env(repo / "bentoml-home"), output=tmp_path / "out"
+    )
+    try:
+        for path in uploads:
+            with path.open("rb") as handle:
+                answer = requests.post(
+                    f"{server.url}/predict", files={"video": handle}, timeout=120
+                )
+            assert answer.status_code == 200, answer.text
+            # Nothing else about serving changes: the answer is the `emotions predict` contract.
+            assert set(answer.json()) == {
+                "path", "label", "polarity", "probabilities", "timeline", "modality_share"
+            }  # fmt: skip
+    finally:
+        server.stop()
+
+    lines = [json.loads(line) for line in (repo / raw["serve"]["log_path"]).open()]
+    assert [line["status"] for line in lines] == ["ok"] * len(uploads)
+    for path, line in zip(uploads, lines, strict=True):
+        assert line["sha256"] == file_sha256(path) and line["stored"] == f"{line['sha256']}.mp4"
+        views = line["modality_probabilities"]
+        assert set(views) == {"audio", "video"}
+        assert sum(views["video"].values()) == pytest.approx(1.0, abs=1e-4)
+        assert len(line["window_probabilities"]) >= 2
+    store = repo / raw["serve"]["upload_store"]
+    assert len(list(store.rglob("*.mp4"))) == 16  # 17 answered, the repeat stored once
+    assert lines[-1]["stored"] == lines[0]["stored"]
+
+    result = monitor(repo=str(repo), model=str(model_dir), run=RUN, on_drift="report")
+    assert result["decision"] == WOULD_RETRAIN and "brightness" in result["drifted_checks"]
+    summary = json.loads((repo / "artifacts/monitor/summary.json").read_text())
+    assert summary["queue"] == result["queue"] and result["queue"]["queue_dir"]
+    queue_dir = Path(result["queue"]["queue_dir"])
+    assert queue_dir.parent == repo / "artifacts" / "queue"
+    queue = read_queue(queue_dir)
+
+    assert 2 <= len(queue) <= 8 and set(queue["reason"]) <= set(REASONS)
+    assert (queue["reason"] == "random_control").sum() == 1
+    assert "drifted_slice" in set(queue["reason"])
+    assert not set(queue["sha256"]) & {file_sha256(p) for p in labelled}
+    reference = pd.read_parquet(repo / "artifacts/monitor/reference.parquet")
+    dark_tail = reference["brightness"].quantile(0.1)
+    by_id = {line["id"]: line for line in lines}
+    cfg = QueueConfig.model_validate(raw["queue"])
+    for row in queue.itertuples(index=False):
+        line = by_id[row.request_id]
+        assert file_sha256(queue_dir / row.path) == row.sha256 == line["sha256"]
+        confidence = max(line["probabilities"].values())
+        assert row.confidence == pytest.approx(confidence) and row.predicted_label == line["label"]
+        if row.reason == "low_confidence":
+            assert confidence < cfg.max_confidence
+            assert row.score == pytest.approx(1 - confidence, abs=1e-6)
+        elif row.reason == "modality_disagreement":
+            views = line["modality_probabilities"]
+            tv = total_variation(views["audio"], views["video"])
+            assert tv >= cfg.min_modality_disagreement and row.score == pytest.approx(tv)
+        elif row.reason == "window_disagreement":
+            assert row.score >= cfg.min_window_disagreement
+        elif row.reason == "drifted_slice":
+            assert line["input"]["brightness"] < dark_tail and row.score > 0
+        else:
+            assert 0 <= row.score < 1
+
+    # `emotions queue` again: what the first queue took is not queued twice.
+    monkeypatch.chdir(repo)
+    assert main(["queue"]) == 0
+    printed = capsys.readouterr().out
+    assert printed.startswith("queue: ")
+    later = sorted(p for p in (repo / "artifacts/queue").iterdir() if p != queue_dir)
+    for folder in later:
+        assert not set(read_queue(folder)["sha256"]) & set(queue["sha256"])
+    assert f"{len(queue) + 4} already labelled or queued" in printed
