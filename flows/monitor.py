@@ -94,6 +94,18 @@ def annotation_queue(
     return result.to_dict()
 
 
+def queue_after_check(
+    params: Params, root: Path, log: Path, monitor_out: Path, drift_ran: bool
+) -> dict[str, Any]:
+    """:func:`annotation_queue`, whose failure is logged and recorded but never stops the
+    monitor: the drift decision (and the retrain it may start) matters more than a queue."""
+    try:
+        return annotation_queue(params, root, log, monitor_out, drift_ran)
+    except Exception as error:  # the queue is a side job of the drift check
+        get_run_logger().exception("no re-annotation queue this time")
+        return {"queue_dir": None, "error": f"{type(error).__name__}: {error}"}
+
+
 def _markdown(summary: DriftSummary, decision: str) -> str:
     lines = [
         f"# Drift: {decision}",
@@ -165,7 +177,7 @@ def monitor(
         logger.warning("no drift check: %s", error)
         result = {"decision": INSUFFICIENT, "drifted": False, "reason": str(error)}
         if queue:
-            result["queue"] = annotation_queue(params, root, log_path, out_dir, False)
+            result["queue"] = queue_after_check(params, root, log_path, out_dir, False)
         atomic_write_json(result, out_dir / "summary.json")
         return result
 
@@ -184,7 +196,7 @@ def monitor(
         else:
             logger.info("emitted %s (event %s)", DRIFT_EVENT, result["event"])
     if queue:
-        result["queue"] = annotation_queue(params, root, log_path, out_dir, True)
+        result["queue"] = queue_after_check(params, root, log_path, out_dir, True)
     atomic_write_json(result, out_dir / "summary.json")
     create_markdown_artifact(
         key="drift-report", markdown=_markdown(summary, decision), description="Evidently drift"

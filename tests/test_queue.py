@@ -193,6 +193,15 @@ def test_the_queue_folder_is_the_documented_format_and_never_repeats(generated, 
     assert not (tmp_path / "q2").exists() or not list((tmp_path / "q2").iterdir())
 
 
+def test_a_log_without_kept_uploads_queues_nothing(tmp_path):
+    """keep_uploads off (no ``stored``), or no log at all: no folder, no error."""
+    served = {"id": "r", "status": "ok", "label": "Joy", "probabilities": probs(0.3)}
+    for records in ([], [served, {"id": "x", "status": "error"}]):
+        result = build_queue(records, tmp_path, config(), labelled=set(), out_root=tmp_path / "q")
+        assert result.queue_dir is None and result.clips == result.candidates == 0
+    assert not (tmp_path / "q").exists()
+
+
 def test_read_queue_refuses_a_broken_folder(tmp_path):
     with pytest.raises(QueueFormatError, match=r"no queue\.csv"):
         read_queue(tmp_path)

@@ -120,13 +120,13 @@ def build_queue(
     root = Path(out_root or config.out)
     candidates = candidate_table(records)
     total = len(candidates)
-    known = candidates["sha256"].isin(labelled)
-    candidates = candidates[~known]
-    present = candidates["stored"].map(lambda key: key_path(store, str(key)).is_file())
-    missing = int((~present).sum())
+    known = candidates["sha256"].isin(labelled).astype(bool)
+    candidates = candidates.loc[~known]
+    present = [key_path(store, str(key)).is_file() for key in candidates["stored"]]
+    missing = present.count(False)
     if missing:
         logger.info("%d kept upload(s) no longer in %s (evicted): not queued", missing, store)
-    candidates = candidates[present].reset_index(drop=True)
+    candidates = candidates.loc[present].reset_index(drop=True)
     picked = select(candidates, config, drift)
     result = QueueResult(
         queue_dir=None,
