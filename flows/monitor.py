@@ -24,6 +24,11 @@
 The decision (`retrain`, `retrain requested`, `would retrain`, `no drift`, `insufficient data`)
 is in the returned dict and in summary.json's `decision`; a requested retrain also records the
 event id under `event`.
+
+5. with `queue.after_monitor` (or `queue=True`), build a re-annotation queue of the kept uploads
+   (emotions.annotation.queue): the clips in the features this check found drifted are picked as
+   `drifted_slice`, besides the other rules; what was queued is under `queue` in the result and
+   summary.json (no folder when nothing qualifies, e.g. serve.keep_uploads off).
 """
 
 # No `from __future__ import annotations` here: Prefect builds the flow's parameter model from
@@ -39,8 +44,9 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
+from emotions.annotation.queue import queue_from_params
 from emotions.atomic import atomic_write_json
-from emotions.config import load_params
+from emotions.config import Params, load_params
 from emotions.monitor.drift import DriftSummary, NotEnoughDataError, check_log
 from flows.events import DRIFT_EVENT, emit_drift
 from flows.pipeline import task_timeout
@@ -81,6 +87,29 @@ def drift_check(
     )
 
 
+@task(name="annotation-queue", cache_policy=NO_CACHE)
+def annotation_queue(
+    params: Params, root: Path, log: Path, monitor_out: Path, drift_ran: bool
+) -> dict[str, Any]:
+    """The re-annotation queue after this check (its drifted features, when it ran)."""
+    result = queue_from_params(
+        params, root=root, log=log, monitor_out=monitor_out, read_drift=drift_ran
+    )
+    return result.to_dict()
+
+
+def queue_after_check(
+    params: Params, root: Path, log: Path, monitor_out: Path, drift_ran: bool
+) -> dict[str, Any]:
+    """:func:`annotation_queue`, whose failure is logged and recorded but never stops the
+    monitor: the drift decision (and the retrain it may start) matters more than a queue."""
+    try:
+        return annotation_queue(params, root, log, monitor_out, drift_ran)
+    except Exception as error:  # the queue is a side job of the drift check
+        get_run_logger().exception("no re-annotation queue this time")
+        return {"queue_dir": None, "error": f"{type(error).__name__}: {error}"}
+
+
 def _markdown(summary: DriftSummary, decision: str) -> str:
     lines = [
         f"# Drift: {decision}",
@@ -113,6 +142,7 @@ def monitor(
     run: str | None = None,
     out: str | None = None,
     min_rows: int | None = None,
+    queue: bool | None = None,
 ) -> dict[str, Any]:
     """One drift check; returns summary.json's content (with ``decision``) and, when a
     retrain ran here, its decision record under ``retrain``."""
@@ -130,6 +160,7 @@ def monitor(
     out_dir = root / (out or config.out)
     threshold = config.threshold if threshold is None else threshold
     min_rows = config.min_rows if min_rows is None else min_rows
+    queue = params.queue.after_monitor if queue is None else queue
 
     timed_check = drift_check.with_options(
         timeout_seconds=task_timeout(params.flow.stage_timeout_s)
@@ -151,6 +182,8 @@ def monitor(
     except NotEnoughDataError as error:
         logger.warning("no drift check: %s", error)
         result = {"decision": INSUFFICIENT, "drifted": False, "reason": str(error)}
+        if queue:
+            result["queue"] = queue_after_check(params, root, log_path, out_dir, False)
         atomic_write_json(result, out_dir / "summary.json")
         return result
 
@@ -171,6 +204,8 @@ def monitor(
             )
         else:
             logger.info("emitted %s (event %s)", DRIFT_EVENT, result["event"])
+    if queue:
+        result["queue"] = queue_after_check(params, root, log_path, out_dir, True)
     atomic_write_json(result, out_dir / "summary.json")
     create_markdown_artifact(
         key="drift-report", markdown=_markdown(summary, decision), description="Evidently drift"

@@ -280,6 +280,27 @@ def cmd_monitor(args: argparse.Namespace, params: Params) -> None:
     )
 
 
+def cmd_queue(args: argparse.Namespace, params: Params) -> None:
+    from emotions.annotation.queue import queue_from_params
+
+    config = params.queue
+    if args.max_clips is not None:
+        config = config.model_copy(update={"max_clips": args.max_clips})
+    result = queue_from_params(
+        params,
+        config,
+        log=Path(args.log) if args.log else None,
+        monitor_out=Path(args.monitor_out) if args.monitor_out else None,
+        out_root=Path(args.out) if args.out else None,
+    )
+    reasons = ", ".join(f"{n} {r}" for r, n in result.reasons.items() if n) or "none"
+    where = result.queue_dir or "no queue written"
+    print(
+        f"queue: {result.clips} clip(s) ({reasons}) of {result.candidates} kept, "
+        f"{result.already_labelled} already labelled or queued -> {where}"
+    )
+
+
 def cmd_params(args: argparse.Namespace, params: Params) -> None:
     from emotions.overlay import apply_overlay, leaves, read_yaml, set_args, write_merged
 
@@ -412,6 +433,19 @@ def build_parser() -> argparse.ArgumentParser:
     mon.add_argument("--threshold", type=float, default=None, help="default: monitor.threshold")
     mon.add_argument("--min-rows", type=int, default=None, help="default: monitor.min_rows")
     mon.set_defaults(run_command=cmd_monitor)
+
+    queue = sub.add_parser(
+        "queue", help="pick kept uploads for re-annotation into a queue folder (queue: params)"
+    )
+    queue.add_argument("--log", default=None, help="prediction log (default: serve.log_path)")
+    queue.add_argument("--out", default=None, help="queue folders go here (default: queue.out)")
+    queue.add_argument(
+        "--monitor-out",
+        default=None,
+        help="the drift check whose drifted features define drifted_slice (default: monitor.out)",
+    )
+    queue.add_argument("--max-clips", type=int, default=None, help="default: queue.max_clips")
+    queue.set_defaults(run_command=cmd_queue)
     return parser
 
 

@@ -370,6 +370,13 @@ class ServeConfig(Strict):
     max_concurrency: int = Field(32, ge=1)
     # The append-only prediction log (JSON lines); `~` expands to the serving user's home.
     log_path: str = "artifacts/serve/predictions.jsonl"
+    # Keep every answered upload for the re-annotation queue (`emotions queue`), stored by its
+    # sha256 under upload_store (a repeat costs nothing) and named in its log line (`stored`).
+    # Oldest first out beyond the quota or the retention age; a full store never fails a request.
+    keep_uploads: bool = False
+    upload_store: str = "artifacts/serve/uploads"
+    upload_quota_mb: float = Field(2048.0, gt=0)
+    upload_retention_days: float = Field(30.0, gt=0)
 
     @model_validator(mode="after")
     def _dotted_extensions(self) -> ServeConfig:
@@ -402,6 +409,32 @@ class MonitorConfig(Strict):
     embedding_plot_rows: int = Field(250, ge=31)
     # OpenMP/BLAS threads of the report's numeric code (t-SNE): more only on idle cores.
     threads: int = Field(1, ge=1)
+
+
+class QueueConfig(Strict):
+    """The re-annotation queue (`emotions queue`, also after each monitor drift check): which
+    kept uploads (serve.keep_uploads) go to annotators, by which rule (emotions.annotation.rules)."""
+
+    # Each run writes one queue folder <out>/<UTC time>/ in the `emotions` layout.
+    out: str = "artifacts/queue"
+    # At most this many clips per run, the random control included.
+    max_clips: int = Field(40, ge=1)
+    # low_confidence: clips whose served confidence is below this.
+    max_confidence: float = Field(0.6, gt=0.0, le=1.0)
+    # modality_disagreement: total-variation distance between the audio-only and the
+    # video-only probabilities (the auxiliary heads) of at least this.
+    min_modality_disagreement: float = Field(0.3, ge=0.0, le=1.0)
+    # window_disagreement: total-variation distance between the two most different timeline
+    # windows of at least this.
+    min_window_disagreement: float = Field(0.3, ge=0.0, le=1.0)
+    # drifted_slice: clips beyond this reference quantile (on the side the traffic moved to)
+    # of a feature the monitor found drifted.
+    drift_tail: float = Field(0.1, gt=0.0, lt=0.5)
+    # Share of max_clips drawn at random from all kept clips (a control; at least one if > 0).
+    random_share: float = Field(0.1, ge=0.0, le=1.0)
+    seed: int = 0
+    # The monitor flow builds a queue after each drift check.
+    after_monitor: bool = True
 
 
 class RunConfig(Strict):
@@ -461,6 +494,7 @@ class Params(Strict):
     flow: FlowConfig = FlowConfig()
     serve: ServeConfig = ServeConfig()
     monitor: MonitorConfig = MonitorConfig()
+    queue: QueueConfig = QueueConfig()
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 

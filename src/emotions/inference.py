@@ -135,17 +135,41 @@ class Predictor:
         """Predictions for decoded clips, batched through the model in one forward pass."""
         return self.predict_clips_with_embeddings(clips)[0]
 
-    @torch.no_grad()
     def predict_clips_with_embeddings(
         self, clips: Sequence[DecodedClip]
     ) -> tuple[list[dict[str, Any]], np.ndarray]:
         """:meth:`predict_clips` plus each clip's embedding (B, D) from the same forward pass,
         which the service logs so the drift monitor can compare it with the validation set."""
+        results, embeddings, _ = self.predict_clips_with_views(clips)
+        return results, embeddings
+
+    @torch.no_grad()
+    def predict_clips_with_views(
+        self, clips: Sequence[DecodedClip]
+    ) -> tuple[list[dict[str, Any]], np.ndarray, list[dict[str, dict[str, float] | None]]]:
+        """:meth:`predict_clips_with_embeddings` plus each clip's single-modality views: the
+        probabilities of the model's auxiliary audio-only and video-only heads, ``{"audio":
+        {class: p} | None, "video": {class: p}}`` (audio None for a clip without sound; ``{}``
+        for a one-modality model). The service logs them so the re-annotation queue can find
+        clips whose sound and picture disagree. Like the timeline, they are a raw softmax: the
+        temperature was fitted for the fused head only."""
         if not clips:
-            return [], np.zeros((0, 0), dtype=np.float32)
+            return [], np.zeros((0, 0), dtype=np.float32), []
         batch = self.tensors(clips)
         full = self.model(**batch)
         embeddings = full["embedding"].float().cpu().numpy()
+        aux = {
+            m: torch.softmax(full[f"{m}_logits"].float(), dim=1)
+            for m in self.modalities
+            if f"{m}_logits" in full
+        }
+        views: list[dict[str, dict[str, float] | None]] = [
+            {
+                m: None if m == "audio" and not clip.has_audio else self._as_dict(p[i])
+                for m, p in aux.items()
+            }
+            for i, clip in enumerate(clips)
+        ]
         probs = torch.softmax(full["logits"].float() / self.temperature, dim=1)
         windows = torch.softmax(full["window_logits"].float(), dim=2)
         masked = {}
@@ -158,7 +182,7 @@ class Predictor:
             results.append(
                 self._describe(clip, probs[i], windows[i], {m: p[i] for m, p in masked.items()})
             )
-        return results, embeddings
+        return results, embeddings, views
 
     def _describe(self, clip: DecodedClip, probs, windows, masked) -> dict[str, Any]:
         best = int(probs.argmax())

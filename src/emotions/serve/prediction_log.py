@@ -145,8 +145,18 @@ def prediction_record(
     size_bytes: int,
     latency_ms: float,
     batch_size: int,
+    views: Mapping[str, Mapping[str, float] | None] | None = None,
+    stored: str | None = None,
+    sha256: str | None = None,
 ) -> dict[str, Any]:
-    """The log line of an answered request."""
+    """The log line of an answered request.
+
+    Beyond the answer: ``window_probabilities`` (the timeline's, in window order) and
+    ``modality_probabilities`` (the audio-only and video-only views,
+    :meth:`~emotions.inference.Predictor.predict_clips_with_views`), which the re-annotation
+    queue scores; ``stored`` / ``sha256``, the upload store's key of the kept upload (None when
+    serve.keep_uploads is off or it was not kept).
+    """
     return {
         "id": request_id,
         "time": utc_now(),
@@ -162,6 +172,12 @@ def prediction_record(
         "size_bytes": size_bytes,
         "latency_ms": round(latency_ms, 3),
         "batch_size": batch_size,
+        "window_probabilities": [dict(w["probabilities"]) for w in result.get("timeline", [])],
+        "modality_probabilities": {
+            k: None if v is None else dict(v) for k, v in (views or {}).items()
+        },
+        "stored": stored,
+        "sha256": sha256,
     }
 
 

@@ -17,12 +17,15 @@ file (``path`` is the name the client uploaded). Around it:
   of the inner batchable API ``forward_batch`` the endpoint calls;
 - monitoring: every request, answered or refused, is one line of the prediction log with the
   input statistics and the clip embedding (:mod:`emotions.serve.prediction_log`);
+- with ``serve.keep_uploads``, answered uploads are kept by content hash for the re-annotation
+  queue, bounded by a quota and a retention age (:mod:`emotions.serve.upload_store`);
 - ``GET /model`` describes the loaded model; BentoML answers ``/healthz``, ``/livez``,
   ``/readyz`` and ``/metrics``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
@@ -61,6 +64,7 @@ from emotions.serve.settings import (
     served_model_tag,
 )
 from emotions.serve.upload import UploadedVideo
+from emotions.serve.upload_store import Kept, UploadStore, store_root
 
 logger = logging.getLogger("emotions.serve")
 
@@ -70,6 +74,18 @@ PREDICTION_LOG = PredictionLog(SETTINGS.log_path)
 # The BentoML model the service is built on (None: a plain folder, see served_model_tag).
 MODEL_TAG = served_model_tag(SETTINGS)
 BENTOML_BATCHING = SETTINGS.config.batcher == "bentoml"
+UPLOAD_STORE = (
+    UploadStore(
+        store_root(SETTINGS.config.upload_store, SETTINGS.log_path),
+        quota_mb=SETTINGS.config.upload_quota_mb,
+        retention_days=SETTINGS.config.upload_retention_days,
+    )
+    if SETTINGS.config.keep_uploads
+    else None
+)
+
+# One forward pass's answer for one clip: the result, its embedding and its modality views.
+Forwarded = tuple[dict[str, Any], np.ndarray, dict[str, Any]]
 
 info_app = FastAPI(title="emotions", docs_url=None, redoc_url=None, openapi_url=None)
 
@@ -139,7 +155,7 @@ class EmotionService:
             bounds=SETTINGS.clip_bounds,
         )
         self.decoder.warm_up()
-        self.batcher: MicroBatcher[DecodedClip, tuple[dict[str, Any], np.ndarray]] = MicroBatcher(
+        self.batcher: MicroBatcher[DecodedClip, Forwarded] = MicroBatcher(
             self._forward,
             max_batch_size=config.batch_size,
             max_latency_s=config.max_latency_ms / 1000.0,
@@ -186,9 +202,9 @@ class EmotionService:
             "serving %s from %s (%s)", self.model_name, self.source.path, self.source.origin
         )
 
-    def _forward(self, clips: list[DecodedClip]) -> list[tuple[dict[str, Any], np.ndarray]]:
-        results, embeddings = self.predictor.predict_clips_with_embeddings(clips)
-        return list(zip(results, embeddings, strict=True))
+    def _forward(self, clips: list[DecodedClip]) -> list[Forwarded]:
+        results, embeddings, views = self.predictor.predict_clips_with_views(clips)
+        return list(zip(results, embeddings, views, strict=True))
 
     if BENTOML_BATCHING:
 
@@ -211,16 +227,21 @@ class EmotionService:
             known = [key for key, clip in clips.items() if clip is not None]
             outputs = self._forward([clips[key] for key in known]) if known else []
             answers = {
-                key: {"result": result, "embedding": vector.tolist(), "batch_size": len(known)}
-                for key, (result, vector) in zip(known, outputs, strict=True)
+                key: {
+                    "result": result,
+                    "embedding": vector.tolist(),
+                    "views": views,
+                    "batch_size": len(known),
+                }
+                for key, (result, vector, views) in zip(known, outputs, strict=True)
             }
             return [answers.get(key, {"error": f"no staged clip {key}"}) for key in keys]
 
     async def _infer(
         self, expected: Any, clip: DecodedClip, request_id: str
-    ) -> tuple[tuple[dict[str, Any], np.ndarray], int]:
+    ) -> tuple[Forwarded, int]:
         """The forward pass of one clip through the configured batcher: ``((result,
-        embedding), batch size)``."""
+        embedding, views), batch size)``."""
         if not BENTOML_BATCHING:
             return await expected.submit(clip)
         self._staged[request_id] = clip
@@ -231,7 +252,7 @@ class EmotionService:
         if "error" in answer:
             raise RuntimeError(answer["error"])
         embedding = np.asarray(answer["embedding"], dtype=np.float32)
-        return (answer["result"], embedding), int(answer["batch_size"])
+        return (answer["result"], embedding, answer["views"]), int(answer["batch_size"])
 
     def _refuse(
         self,
@@ -273,13 +294,16 @@ class EmotionService:
                 except DecodeFailed as error:  # 415/422: not a clip, or does not decode
                     return self._refuse(error.rejection, request_id, started, video)
                 try:
-                    (result, embedding), batch_size = await self._infer(expected, clip, request_id)
+                    (result, embedding, views), batch_size = await self._infer(
+                        expected, clip, request_id
+                    )
                 except Exception as error:
                     logger.exception("prediction failed for %s", video.filename)
                     rejection = Rejection(
                         500, INTERNAL_ERROR, f"prediction failed: {type(error).__name__}"
                     )
                     return self._refuse(rejection, request_id, started, video)
+            kept = await self._keep(video)
         finally:
             video.discard()
         answer = {"path": video.filename, **result}
@@ -294,9 +318,19 @@ class EmotionService:
                 size_bytes=video.size,
                 latency_ms=(time.perf_counter() - started) * 1000.0,
                 batch_size=batch_size,
+                views=views,
+                stored=None if kept is None else kept.key,
+                sha256=None if kept is None else kept.sha256,
             )
         )
         return answer
+
+    async def _keep(self, video: UploadedVideo) -> Kept | None:
+        """Keep an answered upload (serve.keep_uploads); hashing and copying run off the
+        event loop, and a failure only means it is not kept."""
+        if UPLOAD_STORE is None:
+            return None
+        return await asyncio.to_thread(UPLOAD_STORE.put, video, video.filename)
 
     @info_app.get("/model")
     def model(self) -> dict[str, Any]:
