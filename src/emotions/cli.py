@@ -14,6 +14,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from emotions.annotate.cli import QueueCommandError, add_queue_commands
 from emotions.config import ConfigError, Params, load_params
 
 
@@ -292,6 +293,10 @@ def cmd_params(args: argparse.Namespace, params: Params) -> None:
     print(f"params: {args.params} + {args.overlay} is valid ({len(list(leaves(overlay)))} keys)")
 
 
+def cmd_queue_help(args: argparse.Namespace, params: Params) -> None:
+    raise StageError("give a sub-command: push (queue → Label Studio) or pull (→ next stage)")
+
+
 Command = Callable[[argparse.Namespace, Params], None]
 
 
@@ -407,6 +412,10 @@ def build_parser() -> argparse.ArgumentParser:
     mon.add_argument("--threshold", type=float, default=None, help="default: monitor.threshold")
     mon.add_argument("--min-rows", type=int, default=None, help="default: monitor.min_rows")
     mon.set_defaults(run_command=cmd_monitor)
+
+    queue = sub.add_parser("queue", help="re-annotation queue; push to / pull from Label Studio")
+    queue.set_defaults(run_command=cmd_queue_help)
+    add_queue_commands(queue)
     return parser
 
 
@@ -416,7 +425,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         needs_params = getattr(args, "needs_params", True)
         params = load_params(args.params) if needs_params else None
         args.run_command(args, params)
-    except (ConfigError, StageError) as error:
+    except (ConfigError, StageError, QueueCommandError) as error:
         print(f"emotions {args.command}: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
