@@ -27,10 +27,7 @@ from emotions.config import load_params, parse_params
 from emotions.data.ingest import ingest
 from emotions.synth import synthesize
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(not LS_BIN.is_file(), reason=MISSING),
-]
+needs_label_studio = pytest.mark.skipif(not LS_BIN.is_file(), reason=MISSING)
 
 REPO = Path(__file__).resolve().parents[1]
 PROJECT = "emotions re-annotation (test)"
@@ -38,6 +35,52 @@ PROJECT = "emotions re-annotation (test)"
 
 def _sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _small_params(tmp_path: Path, **annotate: str) -> Path:
+    raw = yaml.safe_load((REPO / "params.yaml").read_text(encoding="utf-8"))
+    raw["datasets"]["emotions"]["root"] = str(tmp_path / "data")
+    raw["annotate"].update(annotate)
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(raw), encoding="utf-8")
+    return path
+
+
+def _queue_with(tmp_path: Path, path: str) -> Path:
+    queue = tmp_path / "queue"
+    (queue / "videos").mkdir(parents=True)
+    (queue / "videos" / "a.mp4").write_bytes(b"not decoded here")
+    pd.DataFrame([{"clip_id": "a", "path": path, "sha256": "0" * 64}]).to_csv(
+        queue / "queue.csv", index=False
+    )
+    return queue
+
+
+def test_push_names_what_is_missing_before_touching_label_studio(tmp_path, monkeypatch, capsys):
+    from liveserver import free_port
+
+    url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    queue = str(_queue_with(tmp_path, "videos/a.mp4"))
+    params = _small_params(tmp_path, url=url, queue_dir=queue, document_root="/nowhere")
+    monkeypatch.delenv("LABEL_STUDIO_API_KEY", raising=False)
+    assert main(["--params", str(params), "queue", "push"]) == 2
+    assert "set LABEL_STUDIO_API_KEY" in capsys.readouterr().err
+    monkeypatch.setenv("LABEL_STUDIO_API_KEY", "some-token")
+    assert main(["--params", str(params), "queue", "push"]) == 2
+    assert "is not below the Label Studio document root /nowhere" in capsys.readouterr().err
+    params = _small_params(tmp_path, url=url, queue_dir=queue, document_root=str(tmp_path))
+    assert main(["--params", str(params), "queue", "push"]) == 2
+    assert f"no Label Studio at {url}" in capsys.readouterr().err
+    assert main(["--params", str(params), "queue"]) == 2
+    assert "give a sub-command: push" in capsys.readouterr().err
+
+
+def test_a_queue_row_leading_out_of_the_queue_is_refused(tmp_path, monkeypatch, capsys):
+    queue = _queue_with(tmp_path, "../../etc/passwd")
+    params = _small_params(tmp_path, queue_dir=str(queue))
+    monkeypatch.setenv("LABEL_STUDIO_API_KEY", "some-token")
+    assert main(["--params", str(params), "queue", "push"]) == 2
+    assert "leads out of the queue" in capsys.readouterr().err
 
 
 @pytest.fixture(scope="module")
@@ -153,14 +196,16 @@ def _annotate(ls, token: str, task_id: int, label: str | None) -> None:
     _api(ls, token, "POST", f"/api/tasks/{task_id}/annotations", json={**body, "lead_time": 4.2})
 
 
+@pytest.mark.slow
+@needs_label_studio
 def test_push_pull_ingest_through_label_studio(loop, monkeypatch, capsys, tmp_path):
     ls = loop["ls"]
     classes = list(loop["params"].taxonomy_for("emotions"))
 
     first = _cli(loop, monkeypatch, capsys, "push")
-    assert "created project" in first and "5 new task(s), 0 already there" in first
+    assert "(created)" in first and "5 new task(s), 0 already there" in first
     again = _cli(loop, monkeypatch, capsys, "push")
-    assert "0 new task(s), 5 already there" in again, again
+    assert "(unchanged): 0 new task(s), 5 already there" in again, again
     tasks = _tasks(loop)
     assert len(tasks) == 5, "a second push must not duplicate tasks"
     by_sha = {t["data"]["sha256"]: t for t in tasks}

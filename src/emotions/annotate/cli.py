@@ -52,9 +52,9 @@ def cmd_push(args: argparse.Namespace, params: Params) -> None:
             )
     except (AnnotateError, QueueError, ValueError) as error:
         raise QueueCommandError(str(error)) from None
-    verb = "created" if result.created_project else "updated"
     print(
-        f"queue push: {verb} project {result.project_id}: {result.imported} new task(s), "
+        f"queue push: project {result.project_id} ({result.project_state}): "
+        f"{result.imported} new task(s), "
         f"{result.already_there} already there (stage {result.stage}) -> {result.project_url}"
     )
 

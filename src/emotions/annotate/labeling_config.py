@@ -10,6 +10,7 @@ is an independent vote.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from xml.etree.ElementTree import ParseError, canonicalize
 from xml.sax.saxutils import quoteattr
 
 FROM_NAME = "emotion"  # the <Choices> name: a vote's result is read from this control
@@ -32,3 +33,11 @@ def labeling_config(classes: Sequence[str]) -> str:
         "  </Choices>\n"
         "</View>\n"
     )
+
+
+def same_config(a: str | None, b: str) -> bool:
+    """Whether two labeling configs are the same XML (Label Studio re-formats what it stores)."""
+    try:
+        return canonicalize(a or "", strip_text=True) == canonicalize(b, strip_text=True)
+    except ParseError:
+        return False

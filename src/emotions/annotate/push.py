@@ -21,7 +21,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from emotions.annotate.client import LabelStudio
-from emotions.annotate.labeling_config import DATA_KEY, labeling_config
+from emotions.annotate.labeling_config import DATA_KEY, labeling_config, same_config
 from emotions.annotate.queue_folder import read_queue
 
 log = logging.getLogger(__name__)
@@ -37,7 +37,7 @@ STORAGE_TITLE = "emotions queue"
 class PushResult:
     project_id: int
     project_url: str
-    created_project: bool
+    project_state: str  # "created", "updated" (its labeling config) or "unchanged"
     imported: int
     already_there: int
     stage: int
@@ -55,16 +55,16 @@ def local_files_url(file: Path, document_root: Path) -> str:
     return f"/data/local-files/?d={quote(target.relative_to(root).as_posix())}"
 
 
-def ensure_project(client: LabelStudio, title: str, classes: Sequence[str]) -> tuple[dict, bool]:
-    """(project, created): the titled project, its labeling config set to ``classes``."""
+def ensure_project(client: LabelStudio, title: str, classes: Sequence[str]) -> tuple[dict, str]:
+    """(project, state): the titled project, its labeling config set to ``classes``."""
     config = labeling_config(classes)
     project = client.find_project(title)
     if project is None:
-        return client.create_project(title, config, DESCRIPTION), True
-    if project.get("label_config") != config:
-        log.info("queue push: updating the labeling config of project %s", project["id"])
-        project = client.update_project(project["id"], label_config=config)
-    return project, False
+        return client.create_project(title, config, DESCRIPTION), "created"
+    if same_config(project.get("label_config"), config):
+        return project, "unchanged"
+    log.info("queue push: updating the labeling config of project %s", project["id"])
+    return client.update_project(project["id"], label_config=config), "updated"
 
 
 def ensure_storage(client: LabelStudio, project_id: int, folder: Path) -> dict:
@@ -88,7 +88,7 @@ def push_queue(
     """Create/update the project and import every queued clip it does not have yet."""
     queue = read_queue(queue_dir)
     urls = [local_files_url(file, document_root) for file in queue["file"]]
-    project, created = ensure_project(client, title, classes)
+    project, state = ensure_project(client, title, classes)
     project_id = int(project["id"])
     ensure_storage(client, project_id, Path(queue_dir))
     known = {str(task["data"].get("sha256")) for task in client.tasks(project_id)}
@@ -113,7 +113,7 @@ def push_queue(
     return PushResult(
         project_id=project_id,
         project_url=f"{client.url}/projects/{project_id}/data",
-        created_project=created,
+        project_state=state,
         imported=imported,
         already_there=len(queue) - len(tasks),
         stage=stage,
