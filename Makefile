@@ -119,7 +119,9 @@ $(LS_STAMP):
 
 # Label Studio on http://127.0.0.1:$(LS_PORT), serving local files below the repository (the
 # queue folder, data/) to the labeling page. First time: make annotate-user (your login + token).
+# A new LS_DATA starts from the migrated template instead of migrating.
 annotate: $(LS_STAMP)
+	@test -f $(LS_DATA)/label_studio.sqlite3 || { mkdir -p $(LS_DATA) && cp $(LS_VENV)/template/label_studio.sqlite3 $(LS_DATA)/; }
 	$(LS_ENV) LABEL_STUDIO_BASE_DATA_DIR=$(LS_DATA) \
 	LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED=true LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT=$(CURDIR) \
 	  $(LS_VENV)/bin/label-studio start --no-browser --internal-host 127.0.0.1 --port $(LS_PORT)
@@ -129,6 +131,7 @@ annotate: $(LS_STAMP)
 annotate-user: $(LS_STAMP)
 	@test -n "$${LABEL_STUDIO_API_KEY:-}" || { echo "set LABEL_STUDIO_API_KEY (any string of 6+ characters) first"; exit 1; }
 	@test -n "$(EMAIL)" -a -n "$(PASSWORD)" || { echo "usage: make annotate-user EMAIL=you@example.com PASSWORD=..."; exit 1; }
+	@test -f $(LS_DATA)/label_studio.sqlite3 || { mkdir -p $(LS_DATA) && cp $(LS_VENV)/template/label_studio.sqlite3 $(LS_DATA)/; }
 	@$(LS_ENV) LABEL_STUDIO_BASE_DATA_DIR=$(LS_DATA) $(LS_VENV)/bin/label-studio init --username '$(EMAIL)' \
 	  --password '$(PASSWORD)' --user-token "$$LABEL_STUDIO_API_KEY" --enable-legacy-api-token > /dev/null
 	@echo "user $(EMAIL) can log in at http://127.0.0.1:$(LS_PORT); its API token is \$$LABEL_STUDIO_API_KEY"
