@@ -253,6 +253,13 @@ def test_push_pull_ingest_through_label_studio(loop, monkeypatch, capsys, tmp_pa
     assert "0 vote(s) added, 7 replaced" in again, again
     assert (loop["data"] / "annotations.csv").read_bytes() == csv_once, "pull is idempotent"
 
+    # Without --into: a corpus of its own in the emotions layout, beside the queue.
+    standalone = _cli(loop, monkeypatch, capsys, "pull")
+    assert "4 video(s) copied, 0 already in the corpus, 7 vote(s) added" in standalone
+    labelled = loop["queue"] / "labelled"
+    assert len(list((labelled / "videos").glob("*.mp4"))) == 4
+    assert len(pd.read_csv(labelled / "annotations.csv")) == 7
+
     votes = pd.read_csv(loop["data"] / "annotations.csv", dtype=str)
     stage_rows = votes[votes["stage"] == str(loop["stage"])]
     assert set(stage_rows["annotator"]) == {ls.admin.email, ls.second.email}

@@ -65,6 +65,11 @@ def export_votes(
     rows = []
     for task in export:
         data = task.get("data", {})
+        if "clip_id" not in data or "stage" not in data:
+            log.warning(
+                "queue pull: task %s was not pushed by `emotions queue push`", task.get("id")
+            )
+            continue
         for annotation in task.get("annotations", []):
             if annotation.get("was_cancelled"):
                 continue
@@ -107,8 +112,8 @@ def pull_stage(
     voted = set(votes["clip_id"])
     clips = []
     for task in export:
-        data = task["data"]
-        if str(data["clip_id"]) not in voted:
+        data = task.get("data", {})
+        if str(data.get("clip_id")) not in voted:
             continue
         source = task_file(data, document_root)
         if not source.is_file():
