@@ -105,31 +105,37 @@ def loop(tmp_path_factory):
     votes = pd.read_csv(data / "annotations.csv", dtype=str)
     # Two clips leave the corpus: they play the served clips nobody labelled yet.
     served = videos[:2]
+    # Two runs of `emotions queue`, one folder each: three corpus clips, then the two served.
     queue = root / "artifacts" / "queue"
-    (queue / "videos").mkdir(parents=True)
     rows = []
-    for video in [*videos[2:5], *served]:
-        sha = _sha(video)
-        target = queue / "videos" / f"{sha[:16]}.mp4"
-        shutil.copyfile(video, target)
-        rows.append(
-            {
-                "clip_id": sha[:16],
-                "path": f"videos/{target.name}",
-                "sha256": sha,
-                "reason": "low_confidence",
-                "score": "0.31",
-                "predicted_label": "Neutral",
-                "confidence": "0.31",
-                "request_id": f"req-{sha[:6]}",
-                "served_at": "2026-12-01T10:00:00Z",
-            }
-        )
+    for run, clips in (("20261201T100000Z", videos[2:5]), ("20261202T100000Z", served)):
+        folder = queue / run
+        (folder / "videos").mkdir(parents=True)
+        run_rows = []
+        for video in clips:
+            sha = _sha(video)
+            target = folder / "videos" / f"{sha[:16]}.mp4"
+            shutil.copyfile(video, target)
+            run_rows.append(
+                {
+                    "clip_id": sha[:16],
+                    "path": f"videos/{target.name}",
+                    "sha256": sha,
+                    "reason": "low_confidence",
+                    "score": "0.31",
+                    "predicted_label": "Neutral",
+                    "confidence": "0.31",
+                    "request_id": f"req-{sha[:6]}",
+                    "served_at": "2026-12-01T10:00:00Z",
+                    "folder": folder,
+                }
+            )
+        pd.DataFrame(run_rows).drop(columns="folder").to_csv(folder / "queue.csv", index=False)
+        rows += run_rows
     for video in served:
         video.unlink()
     votes = votes[~votes["clip_id"].isin({v.stem for v in served})]
     votes.to_csv(data / "annotations.csv", index=False)
-    pd.DataFrame(rows).to_csv(queue / "queue.csv", index=False)
 
     raw = yaml.safe_load((REPO / "params.yaml").read_text(encoding="utf-8"))
     ls = start_label_studio(base, root)
@@ -224,7 +230,7 @@ def test_push_pull_ingest_through_label_studio(loop, monkeypatch, capsys, tmp_pa
             timeout=60,
         )
         assert served.status_code == 200
-        assert served.content == (loop["queue"] / some["path"]).read_bytes()
+        assert served.content == (some["folder"] / some["path"]).read_bytes()
 
     # Two annotators: the corpus clips get a label their earlier stages did not give them
     # (both agree); the first served clip gets one vote and one skip; the last stays open.
@@ -247,18 +253,18 @@ def test_push_pull_ingest_through_label_studio(loop, monkeypatch, capsys, tmp_pa
 
     pulled = _cli(loop, monkeypatch, capsys, "pull", "--into", str(loop["data"]))
     assert "7 vote(s) on 4 clip(s)" in pulled, pulled
-    assert "1 video(s) copied, 3 already in the corpus, 7 vote(s) added" in pulled, pulled
+    assert "1 video(s) copied, 3 already there, 7 vote(s) added" in pulled, pulled
     csv_once = (loop["data"] / "annotations.csv").read_bytes()
     again = _cli(loop, monkeypatch, capsys, "pull", "--into", str(loop["data"]))
     assert "0 vote(s) added, 7 replaced" in again, again
     assert (loop["data"] / "annotations.csv").read_bytes() == csv_once, "pull is idempotent"
 
-    # Without --into: a corpus of its own in the emotions layout, beside the queue.
+    # Without --into: each queue folder gets its clips' votes (an emotions-layout corpus).
     standalone = _cli(loop, monkeypatch, capsys, "pull")
-    assert "4 video(s) copied, 0 already in the corpus, 7 vote(s) added" in standalone
-    labelled = loop["queue"] / "labelled"
-    assert len(list((labelled / "videos").glob("*.mp4"))) == 4
-    assert len(pd.read_csv(labelled / "annotations.csv")) == 7
+    assert "-> 2 queue folder(s) (0 video(s) copied, 4 already there, 7 vote(s) added" in standalone
+    first_run, second_run = (row["folder"] for row in (loop["queued"][0], loop["queued"][3]))
+    assert len(pd.read_csv(first_run / "annotations.csv")) == 6
+    assert len(pd.read_csv(second_run / "annotations.csv")) == 1
 
     votes = pd.read_csv(loop["data"] / "annotations.csv", dtype=str)
     stage_rows = votes[votes["stage"] == str(loop["stage"])]

@@ -287,7 +287,8 @@ class AnnotateConfig(Strict):
     # The dataset whose taxonomy the annotators choose from and whose annotations.csv the new
     # stage follows (stage = its highest stage + 1).
     dataset: str = "emotions"
-    # The queue folder `emotions queue` writes (videos/ + queue.csv).
+    # Where `emotions queue` writes its queue folders (one per run: videos/ + queue.csv); a
+    # single queue folder works too. Push imports every folder below it.
     queue_dir: str = "artifacts/queue"
     # LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT of the server: task URLs are paths relative to
     # it, so the queue must lie below it (`make annotate` sets it to the repository).

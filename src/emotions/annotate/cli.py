@@ -65,7 +65,7 @@ def cmd_pull(args: argparse.Namespace, params: Params) -> None:
 
     config = params.annotate
     title = args.project or config.project
-    into = Path(args.into) if args.into else Path(args.queue or config.queue_dir) / "labelled"
+    into = Path(args.into) if args.into else None
     try:
         with _client(params) as client:
             project = client.find_project(title)
@@ -80,15 +80,18 @@ def cmd_pull(args: argparse.Namespace, params: Params) -> None:
             )
     except (AnnotateError, ValueError, FileNotFoundError) as error:
         raise QueueCommandError(str(error)) from None
-    merge = result.merge
+    merges = result.merges
     stages = ", ".join(str(s) for s in sorted(set(result.votes["stage"]))) or "none"
+    where = str(into) if into is not None else f"{len(merges)} queue folder(s)"
     print(
         f"queue pull: {len(result.votes)} vote(s) on {result.votes['clip_id'].nunique()} clip(s) "
-        f"of {result.tasks} finished task(s), stage {stages} -> {into}/annotations.csv "
-        f"({merge.copied} video(s) copied, {merge.matched} already in the corpus, "
-        f"{merge.votes_added} vote(s) added, {merge.votes_replaced} replaced)"
+        f"of {result.tasks} finished task(s), stage {stages} -> {where} "
+        f"({sum(m.copied for m in merges)} video(s) copied, "
+        f"{sum(m.matched for m in merges)} already there, "
+        f"{sum(m.votes_added for m in merges)} vote(s) added, "
+        f"{sum(m.votes_replaced for m in merges)} replaced)"
     )
-    if args.into:
+    if into is not None:
         print(f"queue pull: version it with `dvc add {into}` (then `dvc push`, and retrain)")
 
 
@@ -96,16 +99,20 @@ def add_queue_commands(queue: argparse.ArgumentParser) -> None:
     """`push` and `pull` as sub-commands of the `queue` parser."""
     sub = queue.add_subparsers(dest="queue_command", metavar="{push,pull}")
     push = sub.add_parser("push", help="the queue as tasks of a Label Studio project")
-    push.add_argument("--queue", default=None, help="queue folder (default: annotate.queue_dir)")
+    push.add_argument(
+        "--queue",
+        default=None,
+        help="a queue folder or the folder of them (default: annotate.queue_dir)",
+    )
     push.add_argument("--project", default=None, help="project title (default: annotate.project)")
     push.set_defaults(run_command=cmd_push)
 
     pull = sub.add_parser("pull", help="finished tasks as the next annotation stage")
-    pull.add_argument("--queue", default=None, help="queue folder (default: annotate.queue_dir)")
     pull.add_argument("--project", default=None, help="project title (default: annotate.project)")
     pull.add_argument(
         "--into",
         default=None,
-        help="corpus root to add clips and votes to, e.g. data (default: <queue>/labelled)",
+        help="corpus root to add clips and votes to, e.g. data (default: each clip's queue "
+        "folder, its annotations.csv)",
     )
     pull.set_defaults(run_command=cmd_pull)

@@ -5,7 +5,8 @@ the stage is the one the task was pushed with, the annotator is Label Studio's u
 e-mail, or ``label-studio:<id>`` when the user has none), the label the chosen class. Skipped
 (cancelled) annotations and annotations without a choice are not votes. The clips and votes
 are merged into a corpus root in the ``emotions`` layout (emotions.annotate.corpus), ready for
-ingest to aggregate with the earlier stages.
+ingest to aggregate with the earlier stages: ``data/`` (``--into data``) or, by default, each
+clip's own queue folder (its ``annotations.csv``, the place the queue format names for them).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ class PullResult:
     project_id: int
     tasks: int  # finished tasks in the export
     votes: pd.DataFrame
-    merge: MergeResult | None
+    merges: list[MergeResult]
 
 
 def annotator_name(completed_by: Any, users: Mapping[int, str]) -> str:
@@ -104,13 +105,12 @@ def pull_stage(
     document_root: Path,
     into: Path | None,
 ) -> PullResult:
-    """Export the project's finished tasks; with ``into``, merge clips and votes into it."""
+    """Export the project's finished tasks and merge clips and votes into ``into`` (a corpus
+    root), or with ``into=None`` into each clip's queue folder."""
     export = client.export(project_id)
     votes = export_votes(export, client.users(), classes)
-    if into is None:
-        return PullResult(project_id, len(export), votes, None)
     voted = set(votes["clip_id"])
-    clips = []
+    targets: dict[Path, list[PulledClip]] = {}
     for task in export:
         data = task.get("data", {})
         if str(data.get("clip_id")) not in voted:
@@ -118,5 +118,11 @@ def pull_stage(
         source = task_file(data, document_root)
         if not source.is_file():
             raise FileNotFoundError(f"clip {data['clip_id']}: {source} no longer exists")
-        clips.append(PulledClip(str(data["clip_id"]), str(data["sha256"]), source))
-    return PullResult(project_id, len(export), votes, merge_stage(Path(into), clips, votes))
+        target = Path(into) if into is not None else Path(document_root) / str(data["queue"])
+        clip = PulledClip(str(data["clip_id"]), str(data["sha256"]), source)
+        targets.setdefault(target, []).append(clip)
+    merges = []
+    for target, clips in targets.items():
+        ids = {clip.clip_id for clip in clips}
+        merges.append(merge_stage(target, clips, votes[votes["clip_id"].isin(ids)]))
+    return PullResult(project_id, len(export), votes, merges)

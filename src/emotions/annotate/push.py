@@ -1,12 +1,12 @@
-"""`emotions queue push`: the queue folder → tasks of a Label Studio project.
+"""`emotions queue push`: the queue folders → tasks of a Label Studio project.
 
 The project (found by title, created on the first push) gets the labeling config of the
 taxonomy; a changed taxonomy updates it. The videos stay where the queue put them: a Local
-Files storage over the queue folder lets Label Studio serve them at
+Files storage over the queue root lets Label Studio serve them at
 ``/data/local-files/?d=<path below the document root>``, so nothing is uploaded or copied.
 
 Pushing is idempotent: a queued clip whose sha256 is already in a task of the project is not
-imported again, so re-running the queue and pushing again only adds what is new. Each task
+imported again, so pushing after every `emotions queue` run only adds the new folders' clips. Each task
 carries the annotation stage its votes will have (the corpus's next stage at push time): the
 votes of one round stay one stage however many pulls collect them.
 """
@@ -22,7 +22,7 @@ from urllib.parse import quote
 
 from emotions.annotate.client import LabelStudio
 from emotions.annotate.labeling_config import DATA_KEY, labeling_config, same_config
-from emotions.annotate.queue_folder import read_queue
+from emotions.annotate.queue_folder import read_queues
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +43,9 @@ class PushResult:
     stage: int
 
 
-def local_files_url(file: Path, document_root: Path) -> str:
-    """The URL Label Studio serves ``file`` at, relative to its LOCAL_FILES_DOCUMENT_ROOT."""
+def local_files_url(file: Path, document_root: Path, *, folder: bool = False) -> str:
+    """The URL Label Studio serves ``file`` at, relative to its LOCAL_FILES_DOCUMENT_ROOT
+    (with ``folder``: just the relative path)."""
     root = Path(os.path.abspath(document_root))
     target = Path(os.path.abspath(file))
     if not target.is_relative_to(root) or target == root:
@@ -52,7 +53,8 @@ def local_files_url(file: Path, document_root: Path) -> str:
             f"{target} is not below the Label Studio document root {root} "
             "(annotate.document_root, LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT)"
         )
-    return f"/data/local-files/?d={quote(target.relative_to(root).as_posix())}"
+    relative = target.relative_to(root).as_posix()
+    return relative if folder else f"/data/local-files/?d={quote(relative)}"
 
 
 def ensure_project(client: LabelStudio, title: str, classes: Sequence[str]) -> tuple[dict, str]:
@@ -85,8 +87,10 @@ def push_queue(
     document_root: Path,
     stage: int,
 ) -> PushResult:
-    """Create/update the project and import every queued clip it does not have yet."""
-    queue = read_queue(queue_dir)
+    """Create/update the project and import every queued clip it does not have yet.
+
+    ``queue_dir`` is one queue folder or the folder of them (``queue.out``)."""
+    queue = read_queues(queue_dir)
     urls = [local_files_url(file, document_root) for file in queue["file"]]
     project, state = ensure_project(client, title, classes)
     project_id = int(project["id"])
@@ -107,6 +111,8 @@ def push_queue(
             "confidence": row.confidence,
             "request_id": row.request_id,
             "served_at": row.served_at,
+            # The queue folder, below the document root: its annotations.csv gets the votes.
+            "queue": local_files_url(row.folder, document_root, folder=True),
         }
         tasks.append({"data": data})
     imported = client.import_tasks(project_id, tasks)

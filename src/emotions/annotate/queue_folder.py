@@ -1,12 +1,14 @@
-"""Reading the queue folder that `emotions queue` writes (the contract between the two halves).
+"""Reading the queue folders that `emotions queue` writes (the contract between the two halves).
 
-::
+Each run of `emotions queue` writes one folder ``<queue.out>/<UTC time>/``::
 
-    queue_dir/videos/<file>
-    queue_dir/queue.csv   clip_id,path,sha256,reason,score,predicted_label,confidence,
-                          request_id,served_at          (path relative to queue_dir)
+    <folder>/videos/<clip_id>.<ext>
+    <folder>/queue.csv   clip_id,path,sha256,reason,score,predicted_label,confidence,
+                         request_id,served_at          (path relative to the folder)
 
-A row whose video is missing, or lies outside the queue folder, is a clear error rather than a
+and the labels that come back go to ``<folder>/annotations.csv``, which makes the folder an
+``emotions``-layout corpus. ``queue_folders`` accepts one such folder or the folder holding
+them. A row whose video is missing, or lies outside its folder, is a clear error rather than a
 task annotators could not play.
 """
 
@@ -34,6 +36,38 @@ REQUIRED = ("clip_id", "path", "sha256")
 
 class QueueError(ValueError):
     """The queue folder is missing or malformed; the message names the row or column."""
+
+
+def queue_folders(path: Path) -> list[Path]:
+    """``path`` itself when it is a queue folder, else its queue sub-folders (oldest first;
+    hidden ones, a queue still being assembled, are skipped)."""
+    path = Path(path)
+    if (path / QUEUE_FILE).is_file():
+        return [path]
+    found = (
+        sorted(
+            child
+            for child in path.iterdir()
+            if child.is_dir() and not child.name.startswith(".") and (child / QUEUE_FILE).is_file()
+        )
+        if path.is_dir()
+        else []
+    )
+    if not found:
+        raise QueueError(f"{path}: no queue folder (run `emotions queue` first)")
+    return found
+
+
+def read_queues(path: Path) -> pd.DataFrame:
+    """Every queue below ``path`` (``queue_folders``) in one frame, with ``folder`` per row."""
+    frames = [read_queue(folder).assign(folder=folder) for folder in queue_folders(path)]
+    queue = pd.concat(frames, ignore_index=True)
+    repeated = queue["sha256"].duplicated()
+    if repeated.any():
+        raise QueueError(
+            f"{path}: clip(s) {', '.join(queue.loc[repeated, 'clip_id'])} are in two queues"
+        )
+    return queue
 
 
 def read_queue(queue_dir: Path) -> pd.DataFrame:
