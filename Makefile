@@ -17,8 +17,19 @@ export GX_ANALYTICS_ENABLED := false
 export PREFECT_HOME := $(CURDIR)/.prefect
 PREFECT_SERVER_URL ?= http://127.0.0.1:4200/api
 
-.PHONY: install data demo test lint bench sample pipeline schedule ui serve package monitor dashboard
+.PHONY: install data demo test lint bench sample pipeline schedule ui serve package monitor dashboard \
+	annotate-install annotate annotate-user
 PORT ?= 3000
+
+# Label Studio, the annotation tool, lives in its own venv: its Django/pydantic pins stay out of
+# ours (our code only talks to its REST API). LS_DATA holds its database, users and projects.
+LS_VENV := .venv-ls
+LS_VERSION := 1.23.2
+LS_STAMP := $(LS_VENV)/.installed-$(LS_VERSION)
+LS_PORT ?= 8080
+LS_DATA ?= $(CURDIR)/.label-studio
+# No update check against the package index and no usage analytics (no network at run time).
+LS_ENV := LABEL_STUDIO_LATEST_VERSION_CHECK=false LABEL_STUDIO_COLLECT_ANALYTICS=false
 
 install: $(STAMP)
 
@@ -97,7 +108,39 @@ monitor: $(STAMP)
 dashboard: $(STAMP)
 	evidently ui --workspace artifacts/monitor/workspace --port 8000
 
-test: $(STAMP)
+# Label Studio into .venv-ls (about 2 minutes, ~1 GB), then a migrated empty database in
+# .venv-ls/template: a fresh server (the tests start one) copies it instead of running
+# Label Studio's ~200 migrations (a minute on 2 cores).
+annotate-install: $(LS_STAMP)
+
+$(LS_STAMP):
+	@test -x $(LS_VENV)/bin/python || $(PYTHON) -m venv $(LS_VENV)
+	$(LS_VENV)/bin/python -m pip install --quiet --disable-pip-version-check 'label-studio==$(LS_VERSION)'
+	rm -rf $(LS_VENV)/template
+	$(LS_ENV) LABEL_STUDIO_BASE_DATA_DIR=$(CURDIR)/$(LS_VENV)/template \
+	  $(LS_VENV)/bin/label-studio version > /dev/null 2>&1
+	@touch $@
+
+# Label Studio on http://127.0.0.1:$(LS_PORT), serving local files below the repository (the
+# queue folder, data/) to the labeling page. First time: make annotate-user (your login + token).
+# A new LS_DATA starts from the migrated template instead of migrating.
+annotate: $(LS_STAMP)
+	@test -f $(LS_DATA)/label_studio.sqlite3 || { mkdir -p $(LS_DATA) && cp $(LS_VENV)/template/label_studio.sqlite3 $(LS_DATA)/; }
+	$(LS_ENV) LABEL_STUDIO_BASE_DATA_DIR=$(LS_DATA) \
+	LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED=true LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT=$(CURDIR) \
+	  $(LS_VENV)/bin/label-studio start --no-browser --internal-host 127.0.0.1 --port $(LS_PORT)
+
+# A Label Studio login (EMAIL, PASSWORD) whose API token is $$LABEL_STUDIO_API_KEY (what
+# `emotions queue push|pull` send); the first user also creates the organization.
+annotate-user: $(LS_STAMP)
+	@test -n "$${LABEL_STUDIO_API_KEY:-}" || { echo "set LABEL_STUDIO_API_KEY (any string of 6+ characters) first"; exit 1; }
+	@test -n "$(EMAIL)" -a -n "$(PASSWORD)" || { echo "usage: make annotate-user EMAIL=you@example.com PASSWORD=..."; exit 1; }
+	@test -f $(LS_DATA)/label_studio.sqlite3 || { mkdir -p $(LS_DATA) && cp $(LS_VENV)/template/label_studio.sqlite3 $(LS_DATA)/; }
+	@$(LS_ENV) LABEL_STUDIO_BASE_DATA_DIR=$(LS_DATA) $(LS_VENV)/bin/label-studio init --username '$(EMAIL)' \
+	  --password '$(PASSWORD)' --user-token "$$LABEL_STUDIO_API_KEY" --enable-legacy-api-token > /dev/null
+	@echo "user $(EMAIL) can log in at http://127.0.0.1:$(LS_PORT); its API token is \$$LABEL_STUDIO_API_KEY"
+
+test: $(STAMP) $(LS_STAMP)
 	ruff check .
 	python -m pytest -q
 

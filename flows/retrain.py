@@ -2,7 +2,9 @@
 
 `retrain(repo, refresh, margin)`:
 1. refresh the data: `refresh="pull"` runs `dvc update` for every import and `dvc pull` for the
-   other `.dvc` data sources (skipped with a note when no DVC remote is configured);
+   other `.dvc` data sources (skipped with a note when no DVC remote is configured); a source
+   whose folder holds new data in the workspace (a pulled annotation stage, `emotions queue
+   pull --into data`) is first `dvc commit`ted, so the retrain trains on it;
    `refresh="none"` trains on the workspace as it is;
 2. run the pipeline into a DVC experiment: `dvc exp run --name retrain-<UTC time>` in the
    workspace. DVC reruns only what the refresh (or a code or params change) invalidated, resumes
@@ -193,6 +195,22 @@ def decide(
     return verdict(False, f"{comparison}, short of the margin {margin}", base, delta, basis)
 
 
+def workspace_modified(root: Path, path: str, timeout_s: float) -> bool:
+    """Whether the outputs of the `.dvc` file `path` differ in the workspace from what it
+    records (`dvc status`: "modified"; a missing output is restored by the pull instead)."""
+    result = stream(dvc("status", "--json", path), root, timeout_s=timeout_s)
+    if result.returncode != 0:
+        raise failure(f"dvc status {path}", result)
+    lines = [line for line in result.tail if line.startswith("{")]
+    status = json.loads(lines[-1]) if lines else {}
+    return any(
+        "modified" in change.get("changed outs", {}).values()
+        for changes in status.values()
+        for change in changes
+        if isinstance(change, dict)
+    )
+
+
 @task(name="refresh-data", task_run_name="refresh-data", cache_policy=NO_CACHE)
 def refresh_data(repo: str, mode: str) -> str:
     """Bring the data sources up to date before training (see the module docstring)."""
@@ -210,6 +228,15 @@ def refresh_data(repo: str, mode: str) -> str:
                 raise failure(f"dvc update {path}", result)
             notes.append(f"updated {path}")
     plain = [path for path, is_import in sources if not is_import]
+    for path in plain:
+        if workspace_modified(root, path, limit):
+            # New clips or a new annotation stage written into the tracked folder (e.g.
+            # `emotions queue pull --into data`): the workspace is the newer data, so it is
+            # committed to the .dvc file instead of being refused (and kept) by `dvc pull`.
+            result = stream(dvc("commit", "--force", path), root, logger.info, timeout_s=limit)
+            if result.returncode != 0:
+                raise failure(f"dvc commit {path}", result)
+            notes.append(f"committed workspace changes of {path} (dvc push to share them)")
     if plain:
         remotes = stream(dvc("remote", "list"), root, timeout_s=limit).tail
         if not remotes:

@@ -254,3 +254,28 @@ def test_a_promotion_round_trips_through_gto_tags_without_a_git_identity(tmp_pat
         "tag": tags["version_tag"],
         "assigned": "first one",
     }
+
+
+def test_refresh_commits_new_data_in_the_workspace_instead_of_failing_the_pull(tmp_path):
+    """A pulled annotation stage written into data/ (`emotions queue pull --into data`) is what
+    the next retrain trains on: refresh commits it to data.dvc, where `dvc pull` alone would
+    refuse to overwrite it and fail the round."""
+    from prefect import flow
+
+    from flows.retrain import refresh_data
+
+    repo = toy_repo(tmp_path / "toy", {})
+    (repo / "data").mkdir()
+    (repo / "data" / "annotations.csv").write_text("clip_id,stage,annotator,label\n")
+    run(["dvc", "add", "-q", "data"], repo)
+    run(["dvc", "remote", "add", "-q", "-d", "local", str(tmp_path / "remote")], repo)
+    run(["dvc", "push", "-q"], repo)
+    before = (repo / "data.dvc").read_text()
+    with (repo / "data" / "annotations.csv").open("a") as votes:
+        votes.write("c000001,3,annotator@example.com,Fear\n")
+
+    note = flow(name="refresh-only")(lambda: refresh_data(str(repo), "pull"))()
+    assert "committed workspace changes of data.dvc" in note and "pulled data.dvc" in note
+    assert (repo / "data.dvc").read_text() != before
+    assert "annotator@example.com" in (repo / "data" / "annotations.csv").read_text()
+    assert run(["dvc", "status", "--json", "data.dvc"], repo).stdout.strip() == "{}"

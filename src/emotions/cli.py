@@ -14,6 +14,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from emotions.annotate.cli import QueueCommandError, add_queue_commands
 from emotions.config import ConfigError, Params, load_params
 
 
@@ -446,6 +447,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     queue.add_argument("--max-clips", type=int, default=None, help="default: queue.max_clips")
     queue.set_defaults(run_command=cmd_queue)
+    add_queue_commands(queue)
     return parser
 
 
@@ -455,7 +457,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         needs_params = getattr(args, "needs_params", True)
         params = load_params(args.params) if needs_params else None
         args.run_command(args, params)
-    except (ConfigError, StageError) as error:
+    except (ConfigError, StageError, QueueCommandError) as error:
         print(f"emotions {args.command}: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -297,6 +297,39 @@ class AblateConfig(Strict):
     seeds: int = Field(1, ge=1)
 
 
+class AnnotateConfig(Strict):
+    """Label Studio as the annotation tool (`emotions queue push|pull`, src/emotions/annotate).
+
+    Label Studio runs as its own server (`make annotate`, its own virtual environment
+    ``.venv-ls``); we talk to its REST API with a token read from the environment variable
+    ``token_env``, so the token never sits in a file git tracks.
+    """
+
+    url: str = "http://127.0.0.1:8080"
+    token_env: str = "LABEL_STUDIO_API_KEY"
+    # The project the queue is pushed to (created on first push, its labeling config kept in
+    # step with the taxonomy afterwards).
+    project: str = "emotions re-annotation"
+    # The dataset whose taxonomy the annotators choose from and whose annotations.csv the new
+    # stage follows (stage = its highest stage + 1).
+    dataset: str = "emotions"
+    # Where `emotions queue` writes its queue folders (one per run: videos/ + queue.csv); a
+    # single queue folder works too. Push imports every folder below it.
+    queue_dir: str = "artifacts/queue"
+    # LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT of the server: task URLs are paths relative to
+    # it, so the queue must lie below it (`make annotate` sets it to the repository).
+    document_root: str = "."
+    timeout_s: float = Field(60.0, gt=0)
+    page_size: int = Field(100, ge=1, le=1000)
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError(f"annotate.url must start with http:// or https:// (got {value!r})")
+        return value.rstrip("/")
+
+
 class FlowConfig(Strict):
     """The Prefect flows (flows/): retries, concurrency, the retrain schedule and promotion gate.
 
@@ -491,6 +524,7 @@ class Params(Strict):
     # Named (dataset, variant) pairs that get a train + evaluate stage each.
     runs: dict[str, RunConfig] = {}
     ablate: AblateConfig = AblateConfig()
+    annotate: AnnotateConfig = AnnotateConfig()
     flow: FlowConfig = FlowConfig()
     serve: ServeConfig = ServeConfig()
     monitor: MonitorConfig = MonitorConfig()
