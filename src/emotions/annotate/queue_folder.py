@@ -19,18 +19,13 @@ from pathlib import Path
 
 import pandas as pd
 
-QUEUE_FILE = "queue.csv"
-QUEUE_COLUMNS = (
-    "clip_id",
-    "path",
-    "sha256",
-    "reason",
-    "score",
-    "predicted_label",
-    "confidence",
-    "request_id",
-    "served_at",
-)
+from emotions.annotation.queue_format import COLUMNS, QUEUE_CSV
+
+# The format is emotions.annotation.queue_format's (one definition of the columns); this reader
+# is the lenient one the Label Studio side needs: only the ids and the path are required, so a
+# hand-made queue (no scores, no reasons) can be pushed too, and every row is resolved to a file.
+QUEUE_FILE = QUEUE_CSV
+QUEUE_COLUMNS = COLUMNS
 REQUIRED = ("clip_id", "path", "sha256")
 
 
