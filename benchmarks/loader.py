@@ -35,10 +35,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from phone_clips import write_phone_clip
 
 from emotions.config import PreprocessConfig, load_params
 from emotions.data.decode import decode_clip
-from emotions.data.encode import write_clip
 from emotions.data.loader import CachedClipDataset, SpecAugment, make_sample
 from emotions.data.preprocess import (
     CacheError,
@@ -153,22 +153,12 @@ def _write_json(path: Path | None, result: dict) -> None:
 
 def synth_corpus(root: Path, clips: int, seconds: float, size: tuple[int, int]) -> pd.DataFrame:
     """Phone-like clips: portrait h264 at 30 fps with a 2 s GOP, 44.1 kHz stereo AAC."""
-    width, height = size
-    fps, rate = 30, 44100
     rng = np.random.default_rng(0)
     rows = []
     for i in range(clips):
-        count = round(seconds * fps)
-        blocks = rng.integers(0, 255, (height // 16, width // 16, 3), dtype=np.uint8)
-        base = np.kron(blocks, np.ones((16, 16, 1), dtype=np.uint8))
-        frames = np.stack([np.roll(base, 3 * t, axis=1) for t in range(count)])
-        t = np.arange(round(seconds * rate)) / rate
-        audio = 0.2 * np.stack(
-            [np.sin(2 * np.pi * (220 + 40 * i) * t), rng.standard_normal(t.size) * 0.3]
-        )
         label = LABELS[i % len(LABELS)]
         path = f"{label}/clip_{i:03d}.mp4"
-        write_clip(root / path, frames, fps, audio, rate, gop=2 * fps)
+        write_phone_clip(root / path, i, seconds, size, rng, noisy_right=True)
         rows.append((f"b{i:04d}", path, label, "negative", 1.0, "train"))
     return pd.DataFrame(
         rows, columns=["clip_id", "path", "label", "polarity", "agreement", "split"]

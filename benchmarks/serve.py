@@ -57,9 +57,9 @@ from typing import Any
 import numpy as np
 import requests
 import yaml
+from phone_clips import write_phone_clip
 
 from emotions.config import load_params
-from emotions.data.encode import write_clip
 from emotions.serve.prediction_log import read_prediction_log
 
 TARGET_BATCHING = 2.0
@@ -111,19 +111,11 @@ class Uploads:
 def write_uploads(root: Path, clips: int, seconds: float, size: tuple[int, int]) -> Uploads:
     """Phone-like h264/AAC clips, and one upload of each kind the service must refuse."""
     root.mkdir(parents=True)
-    width, height = size
-    fps, rate = 30, 44100
     rng = np.random.default_rng(0)
     good = []
     for i in range(clips):
-        count = round(seconds * fps)
-        blocks = rng.integers(0, 255, (height // 16, width // 16, 3), dtype=np.uint8)
-        base = np.kron(blocks, np.ones((16, 16, 1), dtype=np.uint8))
-        frames = np.stack([np.roll(base, 3 * t, axis=1) for t in range(count)])
-        t = np.arange(round(seconds * rate)) / rate
-        audio = 0.2 * np.stack([np.sin(2 * np.pi * (220 + 40 * i) * t)] * 2)
         path = root / f"clip_{i:02d}.mp4"
-        write_clip(path, frames, fps, audio, rate, gop=2 * fps)
+        write_phone_clip(path, i, seconds, size, rng)
         good.append(path)
     too_large = root / "too_large.mp4"
     too_large.write_bytes(rng.bytes(int((MAX_UPLOAD_MB + 0.5) * 1024 * 1024)))
