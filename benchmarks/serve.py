@@ -60,6 +60,7 @@ import yaml
 from phone_clips import write_phone_clip
 
 from emotions.config import load_params
+from emotions.serve.launch import wait_until_ready
 from emotions.serve.prediction_log import read_prediction_log
 
 TARGET_BATCHING = 2.0
@@ -228,18 +229,14 @@ def start_server(
             start_new_session=True,
         )  # fmt: skip
     server = Server(name, f"http://127.0.0.1:{port}", process, log, output)
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"{name}: server exited:\n{output.read_text()[-3000:]}")
-        try:
-            if requests.get(f"{server.url}/readyz", timeout=5).status_code == 200:
-                return server
-        except requests.RequestException:
-            pass
-        time.sleep(0.5)
-    server.stop()
-    raise RuntimeError(f"{name}: not ready in 300 s:\n{output.read_text()[-3000:]}")
+    try:
+        wait_until_ready(
+            f"{server.url}/readyz", process, timeout_s=300, tail=lambda: output.read_text()[-3000:]
+        )
+    except RuntimeError as error:
+        server.stop()
+        raise RuntimeError(f"{name}: {error}") from None
+    return server
 
 
 # --------------------------------------------------------------------------- load

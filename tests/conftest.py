@@ -34,8 +34,17 @@ def corpus(tmp_path_factory):
     return shared_corpus(tmp_path_factory)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def tree(tmp_path_factory):
-    from realworld import build_realworld_tree
+    """The real-world tree, written once per session by a fresh interpreter.
 
-    return build_realworld_tree(tmp_path_factory.mktemp("realworld"))
+    Why a child process: the tree is written by native encoders (x264, x265, libvpx, FFV1,
+    Pillow) and CI once died of a SIGSEGV while the tree was rebuilt inside a pytest process
+    that by then also held torch's thread pools and DVCLive's and Prefect's threads. A fresh
+    interpreter is the clean process these encoders are written for, and a crash there is a
+    failed build with its own stderr rather than the end of the whole suite. Tests only read
+    the tree (test_release copies it first), so one build serves every module.
+    """
+    from realworld import build_realworld_tree_in_child
+
+    return build_realworld_tree_in_child(tmp_path_factory.mktemp("realworld"))

@@ -12,12 +12,11 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import requests
+from emotions.serve.launch import wait_until_ready
 
 NO_TRACKING = {
     "BENTOML_DO_NOT_TRACK": "true",
@@ -89,15 +88,9 @@ def start_server(
     )
     handle.close()
     server = LiveServer(f"http://127.0.0.1:{port}", process, output)
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"server exited with {process.returncode}:\n{server.tail()}")
-        try:
-            if requests.get(f"{server.url}{health}", timeout=5).status_code == 200:
-                return server
-        except requests.RequestException:
-            pass
-        time.sleep(0.5)
-    server.stop()
-    raise RuntimeError(f"server not healthy within {timeout_s:g} s:\n{server.tail()}")
+    try:
+        wait_until_ready(f"{server.url}{health}", process, timeout_s=timeout_s, tail=server.tail)
+    except RuntimeError:
+        server.stop()
+        raise
+    return server

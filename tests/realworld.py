@@ -519,3 +519,46 @@ def write_emotions_layout(
         rows = ["clip_id,platform", *(f"{k},{v}" for k, v in platforms.items())]
         (root / "meta.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
     return root
+
+
+def build_realworld_tree_in_child(base: Path, *, attempts: int = 2) -> RealWorldTree:
+    """:func:`build_realworld_tree` run by a fresh interpreter (see the ``tree`` fixture).
+
+    A child killed by a signal (a native encoder's crash, which is not what any test checks)
+    is retried once on a clean folder; a child that fails any other way fails at once, with
+    its stderr.
+    """
+    import pickle
+    import subprocess
+    import sys
+
+    script = (
+        "import pickle, sys; from pathlib import Path; from realworld import build_realworld_tree;"
+        " tree = build_realworld_tree(Path(sys.argv[1]));"
+        " Path(sys.argv[2]).write_bytes(pickle.dumps(tree))"
+    )
+    here = str(Path(__file__).resolve().parent)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([here, os.environ.get("PYTHONPATH", "")])}
+    for attempt in range(1, attempts + 1):
+        work = base / f"attempt{attempt}"
+        out = base / f"tree{attempt}.pickle"
+        result = subprocess.run(
+            [sys.executable, "-X", "faulthandler", "-c", script, str(work), str(out)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
+        if result.returncode == 0:
+            return pickle.loads(out.read_bytes())
+        if result.returncode > 0 or attempt == attempts:
+            raise RuntimeError(
+                f"building the real-world tree failed (exit {result.returncode}):\n"
+                f"{result.stderr[-4000:]}"
+            )
+        print(
+            f"real-world tree: child died of signal {-result.returncode}, retrying:\n"
+            f"{result.stderr[-2000:]}",
+            file=sys.stderr,
+        )
+    raise AssertionError("unreachable")

@@ -9,8 +9,10 @@ server, so Ctrl-C and signals reach BentoML directly.
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import NoReturn
 
@@ -38,6 +40,32 @@ def serve_environment(
         env[CALIBRATION_ENV] = str(calibration.resolve())
     env.setdefault("BENTOML_DO_NOT_TRACK", "true")  # "1" is ignored by BentoML's Python API
     return env
+
+
+def wait_until_ready(
+    url: str,
+    process: subprocess.Popen,
+    *,
+    timeout_s: float,
+    tail: Callable[[], str],
+) -> None:
+    """Poll ``GET url`` until it answers 200; raise with the server's output ``tail()`` when
+    the process exits first or ``timeout_s`` passes. BentoML's start-up (workers, the model)
+    takes seconds to minutes, so whoever starts it in a second process (tests, benchmarks)
+    waits on its health route, bounded, rather than on a fixed sleep."""
+    import httpx
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode}:\n{tail()}")
+        try:
+            if httpx.get(url, timeout=5).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise RuntimeError(f"server not ready within {timeout_s:g} s:\n{tail()}")
 
 
 def serve_argv(host: str, port: int) -> list[str]:
