@@ -14,6 +14,7 @@ import json
 import shutil
 from pathlib import Path
 
+import av
 import pandas as pd
 import pytest
 import requests
@@ -222,8 +223,12 @@ def test_push_pull_ingest_through_label_studio(loop, monkeypatch, capsys, tmp_pa
     # from the queue folder through the local-files storage (to both annotators).
     project = _api(ls, ls.admin.token, "GET", f"/api/projects/{tasks[0]['project']}")
     assert "<Video" in project["label_config"]
-    assert all(f'<Choice value="{name}"/>' in project["label_config"] for name in classes)
+    assert 'frameRate="$fps"' in project["label_config"]
     some = loop["queued"][0]
+    with av.open(str(some["folder"] / some["path"])) as container:
+        rate = float(container.streams.video[0].average_rate)
+    assert by_sha[some["sha256"]]["data"]["fps"] == pytest.approx(rate, abs=1e-3)
+    assert all(f'<Choice value="{name}"/>' in project["label_config"] for name in classes)
     for who in (ls.admin, ls.second):
         served = requests.get(
             f"{ls.url}{by_sha[some['sha256']]['data']['video']}",

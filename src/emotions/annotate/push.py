@@ -21,7 +21,13 @@ from pathlib import Path
 from urllib.parse import quote
 
 from emotions.annotate.client import LabelStudio
-from emotions.annotate.labeling_config import DATA_KEY, labeling_config, same_config
+from emotions.annotate.labeling_config import (
+    DATA_KEY,
+    DEFAULT_FPS,
+    FPS_KEY,
+    labeling_config,
+    same_config,
+)
 from emotions.annotate.queue_folder import read_queues
 
 log = logging.getLogger(__name__)
@@ -31,6 +37,19 @@ DESCRIPTION = (
     "inputs (emotions queue). Watch and listen, then choose the emotion the clip conveys."
 )
 STORAGE_TITLE = "emotions queue"
+
+
+def frame_rate(path: Path) -> float:
+    """The clip's average frame rate from its container header (no decoding), for the
+    player's frame counter; Label Studio's default when the header does not say."""
+    import av
+
+    try:
+        with av.open(str(path)) as container:
+            rate = container.streams.video[0].average_rate
+    except (av.FFmpegError, IndexError, OSError):
+        return DEFAULT_FPS
+    return round(float(rate), 3) if rate and rate > 0 else DEFAULT_FPS
 
 
 @dataclass(frozen=True)
@@ -97,11 +116,12 @@ def push_queue(
     ensure_storage(client, project_id, Path(queue_dir))
     known = {str(task["data"].get("sha256")) for task in client.tasks(project_id)}
     tasks = []
-    for row, url in zip(queue.itertuples(index=False), urls, strict=True):
+    for row, url, file in zip(queue.itertuples(index=False), urls, queue["file"], strict=True):
         if row.sha256 in known:
             continue
         data = {
             DATA_KEY: url,
+            FPS_KEY: frame_rate(Path(file)),
             "clip_id": row.clip_id,
             "sha256": row.sha256,
             "stage": stage,
