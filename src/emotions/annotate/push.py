@@ -29,6 +29,7 @@ from emotions.annotate.labeling_config import (
     same_config,
 )
 from emotions.annotate.queue_folder import read_queues
+from emotions.data.probe import header_frame_rate
 
 log = logging.getLogger(__name__)
 
@@ -40,16 +41,10 @@ STORAGE_TITLE = "emotions queue"
 
 
 def frame_rate(path: Path) -> float:
-    """The clip's average frame rate from its container header (no decoding), for the
-    player's frame counter; Label Studio's default when the header does not say."""
-    import av
-
-    try:
-        with av.open(str(path)) as container:
-            rate = container.streams.video[0].average_rate
-    except (av.FFmpegError, IndexError, OSError):
-        return DEFAULT_FPS
-    return round(float(rate), 3) if rate and rate > 0 else DEFAULT_FPS
+    """The clip's declared frame rate, for the player's frame counter; Label Studio's
+    default when the header does not say."""
+    rate = header_frame_rate(path)
+    return round(rate, 3) if rate else DEFAULT_FPS
 
 
 @dataclass(frozen=True)

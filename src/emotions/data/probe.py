@@ -307,6 +307,19 @@ def _video_stream(container):
     return video
 
 
+def header_frame_rate(path: str | Path) -> float | None:
+    """The average frame rate the container header declares for the clip's video stream (the
+    same stream the probe reads: a cover picture is skipped), without decoding; None when the
+    file does not open, has no video stream or declares no rate. For players that need a
+    rate up front (Label Studio's frame counter), where the probe's measured rate is not kept."""
+    try:
+        with av.open(str(path)) as container:
+            rate = _video_stream(container).average_rate
+    except (av.FFmpegError, OSError, _Reject):
+        return None
+    return float(rate) if rate and rate > 0 else None
+
+
 def _declared(container) -> float | None:
     return container.duration / av.time_base if container.duration else None
 
