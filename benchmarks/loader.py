@@ -271,11 +271,13 @@ def camera_like_clip(rng: np.random.Generator, frames: int, size: int) -> np.nda
 
 def _format_outcomes(clips: int, config: PreprocessConfig):
     from emotions.data.decode import DecodedClip
+    from emotions.data.snippets import SnippetLayout
 
     rng = np.random.default_rng(0)
     a = config.audio
+    cached = SnippetLayout.of(config).cached_frames  # J positions × T frames
     for i in range(clips):
-        frames = camera_like_clip(rng, config.num_frames, config.resize)
+        frames = camera_like_clip(rng, cached, config.resize)
         fbank = rng.normal(-5, 3, (a.target_frames, a.n_mels)).astype(np.float32)
         clip = DecodedClip(
             frames=frames,
@@ -283,7 +285,7 @@ def _format_outcomes(clips: int, config: PreprocessConfig):
             audio_frames=a.target_frames,
             has_audio=True,
             duration_s=4.0,
-            frame_times_s=np.linspace(0, 4, config.num_frames),
+            frame_times_s=np.linspace(0, 4, cached),
         )
         yield Outcome((f"f{i:05d}", f"f{i:05d}.mp4"), value=clip)
 
@@ -339,6 +341,8 @@ def format_table(args: argparse.Namespace, scratch: Path) -> dict:
     """Raw vs jpeg on a generated corpus at paper frame counts: size, build time, loader rate."""
     base = PreprocessConfig(
         num_frames=args.format_frames,
+        snippet_frames=args.format_snippet_frames,
+        positions=args.format_positions,
         resize=args.format_size,
         crop=args.format_size - 8,  # a random crop, as training takes
         workers=1,
@@ -361,7 +365,12 @@ def format_table(args: argparse.Namespace, scratch: Path) -> dict:
         f"{base.resize}², jpeg quality {args.jpeg_quality}",
         flush=True,
     )
-    result: dict = {"clips": clips, "frames": base.num_frames, "size": base.resize}
+    result: dict = {
+        "clips": clips,
+        "frames": base.num_frames,
+        "positions": base.positions,
+        "size": base.resize,
+    }
     for name in ("raw", "jpeg"):
         config = base.model_copy(update={"cache_format": name, "jpeg_quality": args.jpeg_quality})
         out = scratch / f"formats-{name}"
@@ -414,7 +423,8 @@ def _print_format_table(result: dict) -> None:
     raw, jpeg, proj = result["raw"], result["jpeg"], result["projection"]
     print()
     print(
-        f"cache formats, {result['clips']} clips × {result['frames']} frames × "
+        f"cache formats, {result['clips']} clips × {result['positions']} position(s) × "
+        f"{result['frames']} frames × "
         f"{result['size']}² (generated, camera-like)"
     )
     print(
@@ -521,6 +531,15 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         "--format-clips", type=int, default=200, help="clips of the raw/jpeg table (200)"
     )
     parser.add_argument("--format-frames", type=int, default=128, help="frames per clip (128)")
+    parser.add_argument(
+        "--format-snippet-frames", type=int, default=8, help="consecutive frames per snippet (8)"
+    )
+    parser.add_argument(
+        "--format-positions",
+        type=int,
+        default=1,
+        help="cached positions per segment (1; the paper preset's temporal jitter caches 3)",
+    )
     parser.add_argument("--format-size", type=int, default=112, help="frame side (112)")
     parser.add_argument("--jpeg-quality", type=int, default=90)
     parser.add_argument("--formats-only", action="store_true", help="only the raw/jpeg table")

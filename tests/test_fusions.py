@@ -99,21 +99,23 @@ def test_pyramid_ignores_absent_audio_and_is_local_at_its_first_level() -> None:
 def test_pyramid_compiles_without_graph_breaks_and_runs_on_meta() -> None:
     fusion = _fusion()
     tokens, times, present = _tokens()
-    x, member = {}, {}
+    x, member, valid = {}, {}, {}
     with torch.no_grad():
         for m in fusion.modalities:
             x[m] = fusion.proj[m](tokens[m])
             member[m] = (times[m] * 8).floor().long() == torch.arange(8).unsqueeze(1)
-        eager = fusion.fuse(x, member, present)
-        compiled = torch.compile(fusion.fuse, backend="eager", fullgraph=True)(x, member, present)
+            valid[m] = present[m].unsqueeze(1).expand(-1, x[m].shape[1]).clone()
+        valid["audio"][0, 5:] = False  # clip 0's sound ends after 5 of its 8 audio tokens
+        eager = fusion.fuse(x, member, valid)
+        compiled = torch.compile(fusion.fuse, backend="eager", fullgraph=True)(x, member, valid)
     torch.testing.assert_close(eager, compiled)
 
     with torch.device("meta"):
         meta = _fusion()
         mx = {m: torch.empty(2, 16 if m == "video" else 8, 128) for m in meta.modalities}
         mm = {m: torch.ones(8, v.shape[1], dtype=torch.bool) for m, v in mx.items()}
-        mp = {m: torch.ones(2, dtype=torch.bool) for m in meta.modalities}
-        embedding, windows = meta.fuse(mx, mm, mp)
+        mv = {m: torch.ones(2, v.shape[1], dtype=torch.bool) for m, v in mx.items()}
+        embedding, windows = meta.fuse(mx, mm, mv)
     assert embedding.device.type == "meta" and windows.shape == (2, 8, 128)
 
 

@@ -121,12 +121,10 @@ def calibrate_run(
     out: Path | None = None,
 ) -> dict[str, Any]:
     """Fit the run's temperature on its validation split and write ``temperature.json``."""
-    from torch.utils.data import DataLoader
-
     from emotions.checkpoints import BEST
     from emotions.evaluate import load_trained_model
     from emotions.runtime import resolve_runtime
-    from emotions.train import RunPaths, build_dataset, predict_split
+    from emotions.train import RunPaths, build_dataset, predict_views
 
     spec = params.run(run)
     paths = paths or RunPaths.for_run(params, run)
@@ -135,8 +133,14 @@ def calibrate_run(
     model, _ = load_trained_model(paths.model_dir)
     model.to(runtime.device)
     dataset = build_dataset(params, run, paths, "val", train=False)
-    val = predict_split(
-        model, DataLoader(dataset, batch_size=params.train.batch_size), runtime, desc="val"
+    # The same view average as evaluate applies (evaluate.views), so T fits those logits.
+    val = predict_views(
+        model,
+        dataset,
+        params.evaluate.views,
+        runtime,
+        batch_size=params.train.batch_size,
+        desc="val",
     )
     record = {
         **fit_temperature(val["logits"], val["labels"], params.evaluate.calibration),

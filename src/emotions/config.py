@@ -143,7 +143,15 @@ class AudioFeatures(Strict):
 class PreprocessConfig(Strict):
     """Decode-once cache."""
 
+    # Frames of one view (T): snippets × snippet_frames (emotions.data.snippets).
     num_frames: int = Field(8, ge=1)
+    # TSN sampling: the clip is cut into num_frames / snippet_frames equal segments and each
+    # gives a run of snippet_frames consecutive frames (1: the middle frame of each segment).
+    snippet_frames: int = Field(1, ge=1)
+    # Candidate runs per segment kept in the cache (odd; the middle one is the evaluation
+    # view). Training draws one per segment and epoch: temporal jitter; the cache's frames
+    # grow by this factor.
+    positions: int = Field(1, ge=1)
     # Short side is resized to `resize`, then a centre `crop` square is kept.
     resize: int = Field(72, ge=8)
     crop: int = Field(64, ge=8)
@@ -164,6 +172,25 @@ class PreprocessConfig(Strict):
         if self.crop > self.resize:
             raise ValueError(
                 f"preprocess.crop ({self.crop}) exceeds preprocess.resize ({self.resize})"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _snippets_fit(self) -> PreprocessConfig:
+        if self.num_frames % self.snippet_frames:
+            raise ValueError(
+                f"preprocess.num_frames ({self.num_frames}) must be a multiple of "
+                f"preprocess.snippet_frames ({self.snippet_frames}): snippets × frames each"
+            )
+        if self.positions % 2 == 0:
+            raise ValueError(
+                f"preprocess.positions ({self.positions}) must be odd: the middle position is "
+                "the segment centre, the evaluation's view"
+            )
+        if self.frame_sampling == "keyframe" and (self.snippet_frames > 1 or self.positions > 1):
+            raise ValueError(
+                "preprocess.frame_sampling 'keyframe' takes one keyframe per segment: it needs "
+                "snippet_frames 1 and positions 1 (consecutive frames need 'exact')"
             )
         return self
 
@@ -247,6 +274,9 @@ class EvaluateConfig(Strict):
     # Test clips whose annotators agreed at least this much form the "high agreement" group
     # the report compares with the rest (the variants' test.min_agreement default, 0.8).
     high_agreement: float = Field(0.8, ge=0.0, le=1.0)
+    # Test-time views averaged (logits) per clip: evenly shifted cached positions (at most
+    # preprocess.positions); 1 is the centre view. Calibration fits on the same average.
+    views: int = Field(1, ge=1)
 
 
 AblationLoss = Literal["ce", "soft", "reweight"]
@@ -559,6 +589,15 @@ class Params(Strict):
             raise ValueError(
                 f"ablate.variant: '{self.ablate.variant}' is not among "
                 f"datasets.{self.ablate.dataset}.variants"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _views_are_cached(self) -> Params:
+        if self.evaluate.views > self.preprocess.positions:
+            raise ValueError(
+                f"evaluate.views ({self.evaluate.views}) exceeds preprocess.positions "
+                f"({self.preprocess.positions}): each view is one cached position per segment"
             )
         return self
 

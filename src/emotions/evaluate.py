@@ -21,7 +21,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from torch.utils.data import DataLoader
 
 from emotions.atomic import atomic_write, atomic_write_json
 from emotions.calibrate import (
@@ -42,7 +41,7 @@ from emotions.metrics import (
     polarity_accuracy,
 )
 from emotions.runtime import resolve_runtime
-from emotions.train import RunPaths, build_dataset, predict_split
+from emotions.train import RunPaths, build_dataset, predict_views
 
 
 def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
@@ -137,7 +136,8 @@ def evaluate_run(
 
     def run_split(split: str) -> dict[str, np.ndarray]:
         dataset = build_dataset(params, run, paths, split, train=False)
-        return predict_split(model, DataLoader(dataset, batch_size=batch), runtime, desc=split)
+        views = params.evaluate.views
+        return predict_views(model, dataset, views, runtime, batch_size=batch, desc=split)
 
     fit = _calibration(params, spec, paths, calibration, run_split)
     temperature = float(fit["temperature"])

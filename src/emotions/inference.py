@@ -26,6 +26,7 @@ from emotions.config import PreprocessConfig
 from emotions.data.decode import DecodedClip, DecodeError, decode_clip
 from emotions.data.loader import make_sample
 from emotions.data.preprocess import FBANK_DTYPE
+from emotions.data.snippets import SnippetLayout
 
 
 class ModelFolderError(FileNotFoundError):
@@ -90,7 +91,12 @@ class Predictor:
         self.meta = json.loads(meta_path.read_text(encoding="utf-8"))
         self.classes: list[str] = self.meta["classes"]
         self.polarity: list[str] = self.meta["polarity"]
-        self.preprocess = PreprocessConfig.model_validate(self.meta["preprocess"])
+        trained = PreprocessConfig.model_validate(self.meta["preprocess"])
+        # The cache's layout (J positions per segment); an upload is decoded for its centre
+        # view alone, the evaluation's view: the middle of J odd positions is the segment
+        # centre, so one position decodes exactly those frames at 1/J of the cost.
+        self.layout = SnippetLayout.of(trained)
+        self.preprocess = trained.model_copy(update={"positions": 1})
         settings = without_weights(ModelSettings.model_validate(self.meta["model"]))
         self.model = AVCANet(settings, num_classes=len(self.classes))
         self.model.load_state_dict(load_checkpoint(self.model_dir / BEST)["model"])
@@ -105,6 +111,10 @@ class Predictor:
     def decode(self, path: str | Path) -> DecodedClip:
         return decode_clip(path, self.preprocess, threads=self.threads)
 
+    def centre_view(self, frames: np.ndarray) -> np.ndarray:
+        """The evaluation view (T frames) of a clip's frames: cached (J·T) or decoded (T)."""
+        return self.layout.select(frames, self.layout.fixed(self.layout.centre))
+
     def tensors(self, clips: Sequence[DecodedClip]) -> dict[str, torch.Tensor]:
         videos, audios = [], []
         for clip in clips:
@@ -112,7 +122,7 @@ class Predictor:
             # model gets the very values it was trained and evaluated on, not a float32
             # version that differs by up to ~1e-3 after normalisation.
             video, audio = make_sample(
-                clip.frames,
+                self.centre_view(clip.frames),
                 clip.fbank.astype(FBANK_DTYPE),
                 clip.audio_frames,
                 crop=self.preprocess.crop,
@@ -255,7 +265,9 @@ def window_sources(clip: DecodedClip, windows: int) -> list[tuple[list[float], l
     ([a, b] of picture, [a, b] of sound or None).
 
     Both tensors span the clip on one time base (emotions.data.decode): window w holds the
-    frames and fbank rows of seconds [w, w + 1) × span / windows. Its sound is that span cut
+    frames and fbank rows of seconds [w, w + 1) × span / windows. With snippet sampling
+    (emotions.data.snippets) the picture of a window is the run of consecutive frames drawn
+    from that span (its centre run, as evaluated); the sound is the whole span, pooled. Its sound is that span cut
     at the end of the audio (``audio_frames`` rows of ``target_frames``); None where the clip
     has no audio or the window lies wholly past the sound's end.
     """

@@ -235,6 +235,37 @@ def predict_split(
     }
 
 
+def predict_views(
+    model: nn.Module,
+    dataset: CachedClipDataset,
+    views: int,
+    runtime: Runtime,
+    *,
+    batch_size: int,
+    desc: str = "eval",
+) -> dict[str, np.ndarray]:
+    """:func:`predict_split` over ``views`` evenly shifted cached positions, averaged.
+
+    Logits (and embeddings, window logits) are averaged over the views, the usual multi-view
+    test of TSN-style models; one view is the centre view alone. The loader's order does not
+    depend on the view, so the clips line up across passes.
+    """
+    outputs = []
+    try:
+        for position in dataset.layout.view_positions(views):
+            dataset.view = position
+            label = desc if views == 1 else f"{desc} view {position}"
+            loader = DataLoader(dataset, batch_size=batch_size)
+            outputs.append(predict_split(model, loader, runtime, desc=label))
+    finally:
+        dataset.view = None
+    merged = dict(outputs[0])
+    if len(outputs) > 1 and len(merged["labels"]):
+        for key in ("logits", "embeddings", "window_logits"):
+            merged[key] = np.mean([out[key] for out in outputs], axis=0)
+    return merged
+
+
 def _scheduler(optimizer: torch.optim.Optimizer, warmup: int, total: int):
     warmup = max(1, min(warmup, total - 1)) if total > 1 else 1
     return torch.optim.lr_scheduler.SequentialLR(

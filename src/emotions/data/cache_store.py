@@ -24,6 +24,7 @@ import hashlib
 import mmap
 import os
 import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -144,13 +145,34 @@ class ShardReader:
             self._maps[shard] = mapped
         return memoryview(mapped)[offset : offset + sum(lengths)]
 
-    def frames(self, shard: str, offset: int, lengths: list[int]) -> torch.Tensor:
-        """One clip's frames, decoded here (in the DataLoader worker): (T, 3, R, R) uint8."""
-        return decode_frames(self._bytes(shard, offset, lengths), lengths)
+    def frames(
+        self, shard: str, offset: int, lengths: list[int], keep: Sequence[int] | None = None
+    ) -> torch.Tensor:
+        """One clip's frames, decoded here (in the DataLoader worker): (T, 3, R, R) uint8.
 
-    def encoded(self, shard: str, offset: int, lengths: list[int]) -> torch.Tensor:
-        """One clip's JPEG frames, still encoded, as one 1-D uint8 tensor (for deferring)."""
-        return torch.frombuffer(bytearray(self._bytes(shard, offset, lengths)), dtype=torch.uint8)
+        ``keep``: only these frames, in this order (one view of a cache holding several
+        positions per segment), so the others are never decoded."""
+        data, kept = self._select(shard, offset, lengths, keep)
+        return decode_frames(data, kept)
+
+    def encoded(
+        self, shard: str, offset: int, lengths: list[int], keep: Sequence[int] | None = None
+    ) -> tuple[torch.Tensor, list[int]]:
+        """One clip's JPEG frames (those in ``keep``), still encoded, as one 1-D uint8 tensor
+        (for deferring), and each frame's length in it."""
+        data, kept = self._select(shard, offset, lengths, keep)
+        return torch.frombuffer(bytearray(data), dtype=torch.uint8), kept
+
+    def _select(
+        self, shard: str, offset: int, lengths: list[int], keep: Sequence[int] | None
+    ) -> tuple[bytes | memoryview, list[int]]:
+        data = self._bytes(shard, offset, lengths)
+        if keep is None:
+            return data, list(lengths)
+        starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+        kept = [int(lengths[i]) for i in keep]
+        pieces = [data[int(starts[i]) : int(starts[i]) + lengths[i]] for i in keep]
+        return b"".join(pieces), kept
 
 
 def decode_deferred(batch: dict, device: torch.device) -> torch.Tensor:
@@ -208,6 +230,7 @@ class CachedFrames:
             self._raw = np.load(cache / FRAMES, mmap_mode="r")
 
     def __getitem__(self, row: int) -> np.ndarray:
+        """Every cached frame of the row, (J·T, R, R, 3): all positions per segment."""
         if self.format == "jpeg":
             return self._reader.frames(*self._where[int(row)]).permute(0, 2, 3, 1).numpy()
         return np.asarray(self._raw[row])

@@ -6,9 +6,10 @@ model never sees frames or features at serving time that were made differently f
 was trained on.
 
 Frames
-    ``exact`` (default): decord, segment sampling. The clip is split into T equal segments and
-    the middle frame of each is kept, which is deterministic and spreads the frames over the whole
-    clip. decord scales in the decoder (its ``width``/``height``) and applies rotation metadata
+    ``exact`` (default): decord, snippet sampling (:mod:`emotions.data.snippets`). The clip is
+    split into S equal segments and each gives a run of L consecutive frames (L = 1: the middle
+    frame), at J candidate positions per segment (J = 1: the centre), so the frames spread over
+    the whole clip. decord scales in the decoder (its ``width``/``height``) and applies rotation metadata
     itself (a phone's portrait clip comes out upright). decord 0.6.0 rejects some output widths
     (72 and 48 among them: "DECORDArrayCopyFromTo: The size must exactly match"); then the clip is
     read at its native size and scaled with swscale through PyAV, and the width is remembered so
@@ -51,6 +52,7 @@ import numpy as np
 
 from emotions.config import AudioFeatures, PreprocessConfig
 from emotions.data import framefolder
+from emotions.data.snippets import SnippetLayout
 
 # swscale filter used whenever we scale ourselves; ffmpeg's `scale` filter (which decord uses
 # inside its decoder) defaults to bicubic too, so both paths produce alike pixels.
@@ -68,14 +70,16 @@ class DecodeError(ValueError):
 class DecodedClip:
     """One clip as the model consumes it (before cropping and normalisation)."""
 
-    frames: np.ndarray  # uint8 (T, R, R, 3), RGB, upright
+    # uint8 (J·T, R, R, 3), RGB, upright: J candidate views of T frames, view-major
+    # (emotions.data.snippets; J = preprocess.positions, 1 by default)
+    frames: np.ndarray
     # float32 (target_frames, n_mels) log-mel; row i covers seconds [i, i + 1) × span /
     # target_frames of the clip (span = duration_s), zeros beyond audio_frames
     fbank: np.ndarray
     audio_frames: int  # rows of fbank that hold sound; 0 when there is no usable audio
     has_audio: bool
     duration_s: float
-    frame_times_s: np.ndarray  # float64 (T,) timestamps of the sampled frames, from clip start
+    frame_times_s: np.ndarray  # float64 (J·T,) timestamps of the sampled frames, from clip start
     skipped_audio_packets: int = field(default=0)
     audio_s: float = field(default=0.0)  # seconds of sound decoded (0 without audio)
 
@@ -113,7 +117,8 @@ def decode_clip(
     if config.frame_sampling == "keyframe":
         frames, times = _keyframe_frames(path, probe, config.num_frames, config.resize)
     else:
-        frames, times = _exact_frames(path, probe, config.num_frames, config.resize, threads)
+        layout = SnippetLayout.of(config)
+        frames, times = _exact_frames(path, probe, layout, config.resize, threads)
     fbank, valid, skipped, audio_s = log_mel(path, config.audio, span_s=probe.duration_s)
     return DecodedClip(
         frames=frames,
@@ -181,9 +186,9 @@ def _quarter_turns(rotation: float) -> int:
 
 
 def segment_indices(n_frames: int, num: int) -> np.ndarray:
-    """Middle frame of each of ``num`` equal segments of ``n_frames`` (repeats when short)."""
-    centres = (np.arange(num) + 0.5) * n_frames / num
-    return np.minimum(centres.astype(np.int64), n_frames - 1)
+    """Middle frame of each of ``num`` equal segments of ``n_frames`` (repeats when short):
+    the snippet layout with one frame and one position per segment."""
+    return SnippetLayout(num, 1).indices(n_frames).reshape(-1)
 
 
 def _scaled_size(width: int, height: int, short: int) -> tuple[int, int]:
@@ -214,29 +219,29 @@ def _resize_rgb(image: np.ndarray, size: int) -> np.ndarray:
 
 
 def _exact_frames(
-    path: Path, probe: _Probe, num: int, size: int, threads: int
+    path: Path, probe: _Probe, layout: SnippetLayout, size: int, threads: int
 ) -> tuple[np.ndarray, np.ndarray]:
     try:
-        return _decord_frames(path, probe, num, size, threads)
+        return _decord_frames(path, probe, layout, size, threads)
     except DecodeError:
         raise
     except Exception as decord_error:  # decord raises DECORDError and RuntimeErrors
         try:
-            return _pyav_exact_frames(path, num, size, threads)
+            return _pyav_exact_frames(path, layout, size, threads)
         except DecodeError as pyav_error:
             raise DecodeError(f"{pyav_error}; decord: {_first_line(decord_error)}") from None
 
 
 def _decord_frames(
-    path: Path, probe: _Probe, num: int, size: int, threads: int
+    path: Path, probe: _Probe, layout: SnippetLayout, size: int, threads: int
 ) -> tuple[np.ndarray, np.ndarray]:
     import decord
 
     out_w, out_h = _scaled_size(probe.width, probe.height, size)
     if out_w in _DECORD_BAD_WIDTHS:
-        return _decord_native(path, num, size, threads)
+        return _decord_native(path, layout, size, threads)
     reader = decord.VideoReader(str(path), width=out_w, height=out_h, num_threads=threads)
-    indices = _decord_indices(path, reader, num)
+    indices = _decord_indices(path, reader, layout)
     try:
         batch = reader.get_batch(indices).asnumpy()
     except decord.DECORDError as error:
@@ -244,25 +249,27 @@ def _decord_frames(
             raise
         _DECORD_BAD_WIDTHS.add(out_w)
         del reader
-        return _decord_native(path, num, size, threads)
+        return _decord_native(path, layout, size, threads)
     times = _decord_times(reader, indices)
     return np.ascontiguousarray(_centre_square(batch, size)), times
 
 
-def _decord_native(path: Path, num: int, size: int, threads: int) -> tuple[np.ndarray, np.ndarray]:
+def _decord_native(
+    path: Path, layout: SnippetLayout, size: int, threads: int
+) -> tuple[np.ndarray, np.ndarray]:
     import decord
 
     reader = decord.VideoReader(str(path), num_threads=threads)
-    indices = _decord_indices(path, reader, num)
+    indices = _decord_indices(path, reader, layout)
     batch = reader.get_batch(indices).asnumpy()
     frames = np.stack([_resize_rgb(image, size) for image in batch])
     return frames, _decord_times(reader, indices)
 
 
-def _decord_indices(path: Path, reader, num: int) -> list[int]:
+def _decord_indices(path: Path, reader, layout: SnippetLayout) -> list[int]:
     if len(reader) == 0:
         raise DecodeError(f"{path.name}: video stream has no frames")
-    return segment_indices(len(reader), num).tolist()
+    return layout.indices(len(reader)).reshape(-1).tolist()
 
 
 def _decord_times(reader, indices: list[int]) -> np.ndarray:
@@ -271,15 +278,16 @@ def _decord_times(reader, indices: list[int]) -> np.ndarray:
 
 
 def _pyav_exact_frames(
-    path: Path, num: int, size: int, threads: int
+    path: Path, layout: SnippetLayout, size: int, threads: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Segment sampling with PyAV alone: count packets, then decode and keep the chosen frames."""
+    """Snippet sampling with PyAV alone: count packets, then decode and keep the chosen frames."""
     with _open(path) as container:
         stream = container.streams.video[0]
         count = sum(1 for packet in container.demux(stream) if packet.size)
         if count == 0:
             raise DecodeError(f"{path.name}: video stream has no frames")
-        wanted = segment_indices(count, num)
+        wanted = layout.indices(count).reshape(-1)
+        wanted_set, last_wanted = set(wanted.tolist()), int(wanted.max())
         container.seek(0)
         stream.thread_count = threads
         chosen: dict[int, tuple[np.ndarray, float]] = {}
@@ -287,12 +295,12 @@ def _pyav_exact_frames(
         try:
             for index, frame in enumerate(container.decode(stream)):
                 start = frame.time if start is None else start
-                if index in wanted:
+                if index in wanted_set:
                     chosen[index] = (
                         _upright_rgb(frame, size),
                         (frame.time or 0.0) - (start or 0.0),
                     )
-                if index >= wanted[-1]:
+                if index >= last_wanted:
                     break
         except av.error.FFmpegError as error:
             if not chosen:
@@ -370,7 +378,7 @@ def _frame_folder_clip(folder: Path, config: PreprocessConfig, fps: float | str)
         files = framefolder.frame_files(folder)
         if not files:
             raise DecodeError(f"{folder.name}: empty frame folder (no pictures)")
-        wanted = segment_indices(len(files), config.num_frames)
+        wanted = SnippetLayout.of(config).indices(len(files)).reshape(-1)
         pictures: dict[int, np.ndarray] = {}
         for index in dict.fromkeys(int(i) for i in wanted):
             picture = framefolder.read_picture(files[index]).to_ndarray(format="rgb24")

@@ -37,6 +37,7 @@ from emotions.data.preprocess import (
     CacheError,
     require_complete,
 )
+from emotions.data.snippets import SnippetLayout
 
 
 @dataclass(frozen=True)
@@ -198,6 +199,23 @@ def collate_deferred(samples: list[dict[str, Any]]) -> dict[str, Any]:
     return batch
 
 
+def cache_layout(stats: dict[str, Any]) -> SnippetLayout:
+    """The snippet layout a cache was written with (stats.json's config and frame shape).
+
+    A cache written before snippets existed holds one view of segment-centre frames."""
+    config = stats.get("config") or {}
+    cached = int(stats["shapes"]["frames"][1])
+    length = int(config.get("snippet_frames", 1))
+    positions = int(config.get("positions", 1))
+    view = cached // positions
+    if view * positions != cached or view % length:
+        raise CacheError(
+            f"cached frames per clip ({cached}) do not fit {positions} positions × "
+            f"snippets of {length} frames (stats.json)"
+        )
+    return SnippetLayout(view // length, length, positions)
+
+
 @dataclass
 class _Arrays:
     frames: np.ndarray | ShardReader  # raw memmap, or the JPEG shards (cache_format jpeg)
@@ -234,6 +252,10 @@ class CachedClipDataset(Dataset):
         cached_size = int(stats["shapes"]["frames"][2])
         self.cache_format = stats.get("cache_format", "raw")
         self.cached_size = cached_size
+        self.layout = cache_layout(stats)
+        # Evaluation: the cached position every segment's snippet comes from (None: the
+        # centre); evaluate sets it to each of its views in turn. Training draws its own.
+        self.view: int | None = None
         if defer_decode and self.cache_format != "jpeg":
             raise ValueError(f"{cache_dir}: deferred decoding needs a jpeg cache, not raw")
         if crop > cached_size:
@@ -293,6 +315,8 @@ class CachedClipDataset(Dataset):
         row = int(self.rows[i])
         valid = int(self.audio_frames[i])
         rng = self._generator(i, epoch) if self.train else None
+        choice = self._choice(rng)
+        keep = None if self.layout.positions == 1 else self.layout.frame_rows(choice).tolist()
         common = {
             "has_audio": torch.tensor(valid > 0),
             "audio_frames": torch.tensor(valid, dtype=torch.int64),
@@ -311,18 +335,22 @@ class CachedClipDataset(Dataset):
                 normalize=self.normalize,
                 spec_augment=self.spec_augment,
             )
-            jpeg = arrays.frames.encoded(self.shards[i], int(self.offsets[i]), self.jpeg_bytes[i])
+            jpeg, lengths = arrays.frames.encoded(
+                self.shards[i], int(self.offsets[i]), self.jpeg_bytes[i], keep
+            )
             return {
                 "jpeg": jpeg,
-                "jpeg_bytes": torch.tensor(self.jpeg_bytes[i], dtype=torch.int64),
+                "jpeg_bytes": torch.tensor(lengths, dtype=torch.int64),
                 "crop_box": torch.tensor([*box, self.crop], dtype=torch.int64),
                 "audio": audio,
                 **common,
             }
         if isinstance(arrays.frames, ShardReader):  # decoded here, in the loader's worker
-            frames = arrays.frames.frames(self.shards[i], int(self.offsets[i]), self.jpeg_bytes[i])
+            frames = arrays.frames.frames(
+                self.shards[i], int(self.offsets[i]), self.jpeg_bytes[i], keep
+            )
         else:
-            frames = arrays.frames[row]
+            frames = self.layout.select(arrays.frames[row], choice)
         video, audio = make_sample(
             frames,
             arrays.fbank[row],
@@ -357,6 +385,17 @@ class CachedClipDataset(Dataset):
                 fbank=np.load(self.cache_dir / FBANK, mmap_mode="r"),
             )
         return self._arrays
+
+    def _choice(self, rng: np.random.Generator | None) -> np.ndarray:
+        """The cached position of each segment's snippet (S,).
+
+        Training draws one per segment (temporal jitter) before the crop, so both cache
+        formats see the same draws; with one position nothing is drawn, and the random
+        streams are those of a cache without positions. Evaluation takes ``view``."""
+        layout = self.layout
+        if rng is not None and layout.positions > 1:
+            return layout.draw(rng)
+        return layout.fixed(layout.centre if self.view is None else self.view)
 
     def set_epoch(self, epoch: int) -> None:
         """Make augmentation a function of (seed, epoch, index) alone.

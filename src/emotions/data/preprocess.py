@@ -4,7 +4,8 @@ Sampling 16 frames from a phone clip costs about as much as decoding all of it, 
 reads each clip every epoch, so clips are decoded once (:func:`emotions.data.decode.decode_clip`)
 and the results stored as fixed-shape arrays that the loader memory-maps:
 
-    out/frames.npy     uint8   (N, T, R, R, 3)   (cache_format raw)
+    out/frames.npy     uint8   (N, J·T, R, R, 3) (cache_format raw; J candidate views of T
+                       frames, emotions.data.snippets; J = preprocess.positions)
     out/shards/*.bin   one JPEG per frame        (cache_format jpeg, emotions.data.cache_store)
     out/fbank.npy      float16 (N, target_frames, n_mels)
     out/index.parquet  clip_id, row, label, has_audio, audio_frames, duration_s, audio_s, path
@@ -50,6 +51,7 @@ import pandas as pd
 from emotions.config import PreprocessConfig
 from emotions.data.cache_store import ShardWriter, encode_frames
 from emotions.data.decode import DecodedClip, decode_clip
+from emotions.data.snippets import SnippetLayout
 from emotions.data.workers import Outcome, map_isolated, map_on_dask
 
 FRAMES = "frames.npy"
@@ -246,7 +248,7 @@ def _fill(
     previous: Path | None = None,
 ) -> tuple[dict[str, int], float]:
     total = len(clips)
-    t, r, a = config.num_frames, config.resize, config.audio
+    t, r, a = SnippetLayout.of(config).cached_frames, config.resize, config.audio
     frames_shape = (t, r, r, 3)
     fbank_shape = (a.target_frames, a.n_mels)
     jpeg = config.cache_format == "jpeg"
@@ -439,7 +441,7 @@ def _unique_clips(variants: dict[str, pd.DataFrame]) -> pd.DataFrame:
 
 
 def _chunk_size(config: PreprocessConfig, workers: int) -> int:
-    t, r, a = config.num_frames, config.resize, config.audio
+    t, r, a = SnippetLayout.of(config).cached_frames, config.resize, config.audio
     per_clip = t * r * r * 3 + a.target_frames * a.n_mels * 4
     return max(8 * workers, CHUNK_BYTES // per_clip)
 

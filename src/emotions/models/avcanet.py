@@ -68,9 +68,10 @@ class AVCANet(nn.Module):
         mask_modality: MaskModality | None = None,
         audio_frames: Tensor | None = None,
     ) -> dict[str, Tensor]:
-        """``audio_frames`` (B,) int: fbank rows holding sound (emotions.data.decode); audio
-        tokens lying wholly past them are padding and become the missing token. None: all
-        rows hold sound."""
+        """``audio_frames`` (B,) int: fbank rows holding sound (emotions.data.decode). The audio
+        branch keeps the rows past them from being read by the sound's tokens, and audio tokens
+        lying wholly past them are padding: masked in the fusion's attention and means.
+        None: all rows hold sound."""
         if mask_modality is not None and mask_modality not in self.modalities:
             raise ValueError(
                 f"mask_modality='{mask_modality}' but the model uses only "
@@ -87,7 +88,7 @@ class AVCANet(nn.Module):
         if self.audio is not None:
             if audio is None:
                 raise ValueError(f"modality '{self.settings.modality}' needs an audio tensor")
-            tokens["audio"], times["audio"] = self.audio(audio)
+            tokens["audio"], times["audio"] = self.audio(audio, audio_frames)
 
         batch = {m: t.shape[0] for m, t in tokens.items()}
         if len(set(batch.values())) > 1:

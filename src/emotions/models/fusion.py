@@ -5,11 +5,23 @@ and is assigned to one of S equal windows. The fusions themselves live one per m
 ``emotions.models.fusions`` (concat, local, global, lgfm, pyramid) behind the registry in
 ``emotions.models.registry``; each subclasses ``FusionBase`` and implements ``fuse``.
 
-An absent modality (a clip without audio, or one dropped with ``mask_modality``) is never
-represented by zeros posing as a signal: its tokens are replaced by a learned missing token, and
-attention masks stop the other modality from attending to them. Each cross-attention also has
-a learned null key, so a query whose window holds no usable key attends to "nothing" instead
-of producing NaNs. The output therefore cannot depend on the absent modality's tensor.
+Padding is masked, never read as signal. ``FusionBase.forward`` builds one validity mask per
+modality, ``valid[m]`` (B, L_m): a token is valid where its modality is present in the clip (not
+a clip without audio, not dropped with ``mask_modality``) and the token holds signal (an audio
+token lying wholly past the end of the sound does not). Every fusion receives these masks, and
+
+- an invalid token is never a key of any attention (cross-attention, the global transformer,
+  the pyramid's levels), so no valid token reads it;
+- every mean (clip pooling, window pooling, snippet tokens) runs over valid tokens only;
+- a clip or window with no valid token of a modality gets that modality's learned missing
+  token in place of the mean: "no evidence here", the same value whatever the input tensor.
+
+An invalid token's own value is also swapped for the missing token before any mixing, so a NaN
+or garbage in an absent input cannot leak through arithmetic (0 × NaN is NaN). A query left with
+no allowed key would give NaN in softmax; every attention therefore keeps one key it may always
+use: a learned null key (cross and local blocks), the clip token (global stage) or the query
+itself (pyramid levels). The outputs of valid tokens thus depend neither on the absent
+modality's tensor, nor on the missing token's value, nor on how many tokens are padding.
 """
 
 from __future__ import annotations
@@ -50,11 +62,34 @@ def window_index(times: Tensor, windows: int) -> Tensor:
     return torch.clamp((times * windows).floor().long(), 0, windows - 1)
 
 
-def window_mean(tokens: Tensor, member: Tensor) -> Tensor:
-    """Mean of (B, L, D) tokens over each window's members (S, L) → (B, S, D)."""
-    weights = member.to(tokens.dtype)
-    weights = weights / weights.sum(dim=1, keepdim=True).clamp_min(1.0)
-    return torch.einsum("sl,bld->bsd", weights, tokens)
+def window_weights(member: Tensor, valid: Tensor) -> Tensor:
+    """(B, S, L) True where token l is a valid member of window s in clip b.
+
+    Window membership (S, L) depends only on the tokens' times, validity (B, L) on the clip;
+    a window's mean must use the tokens that satisfy both.
+    """
+    return member.unsqueeze(0) & valid.unsqueeze(1)
+
+
+def masked_average(tokens: Tensor, include: Tensor) -> Tensor:
+    """Mean of (B, L, D) tokens over the included ones, per group (B, G, L) → (B, G, D).
+
+    A group with nothing included gets zeros (the divisor is clamped to 1 instead of branching
+    on the count); callers put the missing token there with ``torch.where``.
+    """
+    weights = include.to(tokens.dtype)
+    weights = weights / weights.sum(dim=-1, keepdim=True).clamp_min(1.0)
+    return torch.einsum("bgl,bld->bgd", weights, tokens)
+
+
+def usable_windows(window_valid: Tensor) -> Tensor:
+    """(B, S) windows a clip-level pooling over windows may use: those holding a valid token.
+
+    A clip with no such window (every modality absent or padding, e.g. the audio-only model on
+    a clip without sound) keeps all of them, so a softmax or mean over windows always has at
+    least one term; all its windows then hold only missing tokens, so which are used is moot.
+    """
+    return window_valid | ~window_valid.any(dim=1, keepdim=True)
 
 
 class Attention(nn.Module):
@@ -138,9 +173,10 @@ class FusionBase(nn.Module):
     """Fuses branch tokens into clip logits, per-window logits and a clip embedding.
 
     ``dims`` maps each modality the model has ("video", "audio") to its branch's token width.
-    The base projects each modality to ``settings.dim``, swaps absent clips' tokens for the
-    learned missing token, adds modality and window embeddings and owns the classifier; a
-    subclass's ``fuse`` turns the embedded tokens into (embedding (B, D), windows (B, S, D)).
+    The base projects each modality to ``settings.dim``, builds the per-token validity masks,
+    swaps invalid tokens for the learned missing token, adds modality and window embeddings and
+    owns the classifier; a subclass's ``fuse`` turns the embedded tokens, window membership and
+    validity into (embedding (B, D), windows (B, S, D)).
     """
 
     def __init__(self, settings: ModelSettings, dims: dict[str, int], num_classes: int) -> None:
@@ -183,20 +219,18 @@ class FusionBase(nn.Module):
     ) -> dict[str, Tensor]:
         """tokens[m] (B, L_m, D_m), times[m] (L_m,) in [0, 1], present[m] (B,) bool;
         token_valid[m] (B, L_m) bool marks tokens that hold signal (False: wholly padding)."""
-        x, member = {}, {}
+        x, member, valid = {}, {}, {}
         token_valid = token_valid or {}
         for m in self.modalities:
+            valid[m] = token_mask(present[m], tokens[m].shape[1], token_valid.get(m))
             h = self.proj[m](tokens[m])
-            # The swap happens before any mixing, so nothing downstream sees the absent input;
-            # a token lying wholly in padding (audio past the end of the sound) is absent too.
-            keep = present[m].view(-1, 1, 1)
-            if m in token_valid:
-                keep = keep & token_valid[m].unsqueeze(-1)
-            h = torch.where(keep, h, self.missing[m].to(h.dtype))
+            # Masks keep invalid tokens out of every key set and mean; swapping their values too
+            # (before any mixing) keeps a NaN in an absent input from leaking through 0 × NaN.
+            h = torch.where(valid[m].unsqueeze(-1), h, self.missing[m].to(h.dtype))
             win = window_index(times[m], self.windows)
             x[m] = h + self.modality_embed[m] + self.window_embed[win]
             member[m] = assign_windows(times[m], self.windows)
-        embedding, window_features = self.fuse(x, member, present)
+        embedding, window_features = self.fuse(x, member, valid)
         return {
             "logits": self.head(embedding),
             "window_logits": self.head(window_features),
@@ -204,8 +238,10 @@ class FusionBase(nn.Module):
         }
 
     def fuse(
-        self, x: dict[str, Tensor], member: dict[str, Tensor], present: dict[str, Tensor]
+        self, x: dict[str, Tensor], member: dict[str, Tensor], valid: dict[str, Tensor]
     ) -> tuple[Tensor, Tensor]:
+        """x[m] (B, L_m, D) embedded tokens, member[m] (S, L_m) window membership, valid[m]
+        (B, L_m) token validity → (clip embedding (B, D), window features (B, S, D))."""
         raise NotImplementedError
 
     def partner(self, m: str) -> str:
@@ -213,11 +249,29 @@ class FusionBase(nn.Module):
         others = [o for o in self.modalities if o != m]
         return others[0] if others else m
 
-    def pool(self, h: Tensor, present: Tensor, m: str) -> Tensor:
-        """Mean over a modality's tokens; its missing token where the modality is absent."""
-        return torch.where(present.view(-1, 1), h.mean(dim=1), self.missing[m].to(h.dtype))
+    def pool(self, h: Tensor, valid: Tensor, m: str) -> Tensor:
+        """Mean over a modality's valid tokens (B, D); its missing token where none is valid."""
+        pooled = masked_average(h, valid.unsqueeze(1)).squeeze(1)
+        return torch.where(valid.any(dim=1, keepdim=True), pooled, self.missing[m].to(h.dtype))
 
-    def pool_windows(self, h: Tensor, member: Tensor, present: Tensor, m: str) -> Tensor:
-        """Mean over each window's tokens (B, S, D); the missing token where absent."""
-        pooled = window_mean(h, member)
-        return torch.where(present.view(-1, 1, 1), pooled, self.missing[m].to(h.dtype))
+    def pool_windows(self, h: Tensor, member: Tensor, valid: Tensor, m: str) -> Tensor:
+        """Mean over each window's valid tokens (B, S, D); the missing token where none is."""
+        include = window_weights(member, valid)
+        pooled = masked_average(h, include)
+        return torch.where(include.any(dim=-1, keepdim=True), pooled, self.missing[m].to(h.dtype))
+
+    def window_valid(self, member: dict[str, Tensor], valid: dict[str, Tensor]) -> Tensor:
+        """(B, S) windows holding a valid token of at least one modality."""
+        per_modality = [window_weights(member[m], valid[m]).any(dim=-1) for m in self.modalities]
+        return torch.stack(per_modality).any(dim=0)
+
+
+def token_mask(present: Tensor, length: int, token_valid: Tensor | None) -> Tensor:
+    """(B, L) validity of a modality's tokens: the clip has the modality and the token signal.
+
+    Without ``token_valid`` every token of a present clip is valid (video has no padding).
+    A clip whose ``has_audio`` is True but whose tokens are all padding (no sound rows) ends up
+    with no valid token and is treated exactly as a clip without audio.
+    """
+    valid = present.view(-1, 1).expand(-1, length)
+    return valid if token_valid is None else valid & token_valid

@@ -135,7 +135,7 @@ def build_reference(
         clips = []
         for item in batch:
             row, valid = int(item["row"]), int(item["audio_frames"])
-            clip_frames = frames[row]
+            clip_frames = predictor.centre_view(frames[row])  # the view the service decodes
             clips.append(
                 DecodedClip(
                     frames=clip_frames,

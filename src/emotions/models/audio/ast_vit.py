@@ -4,6 +4,7 @@ The log-mel spectrogram is treated as a one-channel image (height = mel bins, wi
 in AST) cut into possibly overlapping 16×16 patches, with its own learned position embeddings
 sized to the spectrogram and no class token. The patch tokens are averaged over frequency per
 time column, so the fusion receives one token per time position and can assign it to a window.
+Given the rows that hold sound, padded time columns are masked as attention keys (``forward``).
 """
 
 from __future__ import annotations
@@ -193,7 +194,30 @@ class AudioBackbone(nn.Module):
         starts = torch.arange(columns, dtype=torch.float32, device=device) * stride
         return (starts + patch / 2.0) / frames
 
-    def forward(self, audio: Tensor) -> tuple[Tensor, Tensor]:
+    def key_mask(self, valid_frames: Tensor, grid: tuple[int, int]) -> Tensor:
+        """(B, 1, 1, F'·T') True where a patch may be a key: its time column starts on a row
+        holding sound, so a column lying wholly in padding is never read by another patch.
+
+        The mask broadcasts over heads and queries, as timm's blocks hand it to SDPA. A clip with
+        no sound row (``has_audio`` False, or True with 0 rows) keeps every key, so no softmax
+        row is empty; the fusion ignores all of that clip's audio tokens anyway.
+        """
+        f, t = grid
+        starts = torch.arange(t, device=valid_frames.device) * self.settings.stride
+        columns = starts.unsqueeze(0) < valid_frames.view(-1, 1)  # B T'
+        columns = columns | ~columns.any(dim=1, keepdim=True)
+        return columns.repeat(1, f).view(-1, 1, 1, f * t)  # tokens are frequency-major
+
+    def forward(self, audio: Tensor, valid_frames: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """``valid_frames`` (B,) int: rows of ``audio`` holding sound (None: all of them).
+
+        Patches whose time column lies wholly past those rows are masked as keys in every
+        block (timm's ViT passes ``attn_mask`` to each block's attention), so the tokens of
+        the sound do not depend on the padding after it. The padded columns are still queries
+        and come out as tokens; the fusion masks them as padding. A column straddling the end
+        of the sound is a key: it holds sound, and its patch reads the padded rows as the
+        zeros (the normalised mean) they are.
+        """
         if audio.ndim != 3:
             raise ValueError(f"audio must be (B, frames, mel bins), got {tuple(audio.shape)}")
         b, frames, mels = audio.shape
@@ -204,6 +228,10 @@ class AudioBackbone(nn.Module):
             )
         x = self.rescale(audio).transpose(1, 2).unsqueeze(1).to(self.vit.pos_embed.dtype)
         f, t = self.vit.patch_embed.dynamic_feat_size((mels, frames))
-        x = self.vit.forward_features(x)  # B F'·T' D, frequency-major
+        if valid_frames is None:
+            x = self.vit.forward_features(x)  # B F'·T' D, frequency-major
+        else:
+            mask = self.key_mask(valid_frames.to(audio.device), (f, t))
+            x = self.vit.forward_features(x, attn_mask=mask)
         tokens = x.reshape(b, f, t, self.dim).mean(dim=1)
         return tokens, self.time_centres(frames, t, device=audio.device)

@@ -66,7 +66,14 @@ class ResNetAudio(nn.Module):
             torch.arange(self.segments, dtype=torch.float32, device=device) + 0.5
         ) / self.segments
 
-    def forward(self, audio: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(self, audio: Tensor, valid_frames: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """``valid_frames`` (B,) is accepted for the branches' common signature and not needed:
+        each slice goes through the network on its own (no attention across slices), so a slice
+        of sound never reads the padding after it; a slice wholly past the sound becomes a token
+        the fusion masks as padding. (In training mode BatchNorm's batch statistics still span
+        every slice of the batch, padded ones included; in eval mode nothing is shared.)
+        """
+        del valid_frames
         if audio.ndim != 3:
             raise ValueError(f"audio must be (B, frames, mel bins), got {tuple(audio.shape)}")
         b, frames, mels = audio.shape

@@ -1,4 +1,8 @@
-"""Concatenation baseline: pool each modality, concatenate, MLP (no attention across them)."""
+"""Concatenation baseline: pool each modality, concatenate, MLP (no attention across them).
+
+The means run over valid tokens only (``FusionBase.pool`` / ``pool_windows``), so padding and
+absent modalities enter as the learned missing token, never as averaged-in filler.
+"""
 
 from __future__ import annotations
 
@@ -23,10 +27,10 @@ class ConcatFusion(FusionBase):
         self.concat_norm = nn.LayerNorm(d)
 
     def fuse(
-        self, x: dict[str, Tensor], member: dict[str, Tensor], present: dict[str, Tensor]
+        self, x: dict[str, Tensor], member: dict[str, Tensor], valid: dict[str, Tensor]
     ) -> tuple[Tensor, Tensor]:
-        clip = torch.cat([self.pool(x[m], present[m], m) for m in self.modalities], dim=-1)
+        clip = torch.cat([self.pool(x[m], valid[m], m) for m in self.modalities], dim=-1)
         windows = torch.cat(
-            [self.pool_windows(x[m], member[m], present[m], m) for m in self.modalities], dim=-1
+            [self.pool_windows(x[m], member[m], valid[m], m) for m in self.modalities], dim=-1
         )
         return self.concat_norm(self.concat(clip)), self.concat_norm(self.concat(windows))

@@ -21,7 +21,7 @@ class LocalGlobalFusion(FusionBase):
         self.glob = GlobalStage(self, with_local=True)
 
     def fuse(
-        self, x: dict[str, Tensor], member: dict[str, Tensor], present: dict[str, Tensor]
+        self, x: dict[str, Tensor], member: dict[str, Tensor], valid: dict[str, Tensor]
     ) -> tuple[Tensor, Tensor]:
-        x, local = self.local(self, x, member, present)
-        return self.glob(self, x, member, present, local)
+        x, local = self.local(self, x, member, valid)
+        return self.glob(self, x, member, valid, local)

@@ -9,13 +9,16 @@ of the video and snippet k of the audio cover the same share of the clip):
    dilation 2^i) per modality follows.
 2. Learned sigmoid gates combine the levels' outputs token by token.
 3. A bidirectional cross-attention layer (video queries audio, audio queries video).
-4. Mean pooling per modality, concatenation and an MLP into the clip embedding; the same MLP
-   on each snippet's concatenation gives the timeline.
+4. Mean pooling per modality (over valid snippets), concatenation and an MLP into the clip
+   embedding; the same MLP on each snippet's concatenation gives the timeline.
 
-Absent keys (a clip without audio, or padding) are masked; a query may always attend to itself
-so no row is empty, and the cross-attention has a null key. Every mask is built from static
-shapes and boolean tensors: no data-dependent Python branching, so it compiles with
-torch.compile and runs on the meta device.
+Snippet tokens are means over valid tokens only (``FusionBase.pool_windows``); a snippet with
+none (a clip without audio, or a window past the end of the sound) is the missing token and is
+invalid: never a key, a zero in the convolutions, left out of the clip mean, and shown as the
+missing token in its timeline window. A query may always attend to itself so no row is empty,
+and the cross-attention has a null key. Every mask is built from static shapes and boolean
+tensors: no data-dependent Python branching, so it compiles with torch.compile and runs on the
+meta device.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from emotions.models.fusion import FusionBase, GatedFusion, window_mean
+from emotions.models.fusion import FusionBase, GatedFusion, window_weights
 from emotions.models.registry import register_fusion
 from emotions.models.settings import ModelSettings
 
@@ -78,13 +81,40 @@ class PyramidFusion(FusionBase):
         self.mix_norm = nn.LayerNorm(d)
 
     def fuse(
-        self, x: dict[str, Tensor], member: dict[str, Tensor], present: dict[str, Tensor]
+        self, x: dict[str, Tensor], member: dict[str, Tensor], valid: dict[str, Tensor]
     ) -> tuple[Tensor, Tensor]:
         s = self.windows
-        snippets = [window_mean(x[m], member[m]) for m in self.modalities]  # each B S D
-        # (B, n·S): a snippet token is a usable key where its modality is present.
-        valid = torch.cat([present[m].view(-1, 1).expand(-1, s) for m in self.modalities], dim=1)
-        h = torch.cat(snippets, dim=1)
+        # A snippet is valid where its window holds a valid token of its modality; its token is
+        # the mean of those tokens only, or the missing token where there is none.
+        usable = {m: window_weights(member[m], valid[m]).any(dim=-1) for m in self.modalities}
+        snippets = [self.pool_windows(x[m], member[m], valid[m], m) for m in self.modalities]
+        per_modality = self.levels_forward(torch.cat(snippets, dim=1), usable)
+
+        crossed = {}
+        for m in self.modalities:
+            p = self.partner(m)
+            allow = usable[p].unsqueeze(1).expand(-1, s, -1)  # B S S: the partner's valid keys
+            context = per_modality[p] if p != m else None
+            crossed[m] = self.cross[m](per_modality[m], context, allow)
+
+        clip = torch.cat([self.pool(crossed[m], usable[m], m) for m in self.modalities], dim=-1)
+        windows = torch.cat(
+            [
+                torch.where(usable[m].unsqueeze(-1), crossed[m], self.missing[m].to(x[m].dtype))
+                for m in self.modalities
+            ],
+            dim=-1,
+        )
+        return self.mix_norm(self.mix(clip)), self.mix_norm(self.mix(windows))
+
+    def levels_forward(self, h: Tensor, usable: dict[str, Tensor]) -> dict[str, Tensor]:
+        """The attention/convolution levels and their gate over (B, n·S, D) snippet tokens.
+
+        Invalid snippets are never keys and enter the convolutions as zeros; a query may always
+        attend to itself, so an invalid snippet's row is never empty (its output is unused).
+        """
+        s = self.windows
+        valid = torch.cat([usable[m] for m in self.modalities], dim=1)  # B n·S
         device = h.device
         itself = torch.eye(h.shape[1], dtype=torch.bool, device=device)
         outputs = []
@@ -93,29 +123,9 @@ class PyramidFusion(FusionBase):
             h = blk(h, None, allow | itself)
             parts = h.split(s, dim=1)
             h = torch.cat(
-                [
-                    convs[m](part, valid[:, j * s : (j + 1) * s])
-                    for j, (m, part) in enumerate(zip(self.modalities, parts, strict=True))
-                ],
+                [convs[m](part, usable[m]) for m, part in zip(self.modalities, parts, strict=True)],
                 dim=1,
             )
             outputs.append(h)
         h = self.level_gate(outputs)
-        per_modality = dict(zip(self.modalities, h.split(s, dim=1), strict=True))
-
-        crossed = {}
-        for m in self.modalities:
-            p = self.partner(m)
-            allow = present[p].view(-1, 1, 1).expand(-1, s, s)
-            context = per_modality[p] if p != m else None
-            crossed[m] = self.cross[m](per_modality[m], context, allow)
-
-        clip = torch.cat([self.pool(crossed[m], present[m], m) for m in self.modalities], dim=-1)
-        windows = torch.cat(
-            [
-                torch.where(present[m].view(-1, 1, 1), crossed[m], self.missing[m].to(h.dtype))
-                for m in self.modalities
-            ],
-            dim=-1,
-        )
-        return self.mix_norm(self.mix(clip)), self.mix_norm(self.mix(windows))
+        return dict(zip(self.modalities, h.split(s, dim=1), strict=True))
