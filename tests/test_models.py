@@ -304,3 +304,23 @@ def test_models_do_not_import_data_train_serve_cli_or_config() -> None:
                 continue
             for name in names:
                 assert not name.startswith(forbidden), f"{source.name} imports {name}"
+
+
+@pytest.mark.parametrize("fusion", FUSIONS)
+def test_forward_masked_equals_one_forward_per_mask(fusion: str) -> None:
+    """The service's modality share: one backbone pass serves the full prediction and both
+    masked ones, each exactly what forward(mask_modality=...) gives."""
+    model = _model(fusion=fusion)
+    video, audio, has_audio = _inputs()
+    has_audio[1] = False
+    frames = torch.tensor([200, 400])
+    masks = [None, "video", "audio"]
+    with torch.no_grad():
+        together = model.forward_masked(masks, video, audio, has_audio, audio_frames=frames)
+        for mask, out in zip(masks, together, strict=True):
+            alone = model(video, audio, has_audio, mask_modality=mask, audio_frames=frames)
+            assert out.keys() == alone.keys()
+            for key in out:
+                torch.testing.assert_close(out[key], alone[key], rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="mask_modality"):
+        _model(modality="video").forward_masked([None, "audio"], video, audio, has_audio)

@@ -166,7 +166,10 @@ class Predictor:
         if not clips:
             return [], np.zeros((0, 0), dtype=np.float32), []
         batch = self.tensors(clips)
-        full = self.model(**batch)
+        # One backbone pass for the full prediction and both masked ones (modality share).
+        masks = [None, *self.modalities] if len(self.modalities) == 2 else [None]
+        outputs = dict(zip(masks, self.model.forward_masked(masks, **batch), strict=True))
+        full = outputs[None]
         embeddings = full["embedding"].float().cpu().numpy()
         aux = {
             m: torch.softmax(full[f"{m}_logits"].float(), dim=1)
@@ -182,11 +185,11 @@ class Predictor:
         ]
         probs = torch.softmax(full["logits"].float() / self.temperature, dim=1)
         windows = torch.softmax(full["window_logits"].float(), dim=2)
-        masked = {}
-        if len(self.modalities) == 2:
-            for modality in self.modalities:
-                out = self.model(**batch, mask_modality=modality)
-                masked[modality] = torch.softmax(out["logits"].float() / self.temperature, dim=1)
+        masked = {
+            m: torch.softmax(out["logits"].float() / self.temperature, dim=1)
+            for m, out in outputs.items()
+            if m is not None
+        }
         results = []
         for i, clip in enumerate(clips):
             results.append(

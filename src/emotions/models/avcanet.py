@@ -7,6 +7,8 @@ A branch the settings leave out is not built and its input is not read.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
@@ -72,11 +74,44 @@ class AVCANet(nn.Module):
         branch keeps the rows past them from being read by the sound's tokens, and audio tokens
         lying wholly past them are padding: masked in the fusion's attention and means.
         None: all rows hold sound."""
+        self._check_mask(mask_modality)
+        return self.fuse(self.encode(video, audio, has_audio, audio_frames), mask_modality)
+
+    def forward_masked(
+        self,
+        masks: Sequence[MaskModality | None],
+        video: Tensor | None = None,
+        audio: Tensor | None = None,
+        has_audio: Tensor | None = None,
+        audio_frames: Tensor | None = None,
+    ) -> list[dict[str, Tensor]]:
+        """``forward`` once per entry of ``masks`` (None: nothing masked), on one encoding.
+
+        Masking a modality changes only what the fusion sees, never a branch's tokens, so the
+        branches (nearly all of the cost) run once and the fusion once per mask: the service's
+        modality share (full, audio masked, video masked) costs one backbone pass, not three.
+        Each result equals ``forward(..., mask_modality=m)``.
+        """
+        for mask in masks:
+            self._check_mask(mask)
+        encoded = self.encode(video, audio, has_audio, audio_frames)
+        return [self.fuse(encoded, mask) for mask in masks]
+
+    def _check_mask(self, mask_modality: MaskModality | None) -> None:
         if mask_modality is not None and mask_modality not in self.modalities:
             raise ValueError(
                 f"mask_modality='{mask_modality}' but the model uses only "
                 f"{', '.join(self.modalities)}"
             )
+
+    def encode(
+        self,
+        video: Tensor | None,
+        audio: Tensor | None,
+        has_audio: Tensor | None,
+        audio_frames: Tensor | None,
+    ) -> Encoded:
+        """The branches' tokens with their times, presence and padding masks."""
         tokens: dict[str, Tensor] = {}
         times: dict[str, Tensor] = {}
         if self.video is not None:
@@ -100,15 +135,32 @@ class AVCANet(nn.Module):
             if has_audio.shape != (b,):
                 raise ValueError(f"has_audio must be ({b},), got {tuple(has_audio.shape)}")
             present["audio"] = has_audio.to(device=device, dtype=torch.bool)
-        if mask_modality is not None:
-            present[mask_modality] = torch.zeros_like(present[mask_modality])
         token_valid: dict[str, Tensor] = {}
         if "audio" in tokens and audio_frames is not None and audio is not None:
             token_valid["audio"] = audio_token_valid(times["audio"], audio_frames, audio.shape[1])
-        out = self.fusion(tokens, times, present, token_valid)
+        return Encoded(tokens, times, present, token_valid)
+
+    def fuse(
+        self, encoded: Encoded, mask_modality: MaskModality | None = None
+    ) -> dict[str, Tensor]:
+        """Fusion, heads and auxiliary heads on encoded tokens, one modality masked or none."""
+        present = dict(encoded.present)
+        if mask_modality is not None:
+            present[mask_modality] = torch.zeros_like(present[mask_modality])
+        out = self.fusion(encoded.tokens, encoded.times, present, encoded.token_valid)
         for m, head in self.aux.items():
-            out[f"{m}_logits"] = head(masked_mean(tokens[m], token_valid.get(m)))
+            out[f"{m}_logits"] = head(masked_mean(encoded.tokens[m], encoded.token_valid.get(m)))
         return out
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """What the branches made of a batch, before any fusion (see :meth:`AVCANet.encode`)."""
+
+    tokens: dict[str, Tensor]  # modality → (B, L_m, D_m)
+    times: dict[str, Tensor]  # modality → (L_m,) token time centres in [0, 1]
+    present: dict[str, Tensor]  # modality → (B,) bool
+    token_valid: dict[str, Tensor]  # modality → (B, L_m) bool, where padding exists
 
 
 def masked_mean(tokens: Tensor, valid: Tensor | None) -> Tensor:
