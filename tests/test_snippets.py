@@ -139,8 +139,17 @@ def test_decode_holds_every_position_and_the_centre_equals_a_one_position_decode
 
 @pytest.fixture(scope="module", params=["raw", "jpeg"])
 def tsn_cache(request, tmp_path_factory, ramp_clip):
-    base = tmp_path_factory.mktemp(f"tsn-{request.param}")
-    config = TSN.model_copy(update={"cache_format": request.param})
+    return build_cache(tmp_path_factory.mktemp(f"tsn-{request.param}"), request.param, ramp_clip)
+
+
+@pytest.fixture(scope="module")
+def jpeg_tsn_cache(tmp_path_factory, ramp_clip):
+    return build_cache(tmp_path_factory.mktemp("tsn-deferred"), "jpeg", ramp_clip)
+
+
+def build_cache(base, cache_format: str, ramp_clip):
+    """Two rows of the ramp clip (train, test) cached through the real writer."""
+    config = TSN.model_copy(update={"cache_format": cache_format})
     split = pd.DataFrame(
         [
             ("a", ramp_clip.name, "Fear", "negative", 1.0, "train"),
@@ -190,11 +199,10 @@ def test_evaluation_takes_the_centre_or_the_view_it_is_given(tsn_cache, ramp_cli
     assert early.tolist() == layout.indices(N_FRAMES)[0].reshape(-1).tolist()
 
 
-def test_deferred_jpeg_samples_carry_one_view(tsn_cache):
-    cache_dir, split_file = tsn_cache
-    if "jpeg" not in str(cache_dir.parent.name):
-        pytest.skip("deferred decoding is a jpeg-cache feature")
+def test_deferred_jpeg_samples_carry_one_view(jpeg_tsn_cache):
     from emotions.data.cache_store import decode_deferred
+
+    cache_dir, split_file = jpeg_tsn_cache
 
     kwargs = {"crop": 32, "train": True, "classes": CLASSES, "seed": 3}
     eager = CachedClipDataset(cache_dir, split_file, "train", **kwargs)
