@@ -268,11 +268,11 @@ def window_sources(clip: DecodedClip, windows: int) -> list[tuple[list[float], l
     ([a, b] of picture, [a, b] of sound or None).
 
     Both tensors span the clip on one time base (emotions.data.decode): window w holds the
-    frames and fbank rows of seconds [w, w + 1) × span / windows. With snippet sampling
-    (emotions.data.snippets) the picture of a window is the run of consecutive frames drawn
-    from that span (its centre run, as evaluated); the sound is the whole span, pooled. Its sound is that span cut
-    at the end of the audio (``audio_frames`` rows of ``target_frames``); None where the clip
-    has no audio or the window lies wholly past the sound's end.
+    frames and fbank rows of seconds [w, w + 1) × span / windows: its picture is the run of
+    frames sampled there (emotions.data.snippets; the centre run, as evaluated), its sound that
+    whole span pooled, cut at the end of the audio (``audio_frames`` rows of
+    ``target_frames``); None where the clip has no audio or the window lies wholly past the
+    sound's end.
     """
     span = float(clip.span_s)
     rows = clip.fbank.shape[0]

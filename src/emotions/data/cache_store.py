@@ -231,6 +231,12 @@ class CachedFrames:
 
     def __getitem__(self, row: int) -> np.ndarray:
         """Every cached frame of the row, (J·T, R, R, 3): all positions per segment."""
+        return self.view(row, None)
+
+    def view(self, row: int, keep: Sequence[int] | None) -> np.ndarray:
+        """The row's frames ``keep`` (all when None), decoding or reading only those."""
         if self.format == "jpeg":
-            return self._reader.frames(*self._where[int(row)]).permute(0, 2, 3, 1).numpy()
-        return np.asarray(self._raw[row])
+            shard, offset, lengths = self._where[int(row)]
+            return self._reader.frames(shard, offset, lengths, keep).permute(0, 2, 3, 1).numpy()
+        frames = self._raw[row]
+        return np.asarray(frames if keep is None else frames[np.asarray(keep)])

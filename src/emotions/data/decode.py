@@ -9,8 +9,8 @@ Frames
     ``exact`` (default): decord, snippet sampling (:mod:`emotions.data.snippets`). The clip is
     split into S equal segments and each gives a run of L consecutive frames (L = 1: the middle
     frame), at J candidate positions per segment (J = 1: the centre), so the frames spread over
-    the whole clip. decord scales in the decoder (its ``width``/``height``) and applies rotation metadata
-    itself (a phone's portrait clip comes out upright). decord 0.6.0 rejects some output widths
+    the whole clip. decord scales in the decoder (its ``width``/``height``) and applies rotation
+    metadata itself (a phone's portrait clip comes out upright). decord 0.6.0 rejects some output widths
     (72 and 48 among them: "DECORDArrayCopyFromTo: The size must exactly match"); then the clip is
     read at its native size and scaled with swscale through PyAV, and the width is remembered so
     the process does not try it again. If decord cannot read the file at all, PyAV decodes it.

@@ -47,8 +47,8 @@ class SnippetLayout:
     @classmethod
     def of(cls, config) -> SnippetLayout:
         """The layout a ``PreprocessConfig`` describes (num_frames = S·L)."""
-        length = int(getattr(config, "snippet_frames", 1))
-        return cls(config.num_frames // length, length, int(getattr(config, "positions", 1)))
+        length = config.snippet_frames
+        return cls(config.num_frames // length, length, config.positions)
 
     @property
     def view_frames(self) -> int:

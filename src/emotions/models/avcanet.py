@@ -16,6 +16,7 @@ from torch import Tensor, nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
+from emotions.models.fusion import masked_average
 from emotions.models.registry import AUDIO_BRANCHES, FUSIONS
 from emotions.models.settings import ModelSettings
 from emotions.models.video import VideoBackbone
@@ -75,7 +76,8 @@ class AVCANet(nn.Module):
         lying wholly past them are padding: masked in the fusion's attention and means.
         None: all rows hold sound."""
         self._check_mask(mask_modality)
-        return self.fuse(self.encode(video, audio, has_audio, audio_frames), mask_modality)
+        encoded = self.encode(video, audio, has_audio, audio_frames)
+        return {**self.fuse(encoded, mask_modality), **self.aux_logits(encoded)}
 
     def forward_masked(
         self,
@@ -90,12 +92,14 @@ class AVCANet(nn.Module):
         Masking a modality changes only what the fusion sees, never a branch's tokens, so the
         branches (nearly all of the cost) run once and the fusion once per mask: the service's
         modality share (full, audio masked, video masked) costs one backbone pass, not three.
-        Each result equals ``forward(..., mask_modality=m)``.
+        Each result equals ``forward(..., mask_modality=m)``; the auxiliary heads read the
+        branch tokens only, so their logits are computed once and shared by every result.
         """
         for mask in masks:
             self._check_mask(mask)
         encoded = self.encode(video, audio, has_audio, audio_frames)
-        return [self.fuse(encoded, mask) for mask in masks]
+        aux = self.aux_logits(encoded)
+        return [{**self.fuse(encoded, mask), **aux} for mask in masks]
 
     def _check_mask(self, mask_modality: MaskModality | None) -> None:
         if mask_modality is not None and mask_modality not in self.modalities:
@@ -143,14 +147,18 @@ class AVCANet(nn.Module):
     def fuse(
         self, encoded: Encoded, mask_modality: MaskModality | None = None
     ) -> dict[str, Tensor]:
-        """Fusion, heads and auxiliary heads on encoded tokens, one modality masked or none."""
+        """The fusion and its heads on encoded tokens, one modality masked or none."""
         present = dict(encoded.present)
         if mask_modality is not None:
             present[mask_modality] = torch.zeros_like(present[mask_modality])
-        out = self.fusion(encoded.tokens, encoded.times, present, encoded.token_valid)
-        for m, head in self.aux.items():
-            out[f"{m}_logits"] = head(masked_mean(encoded.tokens[m], encoded.token_valid.get(m)))
-        return out
+        return self.fusion(encoded.tokens, encoded.times, present, encoded.token_valid)
+
+    def aux_logits(self, encoded: Encoded) -> dict[str, Tensor]:
+        """The auxiliary single-modality heads on each branch's mean valid token."""
+        return {
+            f"{m}_logits": head(masked_mean(encoded.tokens[m], encoded.token_valid.get(m)))
+            for m, head in self.aux.items()
+        }
 
 
 @dataclass(frozen=True)
@@ -168,8 +176,7 @@ def masked_mean(tokens: Tensor, valid: Tensor | None) -> Tensor:
     A clip with no valid token gets zeros (it has no audio; the objective skips it)."""
     if valid is None:
         return tokens.mean(dim=1)
-    weights = valid.to(tokens.dtype).unsqueeze(-1)
-    return (tokens * weights).sum(dim=1) / weights.sum(dim=1).clamp_min(1.0)
+    return masked_average(tokens, valid.unsqueeze(1)).squeeze(1)
 
 
 def audio_token_valid(centres: Tensor, audio_frames: Tensor, frames: int) -> Tensor:

@@ -128,6 +128,8 @@ def build_reference(
     frames = CachedFrames(cache)  # raw or jpeg cache
     fbank = np.load(cache / FBANK, mmap_mode="r")
     predictor = Predictor(model_dir)
+    layout = predictor.layout
+    centre = layout.frame_rows(layout.fixed(layout.centre)).tolist()
     rows: list[dict[str, Any]] = []
     records = merged.to_dict("records")
     for start in range(0, len(records), batch_size):
@@ -135,7 +137,7 @@ def build_reference(
         clips = []
         for item in batch:
             row, valid = int(item["row"]), int(item["audio_frames"])
-            clip_frames = predictor.centre_view(frames[row])  # the view the service decodes
+            clip_frames = frames.view(row, centre)  # the view the service decodes
             clips.append(
                 DecodedClip(
                     frames=clip_frames,
