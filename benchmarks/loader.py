@@ -37,18 +37,12 @@ import pandas as pd
 import torch
 from phone_clips import write_phone_clip
 
+from emotions.cache.format import CacheError, require_complete
 from emotions.config import PreprocessConfig, load_params
-from emotions.data.decode import decode_clip
-from emotions.data.loader import CachedClipDataset, SpecAugment, make_sample
-from emotions.data.preprocess import (
-    CacheError,
-    decode_for_cache,
-    preprocess,
-    read_variants,
-    require_complete,
-    write_cache,
-)
-from emotions.data.workers import Outcome, map_isolated
+from emotions.media.decode import decode_clip
+from emotions.media.workers import Outcome, map_isolated
+from emotions.stages.preprocess import decode_for_cache, preprocess, read_variants, write_cache
+from emotions.training.dataset import CachedClipDataset, SpecAugment, make_sample
 
 LOADER_TARGET = 20.0
 PREPROCESS_TARGET = 0.8
@@ -238,7 +232,7 @@ def _on_the_fly_rate(
 EMOTIONS_CLIPS = 27_996
 SIZE_TARGET = 5.0  # jpeg at quality 90 at least this many times smaller than raw
 SPEED_TARGET = 0.5  # jpeg loader clips/s per worker at least this share of raw's
-# The paper preset on one GPU, as benchmarks/train.py and emotions.throughput count it: a
+# The paper preset on one GPU, as benchmarks/train.py and emotions.training.throughput count it: a
 # training step is 3 × the forward FLOPs, at an assumed MFU of 35 % of an H100/H200's dense
 # bf16 peak (989 TFLOP/s, NVIDIA datasheet).
 ASSUMED_MFU = 0.35
@@ -270,8 +264,8 @@ def camera_like_clip(rng: np.random.Generator, frames: int, size: int) -> np.nda
 
 
 def _format_outcomes(clips: int, config: PreprocessConfig):
-    from emotions.data.decode import DecodedClip
-    from emotions.data.snippets import SnippetLayout
+    from emotions.media.decode import DecodedClip
+    from emotions.media.snippets import SnippetLayout
 
     rng = np.random.default_rng(0)
     a = config.audio
@@ -294,7 +288,7 @@ def _loader_rate(cache: Path, split_file: Path, crop: int, workers: int) -> floa
     """Clips/s of the training DataLoader (persistent workers), second pass timed."""
     from torch.utils.data import DataLoader
 
-    from emotions.data.samplers import EpochSampler
+    from emotions.training.samplers import EpochSampler
 
     dataset = CachedClipDataset(
         cache, split_file, "train", crop=crop, train=True, spec_augment=SpecAugment()

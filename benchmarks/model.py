@@ -46,7 +46,7 @@ import torch
 from emotions.config import Params, load_params
 from emotions.models.avcanet import AVCANet, count_parameters, estimate_flops
 from emotions.models.settings import ModelSettings, paper_size, without_weights
-from emotions.overlay import apply_overlay
+from emotions.params_overlay import apply_overlay
 
 H100_BF16_DENSE_TFLOPS = 989.0  # H100 SXM5, dense (no sparsity) bf16 tensor-core peak
 ASSUMED_UTILISATION = 0.40

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from emotions.data.encode import write_clip
+from emotions.media.encode import write_clip
 
 FPS = 30
 AUDIO_RATE = 44100

@@ -76,14 +76,14 @@ def write_model(params_path: Path, overlay: Path | None, out: Path) -> Path:
     """An untrained model folder for params' architecture (throughput does not need weights)."""
     import torch
 
-    from emotions.checkpoints import atomic_torch_save
     from emotions.models.avcanet import AVCANet
     from emotions.models.settings import ModelSettings, without_weights
-    from emotions.train import RunPaths, model_metadata
+    from emotions.training.checkpoints import atomic_torch_save
+    from emotions.training.trainer import RunPaths, model_metadata
 
     params = load_params(params_path)
     if overlay is not None:
-        from emotions.overlay import apply_overlay
+        from emotions.params_overlay import apply_overlay
 
         params, _ = apply_overlay(params_path, overlay)
     stats = out / "stats"
@@ -131,7 +131,7 @@ def in_process_floor(model_dir: Path, clips: list[Path], repeat: int) -> dict[st
     """Decode ms/clip and forward ms/clip at batch 1 and batch 8, one torch thread."""
     import torch
 
-    from emotions.inference import Predictor
+    from emotions.serve.predictor import Predictor
 
     torch.set_num_threads(1)
     predictor = Predictor(model_dir)

@@ -1,16 +1,16 @@
 """Does training keep the device busy? Step time, clips/s, data-wait share and MFU per preset.
 
 One command, on whatever device is present, measures the train stage's own step
-(``emotions.train.training_loss`` → backward → grad clip → AdamW → scheduler-free) fed by the
+(``emotions.training.trainer.training_loss`` → backward → grad clip → AdamW → scheduler-free) fed by the
 train stage's own input pipeline (``make_loader``: persistent workers, pinned memory,
 prefetch, ``EpochSampler`` keys) over a memory-mapped clip pool with the cache's layout, so
 each sample costs what a cached clip costs (crop, flip, SpecAugment in ``make_sample``):
 
 - presets: ``tiny`` (params.yaml's model and preprocess sizes) and, on CUDA only, ``paper``
   (``paper_size()``: Swin-T on 32×224², AST-base on 1024×128, stride 10),
-- precisions: bf16 autocast and fp32 (TF32 matmuls on CUDA, as emotions.runtime sets), with
+- precisions: bf16 autocast and fp32 (TF32 matmuls on CUDA, as emotions.training.runtime sets), with
   the bf16/fp32 step-time ratio from the same run,
-- the figures the train stage logs per epoch (emotions.throughput): step time, clips/s, the
+- the figures the train stage logs per epoch (emotions.training.throughput): step time, clips/s, the
   share of the step spent waiting in the data iterator, and MFU against the device's dense
   peak (null on a CPU unless ``--peak-tflops``).
 
@@ -39,13 +39,13 @@ import torch
 from torch import nn
 
 from emotions.config import Params, load_params
-from emotions.data.loader import SpecAugment, make_sample
-from emotions.data.samplers import EpochSampler
 from emotions.models.avcanet import count_parameters, estimate_flops
 from emotions.models.settings import paper_size, without_weights
-from emotions.runtime import Runtime
-from emotions.throughput import ThroughputMeter, mfu, peak_tflops
-from emotions.train import build_training_modules, make_loader, move_batch, training_loss
+from emotions.training.dataset import SpecAugment, make_sample
+from emotions.training.runtime import Runtime
+from emotions.training.samplers import EpochSampler
+from emotions.training.throughput import ThroughputMeter, mfu, peak_tflops
+from emotions.training.trainer import build_training_modules, make_loader, move_batch, training_loss
 
 REPO = Path(__file__).resolve().parents[1]
 

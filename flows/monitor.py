@@ -47,6 +47,7 @@ from prefect.cache_policies import NO_CACHE
 from emotions.annotation.queue import queue_from_params
 from emotions.atomic import atomic_write_json
 from emotions.config import Params, load_params
+from emotions.layout import Layout
 from emotions.monitor.drift import DriftSummary, NotEnoughDataError, check_log
 from flows.events import DRIFT_EVENT, emit_drift
 from flows.pipeline import task_timeout
@@ -152,10 +153,9 @@ def monitor(
     config = params.monitor
     run = run or params.serve.run
     spec = params.run(run)
-    artifacts = root / "artifacts" / spec.dataset
-    model_dir = (
-        Path(model) if model else root / "artifacts" / "models" / spec.dataset / spec.variant
-    )
+    layout = Layout(root)
+    paths = layout.run_paths(spec.dataset, spec.variant)
+    model_dir = Path(model) if model else paths.model_dir
     log_path = root / (log or params.serve.log_path)
     out_dir = root / (out or config.out)
     threshold = config.threshold if threshold is None else threshold
@@ -170,8 +170,8 @@ def monitor(
             log_path,
             out_dir,
             model_dir,
-            artifacts / "cache",
-            artifacts / "variants" / spec.variant / "split.parquet",
+            paths.cache,
+            paths.split,
             config.reference_split,
             threshold,
             min_rows,

@@ -20,19 +20,21 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
+from emotions.layout import PLOTS, Layout
+
 
 def model_dir_of(params, run: str) -> str:
     """Where a run's model lives (the `train` stage's output, relative to the repo root)."""
     spec = params.run(run)
-    return f"artifacts/models/{spec.dataset}/{spec.variant}"
+    return Layout().model_dir(spec.dataset, spec.variant).as_posix()
 
 
 def rescore(rev: str, run: str, out: Path, params_path: Path = Path("params.yaml")) -> dict:
     from dvc.api import DVCFileSystem
 
     from emotions.config import load_params
-    from emotions.evaluate import evaluate_run
-    from emotions.train import RunPaths
+    from emotions.layout import RunPaths
+    from emotions.stages.evaluate import evaluate_run
 
     params = load_params(params_path)
     current = RunPaths.for_run(params, run)
@@ -48,7 +50,7 @@ def rescore(rev: str, run: str, out: Path, params_path: Path = Path("params.yaml
             run,
             paths=paths,
             metrics_path=out,
-            plots_dir=Path(tmp) / "plots",
+            plots_dir=Path(tmp) / PLOTS,
             eval_dir=Path(tmp) / "eval",
         )
 

@@ -60,6 +60,7 @@ from prefect.runtime import flow_run
 from prefect.states import Failed, State
 
 from emotions.config import ConfigError, FlowConfig, Params, load_params
+from emotions.layout import Layout
 from flows.dvc_graph import data_sources, load_graph
 from flows.dvc_run import StageFailedError, dvc, failure, stream
 from flows.lock import RepoBusyError, repo_lock, repo_slot
@@ -129,8 +130,8 @@ def _scalars(metrics: dict[str, Any]) -> dict[str, Any]:
 def measure(repo: Path, params: Params, run: str) -> dict[str, Any]:
     """The workspace's test metrics of `run` and the fingerprint of its test split."""
     spec = params.run(run)
-    metrics_file = repo / "metrics" / spec.dataset / f"{spec.variant}.json"
-    split_file = repo / "artifacts" / spec.dataset / "variants" / spec.variant / "split.parquet"
+    metrics_file = Layout(repo).metrics(spec.dataset, spec.variant)
+    split_file = Layout(repo).split(spec.dataset, spec.variant)
     for path in (metrics_file, split_file):
         if not path.is_file():
             raise RetrainError(f"{path} is missing after the experiment; did evaluate@{run} run?")
@@ -310,7 +311,7 @@ def package(repo: str) -> str:
     logger = get_run_logger()
     root = Path(repo)
     limit = flow_config(root).stage_timeout_s
-    tag_file = root / "artifacts" / "bento.txt"
+    tag_file = Layout(root).bento_tag
     if any(node.group == "package" for node in load_graph(root)):
         note = "packaged by the experiment's `package` stage"
     elif stream(["emotions", "package", "--help"], root, timeout_s=limit).returncode == 0:

@@ -9,25 +9,21 @@ stderr and a non-zero exit, never a traceback.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from emotions.annotate.cli import QueueCommandError, add_queue_commands
+from emotions import __version__
+from emotions.annotation.labelstudio.cli import QueueCommandError, add_queue_commands
 from emotions.config import ConfigError, Params, load_params
+from emotions.errors import StageError
+from emotions.layout import Layout, RunPaths
 
-
-class StageError(RuntimeError):
-    """A stage cannot go on; the message is what the user reads."""
-
-
-def _artifacts(dataset: str) -> Path:
-    return Path("artifacts") / dataset
+LAYOUT = Layout()
 
 
 def cmd_synth(args: argparse.Namespace, params: Params) -> None:
-    from emotions.synth import synthesize
+    from emotions.synth.corpus import synthesize
 
     taxonomy = params.taxonomies[args.taxonomy]
     summary = synthesize(
@@ -46,134 +42,64 @@ def cmd_synth(args: argparse.Namespace, params: Params) -> None:
 
 
 def cmd_ingest(args: argparse.Namespace, params: Params) -> None:
-    from emotions.data.ingest import NoUsableClipsError, ingest, listed_missing_line
-    from emotions.data.sources import SourceOptions
+    from emotions.stages.ingest import main as ingest
 
-    name = params.dataset(args.dataset).taxonomy if args.dataset else args.taxonomy
-    options = SourceOptions()
-    if args.dataset:
-        dataset = params.dataset(args.dataset)
-        options = SourceOptions(dataset.splits, dataset.split_index, dataset.fps)
-    try:
-        result = ingest(
-            Path(args.root),
-            Path(args.out),
-            layout=args.layout,
-            taxonomy=dict(params.taxonomies[name]),
-            config=params.ingest,
-            options=options,
-            aliases=params.aliases_of(name),
-        )
-    except NoUsableClipsError as error:
-        raise StageError(str(error)) from None
-    print(
-        f"ingest: {len(result.manifest)} usable clips, {len(result.quarantine)} quarantined "
-        f"-> {Path(args.out) / 'manifest.parquet'}"
+    ingest(
+        params,
+        root=Path(args.root),
+        out=Path(args.out),
+        layout=args.layout,
+        dataset=args.dataset,
+        taxonomy=args.taxonomy,
     )
-    if "official_split" in result.stats:
-        kept = result.stats["official_split"]["kept"]
-        print(f"ingest: official split {kept['train']} train, {kept['test']} test clips")
-    line = listed_missing_line(result.stats)
-    if line:
-        print(f"ingest: {line}")
 
 
 def cmd_validate(args: argparse.Namespace, params: Params) -> None:
-    import pandas as pd
+    from emotions.stages.validate import main as validate
 
-    from emotions.data.validate import validate_manifest
-
-    manifest_path = Path(args.manifest or _artifacts(args.dataset) / "manifest.parquet")
-    out = Path(args.out or _artifacts(args.dataset) / "validation")
-    outcome = validate_manifest(
-        pd.read_parquet(manifest_path),
-        out,
-        taxonomy=params.taxonomy_for(args.dataset),
-        config=params.validate_,
-        bounds=params.ingest,
+    validate(
+        params,
+        dataset=args.dataset,
+        manifest=Path(args.manifest) if args.manifest else None,
+        out=Path(args.out) if args.out else None,
     )
-    print(outcome.summary)
-    if not outcome.success:
-        raise StageError(f"validation of {manifest_path} failed (details in {out}/result.json)")
 
 
 def cmd_variants(args: argparse.Namespace, params: Params) -> None:
-    import pandas as pd
+    from emotions.stages.variants import main as variants
 
-    from emotions.data.variants import SplitError, make_variants, write_variants
-
-    dataset = params.dataset(args.dataset)
-    manifest = pd.read_parquet(_artifacts(args.dataset) / "manifest.parquet")
-    try:
-        variants = make_variants(
-            manifest, list(dataset.variants), config=params.variants, seed=params.seed
-        )
-    except SplitError as error:
-        raise StageError(str(error)) from None
-    written = write_variants(variants, _artifacts(args.dataset) / "variants")
-    for name, path in written.items():
-        counts = variants[name]["split"].value_counts().to_dict()
-        print(f"variant {name}: {counts} -> {path}")
+    variants(params, dataset=args.dataset)
 
 
 def cmd_preprocess(args: argparse.Namespace, params: Params) -> None:
-    from emotions.data.preprocess import preprocess
+    from emotions.stages.preprocess import main as preprocess
 
-    dataset = params.dataset(args.dataset)
-    result = preprocess(
-        Path(dataset.root),
-        _artifacts(args.dataset) / "variants",
-        _artifacts(args.dataset) / "cache",
-        config=params.preprocess,
-        frames_fps=dataset.fps,
-    )
-    print(f"preprocess: {result}")
+    preprocess(params, dataset=args.dataset)
 
 
 def cmd_train(args: argparse.Namespace, params: Params) -> None:
-    from emotions.liveview import curves_dir, publish_live_view, summary_path
-    from emotions.train import RunPaths, train_run
+    from emotions.stages.train import main as train
 
-    summary = train_run(params, args.run, resume=not args.no_resume)
-    if os.environ.get("RANK", "0") != "0":
-        return  # under torchrun, rank 0 speaks for the job
-    spec = params.run(args.run)
-    # The stage's git-tracked view of DVCLive's logs (dvc plots show / dvc exp show).
-    publish_live_view(
-        RunPaths.for_run(params, args.run).model_dir / "dvclive",
-        curves_dir(spec.dataset, spec.variant),
-        summary_path(spec.dataset, spec.variant),
-    )
-    print(
-        f"train {args.run}: {summary['epochs']} epochs, best val weighted F1 "
-        f"{summary['best_val_weighted_f1']:.3f} at epoch {summary['best_epoch']}"
-    )
+    train(params, run=args.run, resume=not args.no_resume)
 
 
 def cmd_calibrate(args: argparse.Namespace, params: Params) -> None:
-    from emotions.calibrate import calibrate_run
+    from emotions.stages.calibrate import main as calibrate
 
-    record = calibrate_run(params, args.run)
-    print(
-        f"calibrate {args.run}: T={record['temperature']:.4g} ({record['status']}), "
-        f"val NLL {record['val_nll_raw']:.4f} -> {record['val_nll']:.4f} on {record['n_val']} clips"
-    )
+    calibrate(params, run=args.run)
 
 
 def cmd_evaluate(args: argparse.Namespace, params: Params) -> None:
-    from emotions.evaluate import evaluate_run
+    from emotions.stages.evaluate import main as evaluate
 
-    metrics = evaluate_run(params, args.run)
-    shown = ("accuracy", "uar", "weighted_f1", "macro_f1", "polarity_accuracy", "ece")
-    scores = ", ".join(f"{key}={metrics[key]:.3f}" for key in shown)
-    print(f"evaluate {args.run}: {scores}, n_test={metrics['n_test']}")
+    evaluate(params, run=args.run)
 
 
 def cmd_predict(args: argparse.Namespace, params: Params) -> None:
     import json
 
-    from emotions.calibrate import CalibrationError
-    from emotions.inference import ModelFolderError, Predictor
+    from emotions.model_folder import CalibrationError, ModelFolderError
+    from emotions.serve.predictor import Predictor
 
     try:
         predictor = Predictor(args.model, threads=args.threads, calibration=args.calibration)
@@ -188,16 +114,15 @@ def cmd_predict(args: argparse.Namespace, params: Params) -> None:
 
 
 def cmd_ablate(args: argparse.Namespace, params: Params) -> None:
-    from emotions.ablate import ablate
+    from emotions.stages.ablate import main as ablate
 
-    rows = ablate(params)
-    print(f"ablate: {len(rows)} cells -> reports/ablation.md")
+    ablate(params)
 
 
 def cmd_report(args: argparse.Namespace, params: Params) -> None:
-    from emotions.report import write_report
+    from emotions.stages.report import main as report
 
-    print(f"report: {write_report(params)}")
+    report(params)
 
 
 def _served_model_dir(args: argparse.Namespace, params: Params) -> Path:
@@ -209,29 +134,19 @@ def _served_model_dir(args: argparse.Namespace, params: Params) -> Path:
 
 
 def cmd_package(args: argparse.Namespace, params: Params) -> None:
-    from emotions.package import PackageError, package
+    from emotions.stages.package import main as package
 
-    try:
-        result = package(
-            _served_model_dir(args, params),
-            bentofile=Path(args.bentofile),
-            out=Path(args.out),
-        )
-    except PackageError as error:
-        raise StageError(str(error)) from None
-    print(result.tag)
+    package(_served_model_dir(args, params), bentofile=Path(args.bentofile), out=Path(args.out))
 
 
 def cmd_serve(args: argparse.Namespace, params: Params) -> None:
-    from emotions.checkpoints import BEST, META
+    from emotions import model_folder
     from emotions.serve.launch import exec_serve
 
-    model_dir = _served_model_dir(args, params)
-    if not (model_dir / META).is_file() or not (model_dir / BEST).is_file():
-        raise StageError(
-            f"{model_dir}: not a trained model folder (needs {META} and {BEST}; "
-            "run `emotions train` or `dvc repro` first)"
-        )
+    try:
+        model_dir = model_folder.require(_served_model_dir(args, params))
+    except model_folder.ModelFolderError as error:
+        raise StageError(str(error)) from None
     log = Path(args.log) if args.log else None
     calibration = Path(args.calibration) if args.calibration else None
     if calibration is not None and not calibration.is_file():
@@ -247,10 +162,9 @@ def cmd_serve(args: argparse.Namespace, params: Params) -> None:
 
 
 def cmd_monitor(args: argparse.Namespace, params: Params) -> None:
-    from emotions.data.preprocess import CacheError
+    from emotions.cache.format import CacheError
     from emotions.monitor.drift import check_log
     from emotions.monitor.reference import MonitorDataError
-    from emotions.train import RunPaths
 
     run = args.run or params.serve.run
     paths = RunPaths.for_run(params, run)
@@ -303,20 +217,24 @@ def cmd_queue(args: argparse.Namespace, params: Params) -> None:
 
 
 def cmd_params(args: argparse.Namespace, params: Params) -> None:
-    from emotions.overlay import apply_overlay, leaves, read_yaml, set_args, write_merged
+    from emotions.params_overlay import apply_overlay, changed, read_yaml, set_args, write_overlay
 
     base = read_yaml(args.params)
     overlay = read_yaml(args.overlay)
-    _, merged = apply_overlay(args.params, args.overlay)  # validates: a bad key stops here
+    apply_overlay(args.params, args.overlay)  # validates: a bad key stops here
     if args.set_args:
         print(" ".join(set_args(base, overlay)))
         return
+    changes = changed(base, overlay)
     if args.write:
-        print(f"params: {args.params} + {args.overlay} -> {write_merged(merged, args.write)}")
+        written = write_overlay(args.params, overlay, args.write)
+        print(
+            f"params: {args.params} + {args.overlay} -> {written} ({len(changes)} values changed)"
+        )
         return
-    for key, value in leaves(overlay):
+    for key, value in changes:
         print(f"{key}: {value}")
-    print(f"params: {args.params} + {args.overlay} is valid ({len(list(leaves(overlay)))} keys)")
+    print(f"params: {args.params} + {args.overlay} is valid ({len(changes)} values change)")
 
 
 Command = Callable[[argparse.Namespace, Params], None]
@@ -327,14 +245,22 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--params", default="params.yaml", help="params file (default: params.yaml)"
     )
+    parser.add_argument("--version", action="version", version=f"emotions {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="<stage>")
 
     synth = sub.add_parser("synth", help="write a sample corpus with learnable audio-visual cues")
-    synth.add_argument("out")
-    synth.add_argument("--clips-per-class", type=int, default=None)
-    synth.add_argument("--seed", type=int, default=None)
-    synth.add_argument("--layout", choices=["emotions", "folder"], default="emotions")
-    synth.add_argument("--taxonomy", default="emotions6")
+    synth.add_argument("out", help="the corpus folder to write")
+    synth.add_argument(
+        "--clips-per-class", type=int, default=None, help="default: synth.clips_per_class"
+    )
+    synth.add_argument("--seed", type=int, default=None, help="default: synth.seed")
+    synth.add_argument(
+        "--layout",
+        choices=["emotions", "folder"],
+        default="emotions",
+        help="emotions: the release layout with annotation stages; folder: one folder per class",
+    )
+    synth.add_argument("--taxonomy", default="emotions6", help="a key under taxonomies:")
     synth.set_defaults(run_command=cmd_synth)
 
     ingest = sub.add_parser("ingest", help="probe a corpus into manifest.parquet + quarantine.csv")
@@ -343,26 +269,28 @@ def build_parser() -> argparse.ArgumentParser:
         required=True,
         choices=["emotions", "videoemotion8", "ekman6", "folder", "csv", "release", "frames"],
     )
-    ingest.add_argument("--root", required=True)
-    ingest.add_argument("--out", required=True)
+    ingest.add_argument("--root", required=True, help="the corpus folder")
+    ingest.add_argument("--out", required=True, help="where the manifest and quarantine go")
     ingest.add_argument("--dataset", default=None, help="take the taxonomy from this dataset")
-    ingest.add_argument("--taxonomy", default="emotions6")
+    ingest.add_argument(
+        "--taxonomy", default="emotions6", help="a key under taxonomies: (without --dataset)"
+    )
     ingest.set_defaults(run_command=cmd_ingest)
 
     validate = sub.add_parser("validate", help="Great Expectations suite over a manifest")
-    validate.add_argument("--dataset", required=True)
-    validate.add_argument("--manifest", default=None)
-    validate.add_argument("--out", default=None)
+    validate.add_argument("--dataset", required=True, help="a key under datasets:")
+    validate.add_argument("--manifest", default=None, help="default: the dataset's manifest")
+    validate.add_argument("--out", default=None, help="default: the dataset's validation folder")
     validate.set_defaults(run_command=cmd_validate)
 
     variants = sub.add_parser(
         "variants", help="seeded full / balanced / test-oriented splits, official lists"
     )
-    variants.add_argument("--dataset", required=True)
+    variants.add_argument("--dataset", required=True, help="a key under datasets:")
     variants.set_defaults(run_command=cmd_variants)
 
     prep = sub.add_parser("preprocess", help="decode every clip once into a memory-mapped cache")
-    prep.add_argument("--dataset", required=True)
+    prep.add_argument("--dataset", required=True, help="a key under datasets:")
     prep.set_defaults(run_command=cmd_preprocess)
 
     train = sub.add_parser("train", help="train AV-CANet for one run (resumes after a kill)")
@@ -372,17 +300,17 @@ def build_parser() -> argparse.ArgumentParser:
     train.set_defaults(run_command=cmd_train)
 
     calibrate = sub.add_parser("calibrate", help="fit the run's temperature on validation")
-    calibrate.add_argument("--run", required=True)
+    calibrate.add_argument("--run", required=True, help="a key under runs:")
     calibrate.set_defaults(run_command=cmd_calibrate)
 
     evaluate = sub.add_parser("evaluate", help="test metrics, calibration and plots for one run")
-    evaluate.add_argument("--run", required=True)
+    evaluate.add_argument("--run", required=True, help="a key under runs:")
     evaluate.set_defaults(run_command=cmd_evaluate)
 
     predict = sub.add_parser("predict", help="predict emotions of video files (JSON lines)")
     predict.add_argument("--model", required=True, help="a trained model folder")
-    predict.add_argument("files", nargs="+")
-    predict.add_argument("--batch-size", type=int, default=8)
+    predict.add_argument("files", nargs="+", help="video files")
+    predict.add_argument("--batch-size", type=int, default=8, help="clips per forward pass")
     predict.add_argument("--threads", type=int, default=2, help="decoder threads per file")
     predict.add_argument(
         "--calibration",
@@ -409,15 +337,15 @@ def build_parser() -> argparse.ArgumentParser:
     pack = sub.add_parser("package", help="build the Bento of the service (BentoML store)")
     pack.add_argument("--model", default=None, help="model folder (default: serve.run's)")
     pack.add_argument("--run", default=None, help="serve this run's model folder")
-    pack.add_argument("--bentofile", default="bentofile.yaml")
-    pack.add_argument("--out", default="artifacts/bento.txt", help="where the tag is written")
+    pack.add_argument("--bentofile", default="bentofile.yaml", help="the Bento definition")
+    pack.add_argument("--out", default=str(LAYOUT.bento_tag), help="where the tag is written")
     pack.set_defaults(run_command=cmd_package)
 
     serve = sub.add_parser("serve", help="run the BentoML service locally (POST /predict)")
     serve.add_argument("--model", default=None, help="model folder (default: serve.run's)")
     serve.add_argument("--run", default=None, help="serve this run's model folder")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=3000)
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    serve.add_argument("--port", type=int, default=3000, help="port to listen on")
     serve.add_argument("--log", default=None, help="prediction log (default: serve.log_path)")
     serve.add_argument(
         "--calibration",

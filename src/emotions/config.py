@@ -21,7 +21,8 @@ from pydantic import (
     model_validator,
 )
 
-from emotions.labels import normalise_label
+from emotions.corpus.labels import normalise_label
+from emotions.layout import Layout as ArtifactLayout
 from emotions.models.settings import Fusion, LossSettings, ModelSettings
 
 Polarity = Literal["positive", "negative", "neutral"]
@@ -66,7 +67,7 @@ class IngestConfig(Strict):
     # A clip whose first-stage agreement is below this went to (or needs) the second stage.
     second_stage_below: float = Field(0.6, ge=0.0, le=1.0)
     extensions: list[str] = [".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v", ".flv"]
-    # What a clip is (emotions.data.clipcheck): a file outside these inclusive bounds goes to
+    # What a clip is (emotions.media.clipcheck): a file outside these inclusive bounds goes to
     # quarantine with the bound in its reason, and `serve` refuses such an upload (422). The
     # validate stage checks the manifest against these same keys (no second copy of them).
     duration_s: tuple[float, float] = (0.5, 600.0)
@@ -136,14 +137,14 @@ class AudioFeatures(Strict):
     frame_shift_ms: float = 10.0
     frame_length_ms: float = 25.0
     # Log-mel rows per clip: the whole clip's log-mel (10 ms shift) resampled along time onto
-    # these equal steps of its duration (emotions.data.decode), the frames' time base.
+    # these equal steps of its duration (emotions.media.decode), the frames' time base.
     target_frames: int = Field(400, ge=16)
 
 
 class PreprocessConfig(Strict):
     """Decode-once cache."""
 
-    # Frames of one view (T): snippets × snippet_frames (emotions.data.snippets).
+    # Frames of one view (T): snippets × snippet_frames (emotions.media.snippets).
     num_frames: int = Field(8, ge=1)
     # TSN sampling: the clip is cut into num_frames / snippet_frames equal segments and each
     # gives a run of snippet_frames consecutive frames (1: the middle frame of each segment).
@@ -231,7 +232,7 @@ class TrainConfig(Strict):
     spec_augment_freq: int = Field(16, ge=0)
     # torch intra-op threads; null keeps torch's default (all cores).
     threads: int | None = Field(None, ge=1)
-    # Parameter groups (src/emotions/optim.py): the branches' lr is lr × backbone_lr_mult;
+    # Parameter groups (src/emotions/training/optim.py): the branches' lr is lr × backbone_lr_mult;
     # layer_decay (e.g. 0.75) additionally scales a branch layer's lr by decay^(depth from top).
     backbone_lr_mult: float = Field(1.0, gt=0)
     layer_decay: float | None = Field(None, gt=0, le=1)
@@ -328,7 +329,7 @@ class AblateConfig(Strict):
 
 
 class AnnotateConfig(Strict):
-    """Label Studio as the annotation tool (`emotions queue push|pull`, src/emotions/annotate).
+    """Label Studio as the annotation tool (`emotions queue push|pull`, src/emotions/annotation/labelstudio).
 
     Label Studio runs as its own server (`make annotate`, its own virtual environment
     ``.venv-ls``); we talk to its REST API with a token read from the environment variable
@@ -343,14 +344,21 @@ class AnnotateConfig(Strict):
     # The dataset whose taxonomy the annotators choose from and whose annotations.csv the new
     # stage follows (stage = its highest stage + 1).
     dataset: str = "emotions"
-    # Where `emotions queue` writes its queue folders (one per run: videos/ + queue.csv); a
-    # single queue folder works too. Push imports every folder below it.
-    queue_dir: str = "artifacts/queue"
     # LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT of the server: task URLs are paths relative to
     # it, so the queue must lie below it (`make annotate` sets it to the repository).
     document_root: str = "."
     timeout_s: float = Field(60.0, gt=0)
     page_size: int = Field(100, ge=1, le=1000)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _queue_dir_moved(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "queue_dir" in data:
+            raise ValueError(
+                "annotate.queue_dir is gone: push reads the queue folder from queue.out "
+                "(one key for the queue folder); move its value there"
+            )
+        return data
 
     @field_validator("url")
     @classmethod
@@ -432,12 +440,12 @@ class ServeConfig(Strict):
     timeout_s: float = Field(60.0, gt=0)
     max_concurrency: int = Field(32, ge=1)
     # The append-only prediction log (JSON lines); `~` expands to the serving user's home.
-    log_path: str = "artifacts/serve/predictions.jsonl"
+    log_path: str = str(ArtifactLayout().serve_dir / "predictions.jsonl")
     # Keep every answered upload for the re-annotation queue (`emotions queue`), stored by its
     # sha256 under upload_store (a repeat costs nothing) and named in its log line (`stored`).
     # Oldest first out beyond the quota or the retention age; a full store never fails a request.
     keep_uploads: bool = False
-    upload_store: str = "artifacts/serve/uploads"
+    upload_store: str = str(ArtifactLayout().serve_dir / "uploads")
     upload_quota_mb: float = Field(2048.0, gt=0)
     upload_retention_days: float = Field(30.0, gt=0)
 
@@ -461,9 +469,9 @@ class MonitorConfig(Strict):
     threshold: float = Field(0.3, gt=0.0, le=1.0)
     # Fewer answered requests than this are too few to test: the monitor says so and stops.
     min_rows: int = Field(30, ge=2)
-    out: str = "artifacts/monitor"
+    out: str = str(ArtifactLayout().monitor_dir)
     # Local Evidently UI workspace every report is added to (`evidently ui --workspace ...`).
-    workspace: str = "artifacts/monitor/workspace"
+    workspace: str = str(ArtifactLayout().monitor_dir / "workspace")
     # The split of the served run that stands for "what the model was validated on".
     reference_split: Literal["train", "val", "test"] = "val"
     # Rows per side the report's t-SNE picture of the embeddings is drawn from (its cost does
@@ -479,7 +487,7 @@ class QueueConfig(Strict):
     kept uploads (serve.keep_uploads) go to annotators, by which rule (emotions.annotation.rules)."""
 
     # Each run writes one queue folder <out>/<UTC time>/ in the `emotions` layout.
-    out: str = "artifacts/queue"
+    out: str = str(ArtifactLayout().queue_dir)
     # At most this many clips per run, the random control included.
     max_clips: int = Field(40, ge=1)
     # low_confidence: clips whose served confidence is below this.

@@ -37,7 +37,8 @@ from emotions.annotation.queue_format import (
 from emotions.annotation.rules import DriftSlice, candidate_table, select
 from emotions.atomic import atomic_write_json
 from emotions.config import Params, QueueConfig
-from emotions.data.ingest import clip_id_for
+from emotions.corpus.manifest import clip_id_for
+from emotions.layout import Layout
 
 logger = logging.getLogger("emotions.annotation")
 
@@ -175,8 +176,8 @@ def build_queue(
 
 
 def manifest_paths(params: Params, root: Path) -> list[Path]:
-    """Every dataset's ``artifacts/<dataset>/manifest.parquet`` (the labelled clips)."""
-    return [root / "artifacts" / name / "manifest.parquet" for name in params.datasets]
+    """Every dataset's manifest (the labelled clips) under the repository ``root``."""
+    return [Layout(root).manifest(name) for name in params.datasets]
 
 
 def queue_from_params(

@@ -1,6 +1,6 @@
 """The re-annotation queue folder: the exact format `emotions queue` writes and its readers use.
 
-A queue is a folder in the ``emotions`` layout (:mod:`emotions.data.sources.emotions`), so once
+A queue is a folder in the ``emotions`` layout (:mod:`emotions.corpus.sources.emotions`), so once
 it has an ``annotations.csv`` it is an ingestible dataset root like ``data/``::
 
     <queue_dir>/videos/<clip_id>.<ext>    the served upload, byte for byte (hard link or copy of
@@ -16,7 +16,7 @@ it has an ``annotations.csv`` it is an ingestible dataset root like ``data/``::
 column             meaning
 =================  ==========================================================================
 clip_id            ``sha256[:16]``: the id ingest gives the same content
-                   (:func:`emotions.data.ingest.clip_id_for`), and the video's file stem
+                   (:func:`emotions.corpus.manifest.clip_id_for`), and the video's file stem
 path               the video, relative to the queue folder: ``videos/<clip_id>.<ext>``
 sha256             the content hash of the video (64 lower-case hex digits)
 reason             the rule that picked the clip, one of :data:`REASONS`

@@ -16,7 +16,7 @@ from torch import Tensor, nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
-from emotions.models.fusion import masked_average
+from emotions.models.fusions._base import masked_average
 from emotions.models.registry import AUDIO_BRANCHES, FUSIONS
 from emotions.models.settings import ModelSettings
 from emotions.models.video import VideoBackbone
@@ -71,7 +71,7 @@ class AVCANet(nn.Module):
         mask_modality: MaskModality | None = None,
         audio_frames: Tensor | None = None,
     ) -> dict[str, Tensor]:
-        """``audio_frames`` (B,) int: fbank rows holding sound (emotions.data.decode). The audio
+        """``audio_frames`` (B,) int: fbank rows holding sound (emotions.media.decode). The audio
         branch keeps the rows past them from being read by the sound's tokens, and audio tokens
         lying wholly past them are padding: masked in the fusion's attention and means.
         None: all rows hold sound."""

@@ -1,7 +1,7 @@
 """The model's and the loss's settings schema.
 
 Defined here rather than in ``emotions.config`` so the models stay independent of the params
-file (DESIGN.md: models take tensors and know nothing of how they are configured or trained);
+file (docs/DESIGN.md: models take tensors and know nothing of how they are configured or trained);
 the config can embed these classes as its ``model:`` and ``loss:`` sections unchanged. Like every
 params section they forbid unknown keys, so a typo is an error instead of a silent default.
 """

@@ -3,7 +3,7 @@
 *Current*: the service's prediction log (:mod:`emotions.serve.prediction_log`), one row per
 answered request. *Reference*: one split (validation by default) of the served run, measured
 from the decode-once cache with the same statistics function (:func:`input_statistics`) and
-predicted by the same :class:`~emotions.inference.Predictor` the service runs. Both sides thus
+predicted by the same :class:`~emotions.serve.predictor.Predictor` the service runs. Both sides thus
 come out of one code path; any difference between them is the data's, not the code's.
 
 Columns: the input statistics (:data:`INPUT_COLUMNS`), ``has_audio``, ``label`` (the predicted
@@ -21,7 +21,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from emotions import model_folder
 from emotions.atomic import atomic_write, atomic_write_json
+from emotions.cache.format import INDEX
 
 INPUT_COLUMNS = ("brightness", "motion", "loudness", "duration_s")
 EMBEDDING_PREFIX = "emb_"
@@ -113,10 +115,10 @@ def build_reference(
     """The reference table: every cached clip of ``split`` measured and predicted as the
     service would (the cache holds what :func:`decode_clip` made of the file, which is what an
     upload of that file turns into)."""
-    from emotions.data.cache_store import CachedFrames
-    from emotions.data.decode import DecodedClip
-    from emotions.data.preprocess import FBANK, INDEX, require_complete
-    from emotions.inference import Predictor, input_statistics
+    from emotions.cache.format import FBANK, INDEX, require_complete
+    from emotions.cache.shards import CachedFrames
+    from emotions.media.decode import DecodedClip
+    from emotions.serve.predictor import Predictor, input_statistics
 
     cache = require_complete(cache_dir)
     chosen = pd.read_parquet(split_file, columns=["clip_id", "split"])
@@ -169,7 +171,7 @@ def reference_key(
 ) -> str:
     """What a reference was built from: the weights, the cache index and the split."""
     digest = hashlib.sha256(split.encode())
-    for path in (Path(model_dir) / "best.pt", Path(cache_dir) / "index.parquet", Path(split_file)):
+    for path in (model_folder.weights(model_dir), Path(cache_dir) / INDEX, Path(split_file)):
         digest.update(path.read_bytes() if path.is_file() else b"-")
     return digest.hexdigest()[:16]
 

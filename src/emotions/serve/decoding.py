@@ -7,7 +7,7 @@ decode in parallel without contending for the GIL. A decoded clip is small (T fr
 R×R×3 bytes plus a log-mel), so sending it back costs about a millisecond.
 
 Before decoding, the worker screens the file with ingest's own checks
-(:func:`emotions.data.probe.screen_file`: header and packet count, nothing decoded), so a still
+(:func:`emotions.media.probe.screen_file`: header and packet count, nothing decoded), so a still
 image, an audio file or a header declaring a 16000×16000 frame or ten hours never reaches the
 decoder; :class:`DecodeFailed` then carries the 415/422 refusal to answer with.
 """
@@ -22,9 +22,9 @@ from pathlib import Path
 from pebble import ProcessExpired, ProcessPool
 
 from emotions.config import PreprocessConfig
-from emotions.data.clipcheck import ClipBounds
-from emotions.data.decode import DecodedClip, DecodeError, decode_clip
-from emotions.data.probe import screen_file
+from emotions.media.clipcheck import ClipBounds
+from emotions.media.decode import DecodedClip, DecodeError, decode_clip
+from emotions.media.probe import screen_file
 from emotions.serve.limits import UNDECODABLE_VIDEO, Rejection, refused_clip
 
 

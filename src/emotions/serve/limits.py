@@ -4,8 +4,8 @@ Every client error is ``{"error": code, "detail": text}`` with a 4xx status: ``c
 for programs, ``detail`` is the sentence a person reads. The checks here are pure functions of
 the upload's name, declared type and size, so they are the same in the service and in tests.
 
-What the upload's *content* is, is judged by ingest's own rule (``emotions.data.clipcheck``,
-run by ``emotions.data.probe.screen_file`` on the header and the packet count before any
+What the upload's *content* is, is judged by ingest's own rule (``emotions.media.clipcheck``,
+run by ``emotions.media.probe.screen_file`` on the header and the packet count before any
 decoding): not a video at all (a still or animated image, sound only) is 415; a video outside
 the params' bounds (a declared 16000×16000 frame, ten hours, a single frame, 2 fps) is 422
 ``clip_out_of_bounds``, not 413, because 413 is the body-size limit the client can fix by
@@ -22,7 +22,7 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from emotions.config import ServeConfig
-from emotions.data.clipcheck import NOT_VIDEO, OUT_OF_BOUNDS
+from emotions.media.clipcheck import NOT_VIDEO, OUT_OF_BOUNDS
 
 MISSING_VIDEO = "missing_video"
 PAYLOAD_TOO_LARGE = "payload_too_large"

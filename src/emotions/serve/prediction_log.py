@@ -153,7 +153,7 @@ def prediction_record(
 
     Beyond the answer: ``window_probabilities`` (the timeline's, in window order) and
     ``modality_probabilities`` (the audio-only and video-only views,
-    :meth:`~emotions.inference.Predictor.predict_clips_with_views`), which the re-annotation
+    :meth:`~emotions.serve.predictor.Predictor.predict_clips_with_views`), which the re-annotation
     queue scores; ``stored`` / ``sha256``, the upload store's key of the kept upload (None when
     serve.keep_uploads is off or it was not kept).
     """

@@ -3,7 +3,7 @@
     bentoml serve emotions.serve.service:EmotionService      (or `emotions serve`, `make serve`)
 
 One code path with the command line: the upload is decoded by ``decode_clip`` and classified by
-:class:`emotions.inference.Predictor`, so a served answer equals `emotions predict` on the same
+:class:`emotions.serve.predictor.Predictor`, so a served answer equals `emotions predict` on the same
 file (``path`` is the name the client uploaded). Around it:
 
 - limits: request bodies over ``serve.max_upload_mb`` get 413 before they are read, bodies
@@ -39,8 +39,9 @@ import numpy as np
 from fastapi import FastAPI
 from starlette.responses import JSONResponse
 
-from emotions.data.decode import DecodedClip
-from emotions.inference import Predictor, summarise_input
+from emotions import model_folder
+from emotions.layout import Layout
+from emotions.media.decode import DecodedClip
 from emotions.serve.batcher import MicroBatcher
 from emotions.serve.bodylimit import BodySizeLimit, Scope
 from emotions.serve.decoding import DecodeFailed, DecoderPool
@@ -50,12 +51,14 @@ from emotions.serve.limits import (
     check_upload,
     missing_video,
 )
+from emotions.serve.model_store import METRICS_FILE
 from emotions.serve.prediction_log import (
     PredictionLog,
     error_record,
     new_request_id,
     prediction_record,
 )
+from emotions.serve.predictor import Predictor, summarise_input
 from emotions.serve.settings import (
     CALIBRATION_ENV,
     ModelSource,
@@ -97,9 +100,9 @@ def _log_refused_body(rejection: Rejection, scope: Scope) -> None:
 
 def read_metrics(model_dir: Path, meta: dict[str, Any]) -> dict[str, Any] | None:
     """The run's test metrics: packaged beside the model, or where `evaluate` writes them."""
-    candidates = [model_dir / "metrics.json"]
+    candidates = [model_dir / METRICS_FILE]
     if meta.get("dataset") and meta.get("variant"):
-        candidates.append(Path("metrics") / meta["dataset"] / f"{meta['variant']}.json")
+        candidates.append(Layout().metrics(str(meta["dataset"]), str(meta["variant"])))
     for path in candidates:
         if path.is_file():
             try:
@@ -174,7 +177,7 @@ class EmotionService:
                 "path": str(self.source.path),
                 "tag": self.source.tag,
             },
-            "checkpoint_sha256": file_sha256(self.source.path / "best.pt"),
+            "checkpoint_sha256": file_sha256(model_folder.weights(self.source.path)),
             # The temperature the clip probabilities are divided by, and its file (None: T=1).
             "calibration": {
                 "temperature": self.predictor.temperature,

@@ -13,8 +13,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from emotions import model_folder
 from emotions.config import ConfigError, IngestConfig, Params, ServeConfig, load_params
-from emotions.data.clipcheck import ClipBounds
+from emotions.layout import Layout
+from emotions.media.clipcheck import ClipBounds
 
 PARAMS_ENV = "EMOTIONS_PARAMS"
 MODEL_DIR_ENV = "EMOTIONS_MODEL_DIR"
@@ -77,9 +79,9 @@ class ServeSettings:
 
 
 def default_model_dir(params: Params, run: str) -> Path:
-    """The folder `emotions train --run RUN` writes: artifacts/models/<dataset>/<variant>."""
+    """The folder `emotions train --run RUN` writes."""
     spec = params.run(run)
-    return Path("artifacts") / "models" / spec.dataset / spec.variant
+    return Layout().model_dir(spec.dataset, spec.variant)
 
 
 def load_settings(environ: Mapping[str, str] | None = None) -> ServeSettings:
@@ -128,7 +130,7 @@ def served_model_tag(
         return None
     if settings.config.model_tag:
         return settings.config.model_tag
-    from emotions.package import model_name, store_run_model
+    from emotions.serve.model_store import model_name, store_run_model
 
     name = model_name(settings.config.run)
     root = bento_root()
@@ -137,7 +139,7 @@ def served_model_tag(
     if settings.params is None:
         return None
     model_dir = default_model_dir(settings.params, settings.config.run)
-    if not (model_dir / "model.json").is_file() or not (model_dir / "best.pt").is_file():
+    if not model_folder.is_model_folder(model_dir):
         return None
     return store_run_model(model_dir)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from emotions.models.fusion import FusionBase
+from emotions.models.fusions._base import FusionBase
 from emotions.models.registry import register_fusion
 from emotions.models.settings import ModelSettings
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from emotions.models.fusion import FusionBase, GatedFusion, masked_average, usable_windows
+from emotions.models.fusions._base import FusionBase, GatedFusion, masked_average, usable_windows
 from emotions.models.registry import register_fusion
 from emotions.models.settings import ModelSettings
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from emotions.models.fusion import FusionBase
+from emotions.models.fusions._base import FusionBase
 from emotions.models.fusions.global_ import GlobalStage
 from emotions.models.fusions.local import LocalStage
 from emotions.models.registry import register_fusion

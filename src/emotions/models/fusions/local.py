@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from emotions.models.fusion import FusionBase, usable_windows
+from emotions.models.fusions._base import FusionBase, usable_windows
 from emotions.models.registry import register_fusion
 from emotions.models.settings import ModelSettings
 

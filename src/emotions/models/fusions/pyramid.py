@@ -1,4 +1,4 @@
-"""Pyramid fusion, after the authors' code (DESIGN.md "How the authors train AV-CANet").
+"""Pyramid fusion, after the authors' code (docs/DESIGN.md "How the authors train AV-CANet").
 
 Over the aligned snippet tokens (each modality's tokens averaged per time window, so snippet k
 of the video and snippet k of the audio cover the same share of the clip):
@@ -26,7 +26,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from emotions.models.fusion import FusionBase, GatedFusion, window_weights
+from emotions.models.fusions._base import FusionBase, GatedFusion, window_weights
 from emotions.models.registry import register_fusion
 from emotions.models.settings import ModelSettings
 

@@ -1,1 +1,0 @@
-"""The data plane: sources, probing, annotations, validation, variants, decode-once cache, loader."""

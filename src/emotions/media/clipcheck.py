@@ -1,0 +1,184 @@
+"""Is this a clip we accept? One answer, shared by ingest (quarantine) and serve (4xx).
+
+A file can open, demux and even decode and still not be a clip: a PNG saved as ``.mp4`` opens
+as a one-frame "video" of 0.04 s, a hostile header can declare a 16000×16000 picture or ten
+hours, a screen grab can be 8×8 pixels. :func:`check_clip` judges the facts FFmpeg reports
+about the video stream against the bounds in params.yaml (``ingest.duration_s``,
+``ingest.fps``, ``ingest.min_frames``, ``ingest.min_side``, ``ingest.max_side``) and returns a
+:class:`Refusal` with a stable, specific reason, or None.
+
+It is called twice on the same file: once on the header alone (right after opening, before a
+single picture is decoded, so an enormous declared frame or duration costs nothing) with the
+facts the header does not give left as None, and once more on the measured facts after the
+packets were counted. Ingest records the very values it checked, so the manifest's duration and
+frame rate lie inside the bounds that validate checks again (validate reads the same
+``ingest`` keys; there is one source of truth).
+
+Images: any stream of an image codec read by an image demuxer (``png_pipe``, ``jpeg_pipe``,
+``gif``, ``apng``, ...) is refused, and so is an image codec holding at most one frame in a
+video container. Animated GIF/APNG/WebP are refused too ("animated image"): they are image
+formats (palette colour, no sound, frame delays in 1/100 s, looping), not the camera video the
+model was trained on, and a platform's "GIF" is served as MP4 anyway. Motion JPEG or PNG
+*video* (many frames in AVI/MOV/MKV, as old cameras and screen recorders write) is a video
+and is kept.
+
+This module imports nothing heavy (not even PyAV): probe workers import it, and a spawned
+worker must start fast.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+# FFmpeg decoder names of picture formats. A stream of one of these with at most one frame is a
+# still image, whatever the container says.
+IMAGE_CODECS = frozenset(
+    {
+        "alias_pix", "apng", "bmp", "dds", "dpx", "exr", "gif", "hdr", "jpeg2000", "jpegls",
+        "jpegxl", "ljpeg", "mjpeg", "pam", "pbm", "pcx", "pfm", "pgm", "pgmyuv", "phm", "photocd",
+        "pictor", "png", "ppm", "psd", "qoi", "sgi", "sunrast", "targa", "tiff", "txd", "vbn",
+        "webp", "xbm", "xpm", "xwd",
+    }
+)  # fmt: skip
+# FFmpeg demuxers that read picture files (besides every "<format>_pipe" one).
+IMAGE_DEMUXERS = frozenset({"image2", "gif", "apng", "webp", "image2pipe"})
+
+
+class BoundsConfig(Protocol):
+    """What :meth:`ClipBounds.of` reads (``emotions.config.IngestConfig`` has it)."""
+
+    duration_s: tuple[float, float]
+    fps: tuple[float, float]
+    min_frames: int
+    min_side: int
+    max_side: int
+
+
+@dataclass(frozen=True)
+class ClipBounds:
+    """The params' limits of an acceptable clip (inclusive), picklable for worker processes."""
+
+    duration_s: tuple[float, float]
+    fps: tuple[float, float]
+    min_frames: int
+    min_side: int
+    max_side: int
+
+    @classmethod
+    def of(cls, config: BoundsConfig) -> ClipBounds:
+        return cls(
+            duration_s=(float(config.duration_s[0]), float(config.duration_s[1])),
+            fps=(float(config.fps[0]), float(config.fps[1])),
+            min_frames=int(config.min_frames),
+            min_side=int(config.min_side),
+            max_side=int(config.max_side),
+        )
+
+
+@dataclass(frozen=True)
+class StreamFacts:
+    """What is known about the video stream; None where it is not known (yet)."""
+
+    codec: str
+    demuxer: str
+    width: int
+    height: int
+    n_frames: int | None = None
+    duration_s: float | None = None
+    fps: float | None = None
+
+
+# Refusal kinds: serve answers "not_video" (an image, sound only) with 415 and the others
+# ("out_of_bounds": a video outside the params' limits; "undecodable": no video FFmpeg can
+# read) with 422.
+NOT_VIDEO = "not_video"
+OUT_OF_BOUNDS = "out_of_bounds"
+UNDECODABLE = "undecodable"
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """Why the file is not a clip we accept, and which kind of reason it is."""
+
+    reason: str
+    kind: str = OUT_OF_BOUNDS
+
+
+def is_image_demuxer(name: str) -> bool:
+    """FFmpeg demuxer names may list aliases ("mov,mp4,m4a"); any image one counts."""
+    return any(part in IMAGE_DEMUXERS or part.endswith("_pipe") for part in name.split(","))
+
+
+def _num(value: float) -> str:
+    """Numbers as a person writes them: 0.04, 600, 0.0004, 36000, 17.1429."""
+    text = f"{value:.4f}".rstrip("0").rstrip(".")
+    return text if text not in ("0", "-0") or value == 0 else f"{value:.2g}"
+
+
+def _range(bounds: tuple[float, float]) -> str:
+    return f"[{_num(bounds[0])}, {_num(bounds[1])}]"
+
+
+def check_clip(
+    facts: StreamFacts, bounds: ClipBounds | None, *, picture_files: bool = False
+) -> Refusal | None:
+    """The first reason ``facts`` are not a clip we accept, or None.
+
+    Order: what the file is (an image), then what would be expensive to decode (the frame
+    size), then the counts a person can check (frames, duration, rate, size). ``bounds`` None
+    applies only the image rule. ``picture_files``: a frame folder, made of pictures by design,
+    so the image rule does not apply to it.
+    """
+    frames = facts.n_frames
+    if not picture_files and facts.codec in IMAGE_CODECS:
+        image_file = is_image_demuxer(facts.demuxer)
+        if frames is not None and frames > 1 and image_file:
+            return Refusal(
+                f"animated image ({facts.codec} codec, {frames} frames): an image format, "
+                "not a video",
+                kind=NOT_VIDEO,
+            )
+        if frames is not None and frames <= 1:
+            plural = "" if frames == 1 else "s"
+            return Refusal(
+                f"still image ({facts.codec} codec, {frames} frame{plural})", kind=NOT_VIDEO
+            )
+    if bounds is None:
+        return None
+    if facts.width > 0 and facts.height > 0 and max(facts.width, facts.height) > bounds.max_side:
+        return Refusal(
+            f"frame too large: {facts.width}×{facts.height} px, a side over "
+            f"{bounds.max_side} px (ingest.max_side)"
+        )
+    if frames is not None and frames < bounds.min_frames:
+        return Refusal(f"too few frames: {frames} < {bounds.min_frames} (ingest.min_frames)")
+    lo, hi = bounds.duration_s
+    if facts.duration_s is not None and not lo <= facts.duration_s <= hi:
+        return Refusal(
+            f"duration {_num(facts.duration_s)} s outside {_range(bounds.duration_s)} s "
+            "(ingest.duration_s)"
+        )
+    lo, hi = bounds.fps
+    if facts.fps is not None and not lo <= facts.fps <= hi:
+        return Refusal(
+            f"frame rate {_num(facts.fps)} fps outside {_range(bounds.fps)} fps (ingest.fps)"
+        )
+    if facts.width > 0 and facts.height > 0 and min(facts.width, facts.height) < bounds.min_side:
+        return Refusal(
+            f"too small: {facts.width}×{facts.height} px, the shorter side under "
+            f"{bounds.min_side} px (ingest.min_side)"
+        )
+    return None
+
+
+# Reason prefixes of check_clip, for counting them (emotions.media.probe.REASON_PREFIXES).
+REASON_PREFIXES = (
+    "still image",
+    "animated image",
+    "frame too large",
+    "too few frames",
+    "duration",
+    "frame rate",
+    "too small",
+)

@@ -1,0 +1,81 @@
+"""Save and load training state safely.
+
+Checkpoints hold only tensors and plain Python values so they load with
+``torch.load(weights_only=True)``: a checkpoint from elsewhere cannot run code on load. Every
+write goes to a temporary file first and is renamed, so a run killed while saving leaves the
+previous checkpoint intact, which is what makes resuming after a kill safe.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from emotions.atomic import atomic_write, atomic_write_json
+from emotions.layout import BEST, LAST, META
+
+__all__ = [
+    "BEST",
+    "LAST",
+    "META",
+    "atomic_torch_save",
+    "atomic_write_json",
+    "capture_rng",
+    "load_checkpoint",
+    "restore_rng",
+]
+
+
+def atomic_torch_save(obj: Any, path: Path) -> None:
+    atomic_write(path, lambda tmp: torch.save(obj, tmp))
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    """Load a checkpoint with the safe unpickler; a clear error if it is missing or foreign."""
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:
+        raise ValueError(f"{path}: not a loadable checkpoint ({error})") from error
+
+
+def capture_rng() -> dict[str, Any]:
+    """RNG states of python, numpy and torch as tensors and plain values."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    state: dict[str, Any] = {
+        "python": random.getstate(),
+        "numpy": {
+            "kind": kind,
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "gauss": float(gauss),
+        },
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng(state: dict[str, Any]) -> None:
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    numpy_state = state["numpy"]
+    np.random.set_state(
+        (
+            numpy_state["kind"],
+            numpy_state["keys"].numpy().astype(np.uint32),
+            numpy_state["pos"],
+            numpy_state["has_gauss"],
+            numpy_state["gauss"],
+        )
+    )
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])

@@ -1,0 +1,122 @@
+"""params.yaml is one schema: the shipped file loads, and mistakes name the offending key."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from emotions.config import ConfigError, load_params, parse_params
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _raw() -> dict:
+    return yaml.safe_load((REPO / "params.yaml").read_text(encoding="utf-8"))
+
+
+def test_shipped_params_load():
+    params = load_params(REPO / "params.yaml")
+    # The released eMotions classes, in the release's (alphabetical) class order.
+    assert list(params.taxonomy_for("emotions").items()) == [
+        ("Excitation", "positive"),
+        ("Fear", "negative"),
+        ("Neutral", "neutral"),
+        ("Relaxation", "positive"),
+        ("Sadness", "negative"),
+        ("Tension", "negative"),
+    ]
+    assert params.label_aliases_for("emotions") == {"Sad": "Sadness"}
+    assert params.datasets["emotions"].variants == ["full", "balanced", "test"]
+    assert params.preprocess.crop <= params.preprocess.resize
+
+
+def test_unknown_key_is_named():
+    raw = _raw()
+    raw["preprocess"]["num_frame"] = 8
+    with pytest.raises(ConfigError, match=r"preprocess\.num_frame: unknown key"):
+        parse_params(raw)
+
+
+def test_wrong_type_is_named():
+    raw = _raw()
+    raw["ingest"]["workers"] = "many"
+    with pytest.raises(ConfigError, match=r"ingest\.workers"):
+        parse_params(raw)
+
+
+def test_unknown_taxonomy_and_layout():
+    raw = _raw()
+    raw["datasets"]["emotions"]["taxonomy"] = "plutchik"
+    with pytest.raises(ConfigError, match="plutchik"):
+        parse_params(raw)
+    raw = _raw()
+    raw["datasets"]["emotions"]["layout"] = "zip"
+    with pytest.raises(ConfigError, match=r"datasets\.emotions\.layout"):
+        parse_params(raw)
+
+
+def test_crop_larger_than_resize_is_rejected():
+    raw = _raw()
+    raw["preprocess"]["crop"] = 200
+    with pytest.raises(ConfigError, match="crop"):
+        parse_params(raw)
+
+
+def test_missing_file_and_bad_yaml(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_params(tmp_path / "nope.yaml")
+    bad = tmp_path / "params.yaml"
+    bad.write_text("seed: [1,\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_params(bad)
+
+
+def test_unknown_dataset_lookup():
+    params = load_params(REPO / "params.yaml")
+    with pytest.raises(ConfigError, match="unknown dataset 'nope'"):
+        params.dataset("nope")
+
+
+def test_shipped_presets_and_their_polarities():
+    taxonomies = load_params(REPO / "params.yaml").taxonomies
+    ve8 = taxonomies["videoemotion8"]
+    assert sorted(name for name, pol in ve8.items() if pol == "positive") == [
+        "Anticipation",
+        "Joy",
+        "Surprise",
+        "Trust",
+    ]
+    assert sorted(name for name, pol in ve8.items() if pol == "negative") == [
+        "Anger",
+        "Disgust",
+        "Fear",
+        "Sadness",
+    ]
+    assert list(taxonomies["ekman6"]) == ["anger", "disgust", "fear", "joy", "sadness", "surprise"]
+    assert {taxonomies["ekman6"][name] for name in ("joy", "surprise")} == {"positive"}
+
+
+def test_alias_targets_are_matched_like_labels_and_spelled_as_the_taxonomy():
+    raw = _raw()
+    raw["label_aliases"] = {"emotions6": {"sad": " sadness", "Calm": "RELAXATION"}}
+    assert parse_params(raw).aliases_of("emotions6") == {"sad": "Sadness", "Calm": "Relaxation"}
+    assert parse_params(raw).aliases_of("ekman6") == {}
+
+
+@pytest.mark.parametrize(
+    ("aliases", "message"),
+    [
+        (
+            {"emotions6": {"Sad": "Sorrow"}},
+            r"label_aliases\.emotions6\.Sad: 'Sorrow' is not a class",
+        ),
+        ({"plutchik": {"Sad": "Sadness"}}, r"label_aliases\.plutchik: not one of taxonomies"),
+        # An alias spelled like another class would make one label mean two classes.
+        ({"emotions6": {"fear": "Tension"}}, r"'fear' is already the class 'Fear'"),
+    ],
+)
+def test_bad_alias_is_a_clear_error(aliases, message):
+    raw = _raw()
+    raw["label_aliases"] = aliases
+    with pytest.raises(ConfigError, match=message):
+        parse_params(raw)

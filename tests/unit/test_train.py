@@ -1,0 +1,296 @@
+"""The train stage's promises: exact resumes after a kill, fresh starts when they are due,
+DDP on gloo, the bf16 autocast path, early stopping and DVCLive logs.
+
+All runs are CPU, fp32 unless said otherwise, one torch thread (``train.threads: 1``), on the
+session's small corpus (tests/support/smallcorpus.py): a few seconds each.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import signal
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+from smallcorpus import (
+    RUN,
+    SmallCorpus,
+    keep_torch_threads,
+    run_command,
+    run_python,
+    shared_corpus,
+    shared_model,
+)
+from torch.optim.optimizer import register_optimizer_step_post_hook
+
+from emotions.model_folder import load as load_trained_model
+from emotions.serve.predictor import Predictor
+from emotions.training.checkpoints import BEST, LAST, META, load_checkpoint
+from emotions.training.trainer import train_run
+
+# A `emotions train` process that SIGKILLs itself right after its N-th optimizer step: the kill
+# lands at an exact point inside an epoch (after the step, before the epoch's checkpoint), where
+# polling from outside could only hope to land on an epoch this short (~0.3 s).
+KILL_AFTER_STEP = """
+import os, signal, sys
+from torch.optim.optimizer import register_optimizer_step_post_hook
+
+kill_at, steps = int(sys.argv[1]), 0
+
+def count(optimizer, args, kwargs):
+    global steps
+    steps += 1
+    if steps == kill_at:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+register_optimizer_step_post_hook(count)
+from emotions.cli import main
+sys.exit(main(["--params", "params.yaml", "train", "--run", sys.argv[2]]))
+"""
+
+
+class Interrupted(Exception):
+    """Raised from an optimizer hook to stop an in-process run mid-epoch (like a Ctrl-C)."""
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> SmallCorpus:
+    return shared_corpus(tmp_path_factory)
+
+
+def steps_per_epoch(corpus: SmallCorpus, batch_size: int) -> int:
+    split = pd.read_parquet(corpus.paths(Path("unused")).split)
+    train = int((split["split"] == "train").sum())
+    return train // batch_size if train > batch_size else 1
+
+
+def train_here(corpus: SmallCorpus, model_dir: Path, sections=None, **train) -> dict:
+    with keep_torch_threads():
+        return train_run(
+            corpus.params(sections, **train), RUN, paths=corpus.paths(model_dir), progress=False
+        )
+
+
+def interrupt_here(
+    corpus: SmallCorpus, model_dir: Path, after_steps: int, sections=None, **train
+) -> None:
+    """Run in this process until the given optimizer step, then abort with an exception."""
+    count = {"steps": 0}
+
+    def hook(optimizer, args, kwargs) -> None:
+        count["steps"] += 1
+        if count["steps"] == after_steps:
+            raise Interrupted
+
+    handle = register_optimizer_step_post_hook(hook)
+    try:
+        with pytest.raises(Interrupted):
+            train_here(corpus, model_dir, sections, **train)
+    finally:
+        handle.remove()
+
+
+def state_dicts_equal(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[key], b[key]) for key in a)
+
+
+def dvclive_plots(model_dir: Path, timing: bool = False) -> dict[str, str]:
+    """The DVCLive metric logs; the throughput logs (perf/) only with ``timing``: clocks
+    differ between any two runs, so no resume can reproduce them."""
+    folder = model_dir / "dvclive" / "plots" / "metrics"
+    return {
+        path.relative_to(folder).as_posix(): path.read_text(encoding="utf-8")
+        for path in sorted(folder.rglob("*.tsv"))
+        if timing or not path.relative_to(folder).as_posix().startswith("perf/")
+    }
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_to_exactly_the_uninterrupted_result(corpus: SmallCorpus, tmp_path):
+    epochs, batch = 4, 4
+    per_epoch = steps_per_epoch(corpus, batch)
+    assert per_epoch >= 3, "the corpus must give several steps per epoch to kill inside one"
+    work = corpus.workdir(tmp_path / "killed", epochs=epochs, batch_size=batch)
+    model_dir = corpus.model_dir(work)
+
+    # Killed after the 2nd step of epoch 2: weights and optimizer moments have moved on from
+    # the epoch-1 checkpoint, which is all that survives.
+    killed = run_python(["-c", KILL_AFTER_STEP, str(per_epoch + 2), RUN], work)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    checkpoint = load_checkpoint(model_dir / LAST)
+    assert checkpoint["epoch"] == 1
+    assert not checkpoint["finished"]
+
+    resumed = run_python(["-m", "emotions", "train", "--run", RUN], work)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "resuming after epoch 1" in resumed.stdout
+
+    reference = tmp_path / "reference"
+    summary = train_here(corpus, reference, epochs=epochs, batch_size=batch)
+    assert summary["epochs"] == epochs
+
+    after, clean = load_checkpoint(model_dir / LAST), load_checkpoint(reference / LAST)
+    assert after["history"] == clean["history"] == summary["history"]  # exact floats
+    assert after["finished"] and clean["finished"]
+    assert (after["best_epoch"], after["best_score"]) == (clean["best_epoch"], clean["best_score"])
+    assert state_dicts_equal(after["model"], clean["model"])
+    best, best_clean = load_checkpoint(model_dir / BEST), load_checkpoint(reference / BEST)
+    assert best["epoch"] == best_clean["epoch"]
+    assert state_dicts_equal(best["model"], best_clean["model"])
+    for moments, moments_clean in zip(
+        after["optimizer"]["state"].values(), clean["optimizer"]["state"].values(), strict=True
+    ):
+        assert state_dicts_equal(moments, moments_clean)
+    written = json.loads((model_dir / "train_summary.json").read_text(encoding="utf-8"))
+    assert written["history"] == summary["history"]
+    # DVCLive resumed too: the killed + resumed logs read exactly like the uninterrupted ones.
+    assert dvclive_plots(model_dir) == dvclive_plots(reference)
+
+
+def test_changed_params_start_fresh_and_same_params_resume(corpus: SmallCorpus, tmp_path, capsys):
+    model_dir = tmp_path / "model"
+    per_epoch = steps_per_epoch(corpus, 8)
+    interrupt_here(corpus, model_dir, per_epoch + 1, epochs=2)
+    interrupted = load_checkpoint(model_dir / LAST)
+    assert (interrupted["epoch"], interrupted["finished"]) == (1, False)
+    capsys.readouterr()
+
+    # Another learning rate is another fingerprint: the checkpoint is not this run's past.
+    fresh = train_here(corpus, model_dir, epochs=2, lr=2e-3)
+    assert "resuming" not in capsys.readouterr().out
+    assert [record["epoch"] for record in fresh["history"]] == [1, 2]
+    assert fresh["history"][0] != interrupted["history"][0]
+
+    # Interrupted again with the original params, then resumed with them.
+    interrupt_here(corpus, model_dir, per_epoch + 1, epochs=2)
+    capsys.readouterr()
+    resumed = train_here(corpus, model_dir, epochs=2)
+    assert "resuming after epoch 1" in capsys.readouterr().out
+    assert resumed["history"][0] == interrupted["history"][0]
+    assert [record["epoch"] for record in resumed["history"]] == [1, 2]
+
+
+def test_model_folder_stays_loadable_when_a_fresh_run_of_another_architecture_dies(
+    corpus: SmallCorpus, tmp_path
+):
+    """The folder persists between runs (dvc.yaml: persist), so a fresh run must not pair its
+    own model.json with the previous run's best.pt before it has a best.pt of its own."""
+    model_dir = tmp_path / "model"
+    train_here(corpus, model_dir, epochs=1)
+    interrupt_here(corpus, model_dir, 1, {"model": {"dim": 64, "heads": 2}}, epochs=1)
+    model, meta = load_trained_model(model_dir)
+    assert meta["model"]["dim"] == corpus.params().model.dim
+    assert model.fusion is not None
+
+
+def test_finished_run_is_trained_again_not_resumed(corpus: SmallCorpus, tmp_path, capsys):
+    model_dir = tmp_path / "model"
+    first = train_here(corpus, model_dir, epochs=2)
+    assert load_checkpoint(model_dir / LAST)["finished"]
+    capsys.readouterr()
+    second = train_here(corpus, model_dir, epochs=2)
+    assert "resuming" not in capsys.readouterr().out
+    assert second["epochs"] == 2
+    assert second["history"] == first["history"]  # retrained from scratch, same seed
+
+
+@pytest.mark.slow
+def test_ddp_on_gloo_with_two_processes(corpus: SmallCorpus, tmp_path):
+    epochs = 2
+    # 16 per batch but only ~9 train clips per rank: each rank must still get its one batch.
+    work = corpus.workdir(tmp_path / "ddp", epochs=epochs, batch_size=16)
+    torchrun = Path(sys.executable).parent / "torchrun"
+    # `-m --`: torchrun's own parser would take `--run` for an abbreviation of its
+    # `--run-path` and stop; after `--` everything is handed to the module unparsed.
+    launched = run_command(
+        [
+            str(torchrun),
+            "--nproc_per_node=2",
+            "--standalone",
+            "-m",
+            "--",
+            "emotions",
+            "--params",
+            "params.yaml",
+            "train",
+            "--run",
+            RUN,
+        ],
+        work,
+    )
+    assert launched.returncode == 0, launched.stdout[-2000:] + launched.stderr[-3000:]
+    epoch_lines = [line for line in launched.stdout.splitlines() if '{"epoch": ' in line]
+    assert len(epoch_lines) == epochs, launched.stdout  # rank 0 alone reports each epoch
+
+    model_dir = corpus.model_dir(work)
+    assert {path.name for path in model_dir.iterdir()} == {
+        BEST,
+        LAST,
+        META,
+        "dvclive",
+        "train_summary.json",
+    }
+    assert not list(model_dir.rglob("*.tmp")), "no half-written file may be left behind"
+    summary = json.loads((model_dir / "train_summary.json").read_text(encoding="utf-8"))
+    assert summary["world_size"] == 2
+    assert summary["epochs"] == epochs
+    assert all(math.isfinite(record["train_loss"]) for record in summary["history"])
+    rows = (model_dir / "dvclive/plots/metrics/val_weighted_f1.tsv").read_text().splitlines()
+    assert len(rows) == 1 + epochs  # one writer: a header and one row per epoch
+
+    model, meta = load_trained_model(model_dir)
+    assert meta["classes"] == list(corpus.params().taxonomy_for("emotions"))
+    clip = next(iter(sorted((corpus.root / "videos").glob("*.mp4"))))
+    result = next(Predictor(model_dir).predict_files([clip]))
+    assert result["label"] in meta["classes"]
+    assert model.training is False
+
+
+def test_bf16_autocast_path_trains_on_cpu(corpus: SmallCorpus, tmp_path):
+    model_dir = tmp_path / "bf16"
+    summary = train_here(corpus, model_dir, epochs=1, precision="bf16")
+    assert summary["bf16"] is True
+    assert summary["device"] == "cpu"
+    assert math.isfinite(summary["history"][0]["train_loss"])
+    best = load_checkpoint(model_dir / BEST)["model"]
+    # Autocast changes the compute precision only: the master weights stay fp32.
+    assert {tensor.dtype for tensor in best.values() if tensor.is_floating_point()} == {
+        torch.float32
+    }
+    model, _ = load_trained_model(model_dir)
+    assert model is not None
+
+
+def test_early_stopping_ends_before_the_epoch_budget(corpus: SmallCorpus, tmp_path):
+    # A learning rate far below fp32 resolution of the weights: nothing can improve.
+    model_dir = tmp_path / "stopped"
+    summary = train_here(
+        corpus, model_dir, epochs=5, patience=1, lr=1e-12, weight_decay=0.0, warmup_epochs=0
+    )
+    assert summary["epochs"] == 2 < 5
+    assert summary["best_epoch"] == 1
+    scores = [record["val_weighted_f1"] for record in summary["history"]]
+    assert scores[1] == scores[0]
+    last = load_checkpoint(model_dir / LAST)
+    assert last["finished"] and last["bad_epochs"] == 1
+
+
+def test_dvclive_logs_metrics_in_the_model_folder(tmp_path_factory):
+    model_dir = shared_model(tmp_path_factory)
+    live = model_dir / "dvclive"
+    metrics = json.loads((live / "metrics.json").read_text(encoding="utf-8"))
+    assert metrics["step"] == 1  # two epochs: steps 0 and 1
+    assert {"val_accuracy", "val_weighted_f1", "val_macro_f1", "lr"} <= metrics.keys()
+    assert "train_loss" in metrics["train"]
+    plots = dvclive_plots(model_dir)
+    assert {"train/train_loss.tsv", "val_weighted_f1.tsv", "lr.tsv"} <= plots.keys()
+    history = load_checkpoint(model_dir / LAST)["history"]
+    rows = plots["val_weighted_f1.tsv"].splitlines()
+    assert rows[0] == "step\tval_weighted_f1"
+    assert [float(row.split("\t")[1]) for row in rows[1:]] == [
+        record["val_weighted_f1"] for record in history
+    ]
