@@ -41,6 +41,9 @@ def _sha(path: Path) -> str:
 def _small_params(tmp_path: Path, **annotate: str) -> Path:
     raw = yaml.safe_load((REPO / "params.yaml").read_text(encoding="utf-8"))
     raw["datasets"]["emotions"]["root"] = str(tmp_path / "data")
+    queue = annotate.pop("queue_dir", None)
+    if queue is not None:  # the queue folder push reads is queue.out (one key for it)
+        raw["queue"]["out"] = queue
     raw["annotate"].update(annotate)
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(raw), encoding="utf-8")
@@ -145,10 +148,10 @@ def loop(tmp_path_factory):
     raw["annotate"].update(
         url=ls.url,
         project=PROJECT,
-        queue_dir=str(queue),
         document_root=str(root),
         page_size=2,  # pagination is exercised with five tasks
     )
+    raw["queue"]["out"] = str(queue)
     params_file = base / "params.yaml"
     params_file.write_text(yaml.safe_dump(raw), encoding="utf-8")
     print(f"label studio: init {ls.init_s:.1f} s, start {ls.start_s:.1f} s")
