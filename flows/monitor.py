@@ -72,6 +72,8 @@ def drift_check(
     workspace: Path,
     plot_rows: int,
     threads: int,
+    device: str = "cpu",
+    precision: str = "auto",
 ) -> DriftSummary:
     return check_log(
         log,
@@ -85,6 +87,8 @@ def drift_check(
         workspace=workspace,
         plot_rows=plot_rows,
         threads=threads,
+        device=device,
+        precision=precision,
     )
 
 
@@ -178,6 +182,8 @@ def monitor(
             root / config.workspace,
             config.embedding_plot_rows,
             config.threads,
+            params.serve.device,
+            params.serve.precision,
         )
     except NotEnoughDataError as error:
         logger.warning("no drift check: %s", error)

@@ -95,16 +95,31 @@ def cmd_evaluate(args: argparse.Namespace, params: Params) -> None:
     evaluate(params, run=args.run)
 
 
+def _clip_bounds(params_path: str):
+    """The clip bounds ingest and the service screen files with (params.yaml's ``ingest``), or
+    None (the still-image and no-video rules alone) outside a project folder."""
+    from emotions.media.clipcheck import ClipBounds
+
+    if not Path(params_path).is_file():
+        return None
+    return ClipBounds.of(load_params(params_path).ingest)
+
+
 def cmd_predict(args: argparse.Namespace, params: Params) -> None:
     import json
 
-    from emotions.model_folder import CalibrationError, ModelFolderError
     from emotions.serve.predictor import Predictor
 
-    try:
-        predictor = Predictor(args.model, threads=args.threads, calibration=args.calibration)
-    except (ModelFolderError, CalibrationError) as error:
-        raise StageError(str(error)) from None
+    # A folder that is no model, a temperature for other weights, CUDA asked for but absent:
+    # StageErrors, one line and exit 2 (main).
+    predictor = Predictor(
+        args.model,
+        device=args.device,
+        precision=args.precision,
+        threads=args.threads,
+        calibration=args.calibration,
+        bounds=_clip_bounds(args.params),
+    )
     failures = 0
     for result in predictor.predict_files(args.files, batch_size=args.batch_size):
         failures += "error" in result
@@ -183,6 +198,8 @@ def cmd_monitor(args: argparse.Namespace, params: Params) -> None:
             workspace=Path(config.workspace),
             plot_rows=config.embedding_plot_rows,
             threads=config.threads,
+            device=params.serve.device,
+            precision=params.serve.precision,
         )
     except (MonitorDataError, CacheError, FileNotFoundError) as error:
         raise StageError(str(error)) from None
@@ -312,6 +329,17 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("files", nargs="+", help="video files")
     predict.add_argument("--batch-size", type=int, default=8, help="clips per forward pass")
     predict.add_argument("--threads", type=int, default=2, help="decoder threads per file")
+    predict.add_argument(
+        "--device",
+        default="auto",
+        help="auto (CUDA when torch sees one) | cpu | cuda | cuda:N (default: auto)",
+    )
+    predict.add_argument(
+        "--precision",
+        choices=["auto", "fp32", "bf16"],
+        default="auto",
+        help="auto: bf16 autocast on CUDA, fp32 on CPU",
+    )
     predict.add_argument(
         "--calibration",
         default=None,

@@ -421,6 +421,10 @@ class ServeConfig(Strict):
     # waited max_latency_ms.
     batch_size: int = Field(8, ge=1)
     max_latency_ms: float = Field(25.0, ge=0)
+    # Where the forward pass runs (auto: CUDA when torch sees one) and in which precision
+    # (auto: bf16 autocast on CUDA, fp32 on CPU). `emotions predict --device` overrides it.
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
     # Which batcher shares the forward passes (batch_size 1 turns batching off with either):
     # "micro", the service's own (emotions.serve.batcher), or "bentoml", BentoML's adaptive
     # batching of an inner batchable API the endpoint calls (benchmarks/serve.py compares them).

@@ -28,7 +28,7 @@ import pytest
 import requests
 import yaml
 from liveserver import LiveServer, bento_env, free_port, start_server
-from realworld import RealWorldTree
+from realworld import HOSTILE, RealWorldTree
 from smallcorpus import REPO, SmallCorpus, run_python
 
 from emotions.config import ConfigError
@@ -437,27 +437,6 @@ def test_settings_come_from_params_then_environment(tmp_path: Path):
 # Hostile uploads (issue #10): refused by ingest's own probe checks before any decoding, and
 # the server keeps answering good clips.
 
-HOSTILE = [
-    # (file in the real-world tree, status, error code, the probe's reason in the detail)
-    (
-        "Excitation/screenshot.mp4",
-        415,
-        "unsupported_media_type",
-        "still image (png codec, 1 frame)",
-    ),
-    ("Tension/meme.mp4", 415, "unsupported_media_type", "animated image (gif codec, 12 frames)"),
-    ("Fear/voice_memo.mp4", 415, "unsupported_media_type", "no video stream (streams: audio)"),
-    ("Neutral/huge_header.mkv", 422, "clip_out_of_bounds", "frame too large: 16000×16000 px"),
-    ("Relaxation/ten_hours.mkv", 422, "clip_out_of_bounds", "duration 36000 s outside"),
-    ("Fear/one_frame.mp4", 422, "clip_out_of_bounds", "too few frames: 1 < 4"),
-    (
-        "Neutral/impossible_header.mkv",
-        422,
-        "undecodable_video",
-        "undecodable: the video stream declares no",
-    ),
-]
-
 
 def test_hostile_files_are_refused_from_the_probe(
     server: LiveServer, tree: RealWorldTree, synth_clips, log_path: Path
@@ -567,3 +546,24 @@ def test_upload_names_are_shown_sanitised_and_stored_fixed():
     for raw, shown, stored in cases:
         assert clean_filename(raw) == shown, raw
         assert stored_name(clean_filename(raw)) == stored, raw
+
+
+@pytest.mark.parametrize(("device", "resources"), [("cuda", {"gpu": 1}), ("auto", None)])
+def test_the_service_asks_for_a_gpu_only_when_serve_device_is_cuda(
+    tmp_path: Path, device: str, resources: dict | None
+):
+    """BentoML's `resources` is what `bentoml build` records and a platform schedules on:
+    cuda asks for one GPU per worker; auto takes a GPU where torch sees one and asks for none."""
+    raw = yaml.safe_load((REPO / "params.yaml").read_text(encoding="utf-8"))
+    raw["serve"]["device"] = device
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump(raw), encoding="utf-8")
+    # Imported in a child, in a folder whose params.yaml is this one and that holds no model
+    # (the service then resolves its model only when it starts, not at import).
+    script = (
+        "import json, emotions.serve.service as s;"
+        " print(json.dumps(s.EmotionService.config.get('resources')))"
+    )
+    result = run_python(["-c", script], tmp_path, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == resources

@@ -562,3 +562,27 @@ def build_realworld_tree_in_child(base: Path, *, attempts: int = 2) -> RealWorld
             file=sys.stderr,
         )
     raise AssertionError("unreachable")
+
+
+# Files of the tree that every entry point refuses before decoding, with the probe's reason:
+# (file, HTTP status the service answers, its error code, the reason its detail starts with).
+HOSTILE = [
+    # (file in the real-world tree, status, error code, the probe's reason in the detail)
+    (
+        "Excitation/screenshot.mp4",
+        415,
+        "unsupported_media_type",
+        "still image (png codec, 1 frame)",
+    ),
+    ("Tension/meme.mp4", 415, "unsupported_media_type", "animated image (gif codec, 12 frames)"),
+    ("Fear/voice_memo.mp4", 415, "unsupported_media_type", "no video stream (streams: audio)"),
+    ("Neutral/huge_header.mkv", 422, "clip_out_of_bounds", "frame too large: 16000×16000 px"),
+    ("Relaxation/ten_hours.mkv", 422, "clip_out_of_bounds", "duration 36000 s outside"),
+    ("Fear/one_frame.mp4", 422, "clip_out_of_bounds", "too few frames: 1 < 4"),
+    (
+        "Neutral/impossible_header.mkv",
+        422,
+        "undecodable_video",
+        "undecodable: the video stream declares no",
+    ),
+]

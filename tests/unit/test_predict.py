@@ -16,14 +16,15 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from realworld import RealWorldTree
+from realworld import HOSTILE, RealWorldTree
 from smallcorpus import RUN, SmallCorpus, run_python
 from torch.utils.data import DataLoader
 
 from emotions.model_folder import load as load_trained_model
 from emotions.serve.predictor import Predictor
+from emotions.training.dataset import build_dataset
+from emotions.training.predict import predict_split
 from emotions.training.runtime import resolve_runtime
-from emotions.training.trainer import build_dataset, predict_split
 
 CONTRACT = {"path", "label", "polarity", "probabilities", "timeline", "modality_share"}
 WINDOW_KEYS = {"start_s", "end_s", "video_s", "audio_s", "label", "probabilities"}
@@ -43,9 +44,12 @@ FORMATS = [
 BROKEN = ["Neutral/random_bytes.mp4", "Sadness/truncated.mp4", "Relaxation/readme.txt"]
 
 
-def predict(model_dir: Path, files: list[Path], cwd: Path):
+REPO = Path(__file__).resolve().parents[2]
+
+
+def predict(model_dir: Path, files: list[Path], cwd: Path, *options: str):
     return run_python(
-        ["-m", "emotions", "predict", "--model", str(model_dir), *map(str, files)], cwd
+        ["-m", "emotions", *options, "predict", "--model", str(model_dir), *map(str, files)], cwd
     )
 
 
@@ -223,3 +227,68 @@ def test_predictor_finds_the_temperature_in_its_model_folder_and_checks_the_chec
     assert refused.returncode != 0 and refused.stdout == ""
     assert refused.stderr.strip().splitlines()[-1].startswith("emotions predict: ")
     assert "another checkpoint" in refused.stderr
+
+
+def test_predict_refuses_what_ingest_and_the_service_refuse(
+    model_dir: Path, tree: RealWorldTree, tmp_path: Path
+):
+    """One rule set for what a clip is: a still image, an audio-only file, a 16000² header or
+    text named .mp4 gets the probe's reason (the service's 415/422 detail, ingest's quarantine
+    reason), never a prediction."""
+    from emotions.config import load_params
+    from emotions.media.clipcheck import ClipBounds
+    from emotions.media.probe import screen_file
+
+    text = tmp_path / "notes.mp4"
+    text.write_text("not a video, whatever the name says\n", encoding="utf-8")
+    files = [tree.root / rel for rel, *_ in HOSTILE] + [text]
+    result = predict(model_dir, files, tmp_path, "--params", str(REPO / "params.yaml"))
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [set(line) for line in lines] == [{"path", "error"}] * len(files), result.stdout
+    for line, (rel, _, _, reason) in zip(lines, HOSTILE, strict=False):
+        assert line["error"].startswith(reason), (rel, line)
+    bounds = ClipBounds.of(load_params(REPO / "params.yaml").ingest)
+    refusal = screen_file(text, bounds)
+    assert refusal is not None and lines[-1]["error"] == refusal.reason
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_predict_on_cuda_without_cuda_is_one_clear_line(model_dir: Path, tmp_path: Path):
+    result = run_python(
+        ["-m", "emotions", "predict", "--device", "cuda", "--model", str(model_dir), "x.mp4"],
+        tmp_path,
+    )
+    assert result.returncode == 2 and result.stdout == ""
+    message = result.stderr.strip().splitlines()
+    assert len(message) == 1 and "Traceback" not in result.stderr, result.stderr
+    assert message[0].startswith("emotions predict: ") and "no CUDA device" in message[0]
+
+
+def test_predictor_puts_the_model_and_every_input_on_its_device(
+    model_dir: Path, tree: RealWorldTree
+):
+    """Device placement without a GPU: on the meta device every parameter, buffer and input
+    tensor the predictor makes must be on meta; one left on the CPU would break CUDA."""
+    cpu = Predictor(model_dir, device="cpu")
+    clip = cpu.decode(tree.root / FORMATS[0])
+    meta = Predictor(model_dir, device="meta", precision="fp32")
+    assert {p.device.type for p in meta.model.parameters()} == {"meta"}
+    assert {b.device.type for b in meta.model.buffers()} <= {"meta"}
+    batch = meta.tensors([clip, clip])
+    assert {name: t.device.type for name, t in batch.items()} == dict.fromkeys(batch, "meta")
+    with torch.inference_mode(), meta.placement.autocast():
+        outputs = meta.model.forward_masked([None], **batch)
+    assert outputs[0]["logits"].device.type == "meta"
+    assert outputs[0]["logits"].shape == (2, len(meta.classes))
+
+
+def test_inference_precision_defaults_follow_the_device() -> None:
+    from emotions.serve.device import DeviceError, resolve_placement
+
+    assert resolve_placement("cpu", "auto").bf16 is False
+    assert resolve_placement("cpu", "bf16").bf16 is True
+    assert resolve_placement("meta", "fp32").device.type == "meta"
+    auto = resolve_placement("auto", "auto")
+    assert auto.device.type == ("cuda" if torch.cuda.is_available() else "cpu")
+    with pytest.raises(DeviceError, match="precision"):
+        resolve_placement("cpu", "fp16")

@@ -112,6 +112,8 @@ def drift_report(
     traffic: Any = None,
     plot_rows: int = EMBEDDING_PLOT_ROWS,
     threads: int = 1,
+    device: str = "cpu",
+    precision: str = "auto",
 ) -> DriftSummary:
     """Compare ``current`` (the log table) with ``reference``; write the report and summary.
 
@@ -294,6 +296,8 @@ def check_log(
     workspace: str | Path | None = None,
     plot_rows: int = EMBEDDING_PLOT_ROWS,
     threads: int = 1,
+    device: str = "cpu",
+    precision: str = "auto",
 ) -> DriftSummary:
     """The whole check for the CLI and the flow: read the log, load (or build) the reference
     of ``split`` into ``out_dir``, run :func:`drift_report` into ``out_dir``.
@@ -319,7 +323,9 @@ def check_log(
             f"{log}: {len(current)} answered predictions; the drift check needs at least "
             f"{min_rows} (monitor.min_rows)"
         )
-    reference = load_or_build_reference(out_dir, model_dir, cache_dir, split_file, split)
+    reference = load_or_build_reference(
+        out_dir, model_dir, cache_dir, split_file, split, device=device, precision=precision
+    )
     return drift_report(
         current,
         reference,

@@ -111,6 +111,8 @@ def build_reference(
     split: str = "val",
     *,
     batch_size: int = 8,
+    device: str = "cpu",
+    precision: str = "auto",
 ) -> pd.DataFrame:
     """The reference table: every cached clip of ``split`` measured and predicted as the
     service would (the cache holds what :func:`decode_clip` made of the file, which is what an
@@ -129,7 +131,7 @@ def build_reference(
         raise MonitorDataError(f"{split_file}: no cached clips in split '{split}' under {cache}")
     frames = CachedFrames(cache)  # raw or jpeg cache
     fbank = np.load(cache / FBANK, mmap_mode="r")
-    predictor = Predictor(model_dir)
+    predictor = Predictor(model_dir, device=device, precision=precision)
     layout = predictor.layout
     centre = layout.frame_rows(layout.fixed(layout.centre)).tolist()
     rows: list[dict[str, Any]] = []
@@ -182,6 +184,9 @@ def load_or_build_reference(
     cache_dir: str | Path,
     split_file: str | Path,
     split: str = "val",
+    *,
+    device: str = "cpu",
+    precision: str = "auto",
 ) -> pd.DataFrame:
     """The reference, reused from ``out_dir/reference.parquet`` while the model, cache and split
     it was built from are unchanged (``reference.json`` records their fingerprint), else rebuilt."""
@@ -192,7 +197,9 @@ def load_or_build_reference(
         stored = json.loads(key_path.read_text(encoding="utf-8"))
         if stored.get("key") == key:
             return pd.read_parquet(table_path)
-    table = build_reference(model_dir, cache_dir, split_file, split)
+    table = build_reference(
+        model_dir, cache_dir, split_file, split, device=device, precision=precision
+    )
     out.mkdir(parents=True, exist_ok=True)
     atomic_write(table_path, lambda tmp: table.to_parquet(tmp, index=False))
     meta = {"key": key, "model_dir": str(model_dir), "split": split, "rows": len(table)}

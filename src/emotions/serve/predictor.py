@@ -23,8 +23,11 @@ import torch
 from emotions import model_folder
 from emotions.cache.format import FBANK_DTYPE
 from emotions.config import PreprocessConfig
+from emotions.media.clipcheck import ClipBounds
 from emotions.media.decode import DecodedClip, DecodeError, decode_clip
+from emotions.media.probe import screen_file
 from emotions.media.snippets import SnippetLayout
+from emotions.serve.device import resolve_placement
 from emotions.training.transforms import make_sample
 
 
@@ -36,8 +39,10 @@ class Predictor:
         model_dir: str | Path,
         *,
         device: str = "cpu",
+        precision: str = "auto",
         threads: int = 1,
         calibration: str | Path | None = None,
+        bounds: ClipBounds | None = None,
     ) -> None:
         self.model_dir = Path(model_dir)
         self.model, self.meta = model_folder.load(self.model_dir)
@@ -49,7 +54,11 @@ class Predictor:
         # centre, so one position decodes exactly those frames at 1/J of the cost.
         self.layout = SnippetLayout.of(trained)
         self.preprocess = trained.model_copy(update={"positions": 1})
-        self.device = torch.device(device)
+        # Files are screened as ingest and the service screen them (one rule set for what is
+        # a clip): a still image, an audio file or text named .mp4 is refused, not decoded.
+        self.bounds = bounds
+        self.placement = resolve_placement(device, precision)
+        self.device = self.placement.device
         self.model.to(self.device).eval()
         self.modalities = self.model.modalities
         self.threads = threads
@@ -102,7 +111,7 @@ class Predictor:
         results, embeddings, _ = self.predict_clips_with_views(clips)
         return results, embeddings
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def predict_clips_with_views(
         self, clips: Sequence[DecodedClip]
     ) -> tuple[list[dict[str, Any]], np.ndarray, list[dict[str, dict[str, float] | None]]]:
@@ -117,7 +126,9 @@ class Predictor:
         batch = self.tensors(clips)
         # One backbone pass for the full prediction and both masked ones (modality share).
         masks = [None, *self.modalities] if len(self.modalities) == 2 else [None]
-        outputs = dict(zip(masks, self.model.forward_masked(masks, **batch), strict=True))
+        with self.placement.autocast():
+            passes = self.model.forward_masked(masks, **batch)
+        outputs = dict(zip(masks, passes, strict=True))
         full = outputs[None]
         embeddings = full["embedding"].float().cpu().numpy()
         aux = {
@@ -192,6 +203,12 @@ class Predictor:
         """One result per path, in order: the contract dict, or {"path", "error"}."""
         pending: list[tuple[str, DecodedClip]] = []
         for path in paths:
+            refusal = screen_file(path, self.bounds)
+            if refusal is not None:
+                yield from self._flush(pending)
+                pending = []
+                yield {"path": str(path), "error": refusal.reason}
+                continue
             try:
                 pending.append((str(path), self.decode(path)))
             except (DecodeError, OSError) as error:

@@ -120,9 +120,16 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+# A GPU is asked for only when serve.device says cuda: BentoML then gives each worker one
+# (CUDA_VISIBLE_DEVICES) and the Bento records it; with `auto` the service takes a GPU when
+# torch sees one, and asks the platform for none.
+RESOURCES: dict[str, Any] = {"gpu": 1} if SETTINGS.config.device == "cuda" else {}
+
+
 @bentoml.service(
     name="emotions",
     workers=SETTINGS.config.workers,
+    **({"resources": RESOURCES} if RESOURCES else {}),
     traffic={
         "timeout": SETTINGS.config.timeout_s,
         "max_concurrency": SETTINGS.config.max_concurrency,
@@ -149,7 +156,10 @@ class EmotionService:
         else:
             self.source = resolve_model(SETTINGS)
         self.predictor = Predictor(
-            self.source.path, calibration=os.environ.get(CALIBRATION_ENV) or None
+            self.source.path,
+            device=config.device,
+            precision=config.precision,
+            calibration=os.environ.get(CALIBRATION_ENV) or None,
         )
         self.decoder = DecoderPool(
             self.predictor.preprocess,
@@ -186,6 +196,8 @@ class EmotionService:
             "classes": self.predictor.classes,
             "polarity": dict(zip(self.predictor.classes, self.predictor.polarity, strict=True)),
             "modalities": list(self.predictor.modalities),
+            "device": str(self.predictor.device),
+            "precision": "bf16" if self.predictor.placement.bf16 else "fp32",
             "model": meta.get("model"),
             "preprocess": meta.get("preprocess"),
             "metrics": read_metrics(self.source.path, meta),
