@@ -196,15 +196,44 @@ class PreprocessConfig(Strict):
         return self
 
 
+class ScheduleConfig(Strict):
+    """The lr schedule's shape (emotions.training.schedule); its warm-up length is
+    ``train.warmup_epochs``.
+
+    The defaults are ours: linear warm-up from 0.05 × lr, cosine to 0, changed every optimizer
+    step. The authors' ``get_lr_scheduler`` (AV-CANet/core/utils.py) is ``warmup: quadratic``,
+    ``start_factor: 0.1``, ``floor: 0.01``, ``floor_epochs: 1.5``, ``step: epoch``.
+    """
+
+    form: Literal["cosine", "constant"] = "cosine"
+    warmup: Literal["linear", "quadratic"] = "linear"
+    # The warm-up starts at start_factor × lr.
+    start_factor: float = Field(0.05, ge=0.0, le=1.0)
+    # cosine: the decay ends at floor × lr and stays there for the last floor_epochs epochs.
+    floor: float = Field(0.0, ge=0.0, le=1.0)
+    floor_epochs: float = Field(0.0, ge=0.0)
+    # step: a new lr every optimizer step; epoch: one lr per epoch (epochs counted from 1).
+    step: Literal["step", "epoch"] = "step"
+
+    @model_validator(mode="after")
+    def _floor_needs_cosine(self) -> ScheduleConfig:
+        if self.form == "constant" and (self.floor or self.floor_epochs):
+            raise ValueError("train.schedule.floor and floor_epochs apply to form 'cosine' only")
+        return self
+
+
 class TrainConfig(Strict):
-    """The optimisation loop (AdamW, warm-up + cosine, early stopping on val weighted F1)."""
+    """The optimisation loop (AdamW, warm-up + a schedule, early stopping on val weighted F1)."""
 
     epochs: int = Field(12, ge=1)
     batch_size: int = Field(16, ge=1)
     lr: float = Field(1e-3, gt=0)
     weight_decay: float = Field(0.05, ge=0)
+    # Warm-up length in epochs (fractional allowed); 0: none. Its shape: schedule below.
     warmup_epochs: float = Field(1.0, ge=0)
-    grad_clip: float = Field(1.0, gt=0)
+    schedule: ScheduleConfig = ScheduleConfig()
+    # Max global gradient norm; null: no clipping (the authors' main_final_delay.py clips none).
+    grad_clip: float | None = Field(1.0, gt=0)
     patience: int = Field(4, ge=1)
     # DataLoader worker processes; "auto" = from the CPU count on CUDA (one core left for the
     # training process, shared among the node's ranks, at most 16), 0 on CPU, where

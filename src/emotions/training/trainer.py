@@ -59,6 +59,7 @@ from emotions.training.optim import build_optimizer, ddp_sync, micro_group
 from emotions.training.predict import move_batch, predict_split
 from emotions.training.runtime import Runtime, broadcast_object, resolve_runtime, shutdown
 from emotions.training.samplers import EpochSampler
+from emotions.training.schedule import build_scheduler
 from emotions.training.throughput import EpochThroughput, ThroughputMeter, mfu, peak_tflops
 
 
@@ -148,18 +149,6 @@ def model_metadata(params: Params, run: str, paths: RunPaths) -> dict[str, Any]:
         "loss": params.loss.model_dump(mode="json"),
         "preprocess": params.preprocess.model_dump(mode="json"),
     }
-
-
-def _scheduler(optimizer: torch.optim.Optimizer, warmup: int, total: int):
-    warmup = max(1, min(warmup, total - 1)) if total > 1 else 1
-    return torch.optim.lr_scheduler.SequentialLR(
-        optimizer,
-        [
-            torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=0.05, total_iters=warmup),
-            torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, total - warmup)),
-        ],
-        milestones=[warmup],
-    )
 
 
 def resolve_workers(setting: int | str, runtime: Runtime) -> int:
@@ -343,8 +332,12 @@ def _train(
     # optimizer steps, not micro-batches, drive the schedule under gradient accumulation.
     batches_per_epoch = len(loader)
     steps_per_epoch = math.ceil(batches_per_epoch / cfg.accumulate)
-    scheduler = _scheduler(
-        optimizer, round(cfg.warmup_epochs * steps_per_epoch), cfg.epochs * steps_per_epoch
+    scheduler = build_scheduler(
+        optimizer,
+        cfg.schedule,
+        warmup_epochs=cfg.warmup_epochs,
+        epochs=cfg.epochs,
+        steps_per_epoch=steps_per_epoch,
     )
     state = TrainState(history=[])
     print_fingerprint = fingerprint(params, paths)
@@ -435,7 +428,8 @@ def _train(
                 loss = training_loss(wrapped, criterion, batch, params, runtime)
                 (loss / len(group)).backward()
             if final:
-                nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                if cfg.grad_clip is not None:
+                    nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
                 optimizer.step()
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
