@@ -43,6 +43,9 @@ class VideoSettings(_Strict):
     # position: enough tokens for cross-attention to pick regions, few enough to stay cheap.
     spatial_pool: int = Field(2, ge=1)
     drop_path: float = Field(0.1, ge=0.0, lt=1.0)
+    # Pixels in [0, 1] become (x − mean) / std. Default: ImageNet's. The authors' AVNet.forward
+    # computes x / 255 − 100 / 255 (VisualStream._init_norm_val): mean 100/255 per channel,
+    # std 1 (params/authors-published.yaml).
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
 
