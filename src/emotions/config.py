@@ -248,6 +248,11 @@ class TrainConfig(Strict):
     # jpeg caches: decode the training frames in the loader workers, or batched on the
     # training device (nvJPEG on CUDA: the workers then only slice bytes).
     jpeg_decode: Literal["worker", "device"] = "worker"
+    # The spatial sampling of a clip's frames (emotions.training.transforms): ours, a random
+    # crop square of the cached square + flip p 0.5 (centre crop to evaluate); authors, the
+    # full short side at the centre or a corner resized to the crop + one of flip / rotation /
+    # brightness at p 0.3 (the full short side, centre, to evaluate).
+    spatial: Literal["ours", "authors"] = "ours"
     # Dense peak TFLOP/s for the MFU figure where the device table has none (CPU, other GPUs).
     peak_tflops: float | None = Field(None, gt=0)
     device: Literal["auto", "cpu", "cuda"] = "auto"
@@ -630,6 +635,16 @@ class Params(Strict):
             raise ValueError(
                 f"ablate.variant: '{self.ablate.variant}' is not among "
                 f"datasets.{self.ablate.dataset}.variants"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _spatial_decodes_on_the_host(self) -> Params:
+        deferred = self.preprocess.cache_format == "jpeg" and self.train.jpeg_decode == "device"
+        if self.train.spatial != "ours" and deferred:
+            raise ValueError(
+                f"train.spatial '{self.train.spatial}' transforms frames in the loader: it "
+                "needs train.jpeg_decode 'worker' with a jpeg cache"
             )
         return self
 

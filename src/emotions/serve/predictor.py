@@ -87,6 +87,8 @@ class Predictor:
                 rng=None,
                 mean=self.meta["fbank_mean"],
                 std=self.meta["fbank_std"],
+                # A model folder written before the setting existed trained with ours.
+                spatial=self.meta.get("spatial", "ours"),
             )
             videos.append(video)
             audios.append(audio)

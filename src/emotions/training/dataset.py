@@ -43,7 +43,13 @@ from emotions.cache.format import (
 from emotions.cache.shards import ShardReader
 from emotions.config import Params
 from emotions.layout import RunPaths
-from emotions.training.transforms import SpecAugment, draw_crop, make_audio, make_sample
+from emotions.training.transforms import (
+    Spatial,
+    SpecAugment,
+    draw_crop,
+    make_audio,
+    make_sample,
+)
 
 
 def collate_deferred(samples: list[dict[str, Any]]) -> dict[str, Any]:
@@ -77,6 +83,7 @@ class CachedClipDataset(Dataset):
         spec_augment: SpecAugment | None = None,
         seed: int = 0,
         defer_decode: bool = False,
+        spatial: Spatial = "ours",
     ) -> None:
         """``classes`` fixes the label order (pass the taxonomy's); without it the sorted
         labels of the whole split file are used, so train/val/test agree with each other."""
@@ -86,6 +93,10 @@ class CachedClipDataset(Dataset):
         # jpeg cache only: hand out the encoded frames and the crop box, for the training
         # process to decode in one batch on its device (cache_store.decode_deferred).
         self.defer_decode = defer_decode
+        # The spatial pipeline (emotions.training.transforms): ours or the authors'.
+        self.spatial = spatial
+        if defer_decode and spatial != "ours":
+            raise ValueError("deferred (on-device) decoding applies only the 'ours' crop")
         stats = json.loads((self.cache_dir / STATS).read_text(encoding="utf-8"))
         self.mean, self.std = float(stats["fbank_mean"]), float(stats["fbank_std"])
         cached_size = int(stats["shapes"]["frames"][2])
@@ -200,6 +211,7 @@ class CachedClipDataset(Dataset):
             std=self.std,
             normalize=self.normalize,
             spec_augment=self.spec_augment,
+            spatial=self.spatial,
         )
         return {"video": video, "audio": audio, **common}
 
@@ -279,4 +291,5 @@ def build_dataset(
         defer_decode=train
         and params.preprocess.cache_format == "jpeg"
         and params.train.jpeg_decode == "device",
+        spatial=params.train.spatial,
     )

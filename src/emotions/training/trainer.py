@@ -148,6 +148,8 @@ def model_metadata(params: Params, run: str, paths: RunPaths) -> dict[str, Any]:
         "model": params.model.model_dump(mode="json"),
         "loss": params.loss.model_dump(mode="json"),
         "preprocess": params.preprocess.model_dump(mode="json"),
+        # The spatial pipeline: the predictor builds its evaluation view the same way.
+        "spatial": params.train.spatial,
     }
 
 

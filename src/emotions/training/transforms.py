@@ -2,15 +2,25 @@
 
 Train, evaluation and serving build their samples from these same functions; what differs is
 only whether a random generator is passed (train) or not (the deterministic centre view).
+
+Two spatial pipelines (``train.spatial``): ``ours`` takes a random ``crop`` square out of the
+cached square with a flip at p 0.5 (the centre crop to evaluate); ``authors`` is the sampling of
+``Preprocessing`` in the authors' transforms/spatial.py (XuecWu/eMotions, AV-CANet), see
+:func:`authors_view`.
 """
 
 from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import torch
+from torchvision.transforms import InterpolationMode
+from torchvision.transforms.v2 import functional as TF
+
+Spatial = Literal["ours", "authors"]
 
 
 @dataclass(frozen=True)
@@ -102,6 +112,74 @@ def crop_video_chw(
     return apply_crop(frames, crop, draw_crop(frames.shape[2], crop, rng))
 
 
+# The authors' Preprocessing (AV-CANet/transforms/spatial.py): RandomCenterCornerCrop's five
+# positions, then RandomApply(RandomChoice([HorizontalFlip, RandomRotation(20),
+# BrightnessJitter(0.5)]), prob=0.3).
+AUTHORS_POSITIONS = ("c", "tl", "tr", "bl", "br")
+AUTHORS_AUGMENT_P = 0.3
+AUTHORS_AUGMENTS = ("flip", "rotate", "brightness")
+AUTHORS_DEGREES = 20.0
+AUTHORS_BRIGHTNESS = 0.5
+
+
+@dataclass(frozen=True)
+class AuthorsDraw:
+    """One clip's draws of the authors' training pipeline (shared by all its frames)."""
+
+    position: str  # one of AUTHORS_POSITIONS
+    augment: str | None  # one of AUTHORS_AUGMENTS, or None (p 0.7)
+    angle: float  # degrees, counter-clockwise, U(−20, 20)
+    factor: float  # brightness factor, U(0.5, 1)
+
+
+def draw_authors(rng: np.random.Generator) -> AuthorsDraw:
+    """Every draw, always in this order, so the generator's stream never depends on the
+    outcome (the SpecAugment draws that follow stay aligned across clips)."""
+    position = AUTHORS_POSITIONS[int(rng.integers(len(AUTHORS_POSITIONS)))]
+    apply = rng.random() < AUTHORS_AUGMENT_P
+    choice = AUTHORS_AUGMENTS[int(rng.integers(len(AUTHORS_AUGMENTS)))]
+    angle = float(rng.uniform(-AUTHORS_DEGREES, AUTHORS_DEGREES))
+    factor = float(rng.uniform(AUTHORS_BRIGHTNESS, 1.0))
+    return AuthorsDraw(position, choice if apply else None, angle, factor)
+
+
+def square_box(height: int, width: int, position: str) -> tuple[int, int, int]:
+    """(top, left, side) of the square of the full short side at ``position``
+    (CenterCornerCrop with size = the short side, as RandomCenterCornerCrop calls it)."""
+    side = min(height, width)
+    top = {"c": (height - side) // 2, "tl": 0, "tr": 0, "bl": height - side, "br": height - side}
+    left = {"c": (width - side) // 2, "tl": 0, "bl": 0, "tr": width - side, "br": width - side}
+    return top[position], left[position], side
+
+
+def authors_view(frames: torch.Tensor, crop: int, rng: np.random.Generator | None) -> torch.Tensor:
+    """(T, 3, H, W) uint8 → (T, 3, crop, crop) uint8, the authors' spatial sampling.
+
+    Training (``rng`` given): the square of the full short side at the centre or one of the
+    four corners, resized (bilinear) to ``crop``; then, with p 0.3, one of a horizontal flip, a
+    rotation by U(−20°, 20°) or a brightness factor U(0.5, 1). Evaluation: the centre square of
+    the full short side, resized (``get_spatial_transform_test``: Scale then a centre crop).
+    One draw per clip, as VAANet's VE8Dataset draws them (``randomize_parameters`` once per
+    ``__getitem__``); the authors' own loader is not published, so per clip is inferred.
+
+    The decode-once cache keeps the centre square of the short side, so on cached frames all
+    five positions are that square; the corners differ only on frames that keep the whole
+    picture.
+    """
+    draw = draw_authors(rng) if rng is not None else AuthorsDraw("c", None, 0.0, 1.0)
+    top, left, side = square_box(frames.shape[-2], frames.shape[-1], draw.position)
+    out = frames[..., top : top + side, left : left + side]
+    if side != crop:
+        out = TF.resize(out, [crop, crop], InterpolationMode.BILINEAR, antialias=True)
+    if draw.augment == "flip":
+        out = out.flip(-1)
+    elif draw.augment == "rotate":
+        out = TF.rotate(out, draw.angle, InterpolationMode.BILINEAR, fill=[0.0])
+    elif draw.augment == "brightness":
+        out = (out.float() * draw.factor).round_().clamp_(0, 255).to(torch.uint8)
+    return out.contiguous()
+
+
 def normalize_fbank(fbank: np.ndarray, valid: int, mean: float, std: float) -> np.ndarray:
     """float32 copy with the valid rows standardised; padding stays 0 (= the mean)."""
     out = np.zeros(fbank.shape, dtype=np.float32)
@@ -145,14 +223,19 @@ def make_sample(
     std: float,
     normalize: bool = True,
     spec_augment: SpecAugment | None = None,
+    spatial: Spatial = "ours",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Cropped (T, C, H, W) uint8 video and (time, mels) float32 audio for one clip.
 
     ``frames`` is the raw cache's (T, R, R, 3) array or the jpeg cache's (T, 3, R, R) tensor.
 
-    ``rng`` given means training: random crop and flip, and ``spec_augment`` if set.
+    ``rng`` given means training: the ``spatial`` pipeline's random view, and ``spec_augment``
+    if set.
     """
-    if isinstance(frames, torch.Tensor):  # decoded JPEG frames, channels-first
+    if spatial == "authors":
+        chw = frames if isinstance(frames, torch.Tensor) else _channels_first(frames)
+        video = authors_view(chw, crop, rng)
+    elif isinstance(frames, torch.Tensor):  # decoded JPEG frames, channels-first
         video = crop_video_chw(frames, crop, rng)
     else:
         video = torch.from_numpy(crop_video(frames, crop, rng)).permute(0, 3, 1, 2).contiguous()
@@ -186,3 +269,8 @@ def make_audio(
     if rng is not None and spec_augment is not None:
         audio = spec_augment.apply(audio, audio_frames, int(rng.integers(2**63)))
     return audio
+
+
+def _channels_first(frames: np.ndarray) -> torch.Tensor:
+    """(T, H, W, 3) array → (T, 3, H, W) tensor (a copy: the cache is a read-only memmap)."""
+    return torch.from_numpy(np.array(frames)).permute(0, 3, 1, 2)
