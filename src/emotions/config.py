@@ -649,6 +649,18 @@ class Params(Strict):
         return self
 
     @model_validator(mode="after")
+    def _snippets_are_the_windows(self) -> Params:
+        pre, model = self.preprocess, self.model
+        snippets = pre.num_frames // pre.snippet_frames
+        if model.video.per_snippet and model.modality != "audio" and snippets != model.windows:
+            raise ValueError(
+                f"model.video.per_snippet runs Swin on each of model.windows ({model.windows}) "
+                f"snippets, but the cache cuts preprocess.num_frames ({pre.num_frames}) into "
+                f"{snippets} runs of preprocess.snippet_frames ({pre.snippet_frames})"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _views_are_cached(self) -> Params:
         if self.evaluate.views > self.preprocess.positions:
             raise ValueError(

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from authors_options import authors_options
 from smallcorpus import RUN, SmallCorpus, keep_torch_threads, shared_corpus
 
 from emotions.config import AblationCell, load_params
@@ -53,6 +54,22 @@ def test_fusion_has_no_graph_breaks(modality: str, fusion: str):
     model = AVCANet(params.model, num_classes=6)
     torch._dynamo.reset()
     explained = torch._dynamo.explain(model.fusion)(*fusion_inputs(model))
+    assert explained.graph_break_count == 0, [str(r.reason) for r in explained.break_reasons]
+    assert explained.graph_count == 1
+
+
+def test_the_authors_options_have_no_graph_breaks():
+    """Per-snippet Swin, the authors' audio branch, mpam and the shared head: the whole forward
+    is one graph."""
+    params = authors_options(load_params(REPO / "params.yaml"))
+    model = AVCANet(params.model, num_classes=6)
+    inputs = (
+        torch.zeros(2, 8, 3, 64, 64, dtype=torch.uint8),
+        torch.zeros(2, 400, 128),
+        torch.tensor([True, False]),
+    )
+    torch._dynamo.reset()
+    explained = torch._dynamo.explain(model)(*inputs)
     assert explained.graph_break_count == 0, [str(r.reason) for r in explained.break_reasons]
     assert explained.graph_count == 1
 

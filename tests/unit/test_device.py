@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from authors_options import authors_options
 
 from emotions.config import AblationCell, Params, load_params
 from emotions.stages.ablate import params_for_cell
@@ -120,3 +121,37 @@ def test_real_training_step_on_cpu(base_params: Params, modality: str):
         assert not any(name.startswith("audio.") for name in moved)
     again = training_loss(model, criterion, batch, params, Runtime(cpu))
     assert torch.isfinite(again)
+
+
+def test_the_authors_options_on_meta(base_params: Params):
+    params = authors_options(base_params)
+    meta = torch.device("meta")
+    polarity = polarity_of(params)
+    model, criterion = build_training_modules(params, polarity, meta, channels_last=True)
+    batch = make_batch(params, len(polarity), meta)
+    loss = training_loss(model, criterion, batch, params, Runtime(meta))
+    assert loss.device == meta and loss.ndim == 0
+    loss.backward()
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    assert grads and all(g.device == meta for g in grads)
+
+
+def test_the_authors_options_train_a_step_on_cpu(base_params: Params):
+    params = authors_options(base_params)
+    cpu = torch.device("cpu")
+    torch.manual_seed(0)
+    polarity = polarity_of(params)
+    model, criterion = build_training_modules(params, polarity, cpu, channels_last=True)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    batch = make_batch(params, len(polarity), cpu)
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    loss = training_loss(model, criterion, batch, params, Runtime(cpu))
+    assert torch.isfinite(loss)
+    loss.backward()
+    optimizer.step()
+    moved = {
+        name.split(".")[0]
+        for name, p in model.named_parameters()
+        if not torch.equal(p, before[name])
+    }
+    assert moved == {"video", "audio", "fusion"}

@@ -19,7 +19,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from emotions.models.fusions._base import masked_average
 from emotions.models.registry import AUDIO_BRANCHES, FUSIONS
 from emotions.models.settings import ModelSettings
-from emotions.models.video import VideoBackbone
+from emotions.models.video import build_video
 
 MaskModality = Literal["audio", "video"]
 
@@ -31,9 +31,11 @@ class AVCANet(nn.Module):
     timeline (S = settings.windows, equal shares of the clip in time order) and ``embedding``
     (B, D) for monitoring; a model with both modalities also returns ``audio_logits`` and
     ``video_logits`` (B, K) from its auxiliary heads (each branch's mean token through LayerNorm
-    and a linear classifier), which the training objective may add. ``mask_modality`` replaces one modality by its learned missing token
-    for every clip, so comparing predictions with and without it measures how much each
-    modality drives a prediction (the service's modality_share).
+    and a linear classifier) or, with ``head: shared``, from the halves of the one fused head
+    (the fusion returns them), which the training objective may add. ``mask_modality``
+    replaces one modality by its learned missing token for every clip, so comparing
+    predictions with and without it measures how much each modality drives a prediction (the
+    service's modality_share).
     """
 
     def __init__(self, settings: ModelSettings, num_classes: int) -> None:
@@ -44,7 +46,11 @@ class AVCANet(nn.Module):
         self.num_classes = num_classes
         uses = {"both": ("video", "audio"), "video": ("video",), "audio": ("audio",)}
         self.modalities = uses[settings.modality]
-        self.video = VideoBackbone(settings.video) if "video" in self.modalities else None
+        self.video = (
+            build_video(settings.video, settings.windows, settings.dim)
+            if "video" in self.modalities
+            else None
+        )
         self.audio = (
             AUDIO_BRANCHES.create(settings.audio.arch, settings.audio)
             if "audio" in self.modalities
@@ -56,10 +62,11 @@ class AVCANet(nn.Module):
         if self.audio is not None:
             dims["audio"] = self.audio.dim
         self.fusion = FUSIONS.create(settings.fusion, settings, dims, num_classes)
-        # Auxiliary modality heads only where they differ from the fused head.
+        # Auxiliary modality heads only where they differ from the fused head; a shared head
+        # gives the modality logits itself (the fusion returns them).
         self.aux = nn.ModuleDict(
             {m: nn.Sequential(nn.LayerNorm(dims[m]), nn.Linear(dims[m], num_classes)) for m in dims}
-            if len(dims) > 1
+            if len(dims) > 1 and settings.head == "separate"
             else {}
         )
 

@@ -80,6 +80,23 @@ class EPCELoss(nn.Module):
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
         return self.terms(logits, target)["loss"]
 
+    def per_sample(self, logits: Tensor, target: Tensor) -> Tensor:
+        """The loss of each sample (B,), whose mean is ``forward``'s value: for a masked mean
+        (the audio head's term skips clips without audio)."""
+        loss = F.cross_entropy(logits, target, reduction="none")
+        if self.settings.w_pol:
+            masked = logits.unsqueeze(1).masked_fill(~self.groups, float("-inf"))
+            group_log_prob = torch.logsumexp(masked, dim=2) - torch.logsumexp(
+                logits, dim=1, keepdim=True
+            )
+            polarity = -group_log_prob.gather(1, self.target_group[target].unsqueeze(1))
+            loss = loss + self.settings.w_pol * polarity.squeeze(1)
+        if self.settings.w_opp:
+            probs = torch.softmax(logits, dim=1)
+            opposite = (probs * self.penalty[target].to(probs.dtype)).sum(dim=1)
+            loss = loss + self.settings.w_opp * opposite
+        return loss
+
     def polarity_ce(self, logits: Tensor, target: Tensor) -> Tensor:
         """−log of the summed probability of the true polarity's classes (batch mean).
 
@@ -145,6 +162,11 @@ class ReweightedCELoss(nn.Module):
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
         return self.terms(logits, target)["loss"]
+
+    def per_sample(self, logits: Tensor, target: Tensor) -> Tensor:
+        """The reweighted CE of each sample (B,), whose mean is ``forward``'s value."""
+        ce = F.cross_entropy(logits, target, reduction="none")
+        return ce * self.weights(logits, target)
 
 
 def build_criterion(polarity_of: Sequence[str], settings: LossSettings) -> nn.Module:

@@ -7,6 +7,9 @@ One function so the train loop, the tests and any future trainer add up the same
          + aux_audio · CE(audio-only logits)      (clips that have audio only)
          + aux_video · CE(video-only logits)
 
+With ``apply_to: all`` the modality terms use the criterion too (EP-CE or PCCE instead of CE),
+as the authors' train_epoch applies one criterion to the fused, video and audio logits.
+
 The auxiliary heads give each branch a gradient of its own, so one modality cannot coast on
 the other (the authors' objective sums the fused and both modality losses). The masked mean
 keeps the audio term free of data-dependent Python branching (torch.compile-friendly): a batch
@@ -24,7 +27,11 @@ from emotions.models.settings import LossSettings
 
 def masked_ce(logits: Tensor, target: Tensor, mask: Tensor) -> Tensor:
     """Mean cross-entropy over the samples where ``mask`` is True (0 when none is)."""
-    per_sample = F.cross_entropy(logits, target, reduction="none")
+    return masked_mean(F.cross_entropy(logits, target, reduction="none"), mask)
+
+
+def masked_mean(per_sample: Tensor, mask: Tensor) -> Tensor:
+    """Mean of per-sample losses where ``mask`` is True (0 when none is), branch-free."""
     weights = mask.to(per_sample.dtype)
     return (per_sample * weights).sum() / weights.sum().clamp_min(1.0)
 
@@ -50,12 +57,20 @@ def objective(
         per_window = target.repeat_interleave(windows.shape[1])
         terms["window"] = criterion(windows.flatten(0, 1), per_window)
         loss = loss + settings.window_weight * terms["window"]
+    everywhere = settings.apply_to == "all"
     if settings.aux_audio > 0 and "audio_logits" in out:
         mask = has_audio.to(device=target.device, dtype=torch.bool)
-        terms["aux_audio"] = masked_ce(out["audio_logits"].float(), target, mask)
+        logits = out["audio_logits"].float()
+        if everywhere:
+            terms["aux_audio"] = masked_mean(criterion.per_sample(logits, target), mask)
+        else:
+            terms["aux_audio"] = masked_ce(logits, target, mask)
         loss = loss + settings.aux_audio * terms["aux_audio"]
     if settings.aux_video > 0 and "video_logits" in out:
-        terms["aux_video"] = F.cross_entropy(out["video_logits"].float(), target)
+        logits = out["video_logits"].float()
+        terms["aux_video"] = (
+            criterion(logits, target) if everywhere else F.cross_entropy(logits, target)
+        )
         loss = loss + settings.aux_video * terms["aux_video"]
     terms["loss"] = loss
     return terms

@@ -22,8 +22,11 @@ AudioSize = Literal["tiny", "small", "base"]
 Modality = Literal["both", "video", "audio"]
 # The registered fusions (emotions.models.fusions) and audio branches (emotions.models.audio);
 # listed here too so params validate without importing torch. A test keeps them equal.
-Fusion = Literal["concat", "local", "global", "lgfm", "pyramid"]
-AudioArch = Literal["ast", "resnet18", "resnet34"]
+Fusion = Literal["concat", "local", "global", "lgfm", "pyramid", "mpam"]
+AudioArch = Literal["ast", "resnet18", "resnet34", "authors_resnet34"]
+# separate: one head on the fused embedding, auxiliary heads on each branch (ours); shared: one
+# Linear on [audio; video] whose halves give the modality logits (the authors' ConcatFusion).
+Head = Literal["separate", "shared"]
 
 
 class _Strict(BaseModel):
@@ -48,6 +51,12 @@ class VideoSettings(_Strict):
     # std 1 (params/authors-published.yaml).
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
+    # per_snippet: Swin runs on each of the model's `windows` snippets as a clip of its own, so
+    # no attention window crosses a snippet; each snippet is pooled to one token (spatial mean,
+    # dropout `snippet_dropout`, temporal mean) and projected to model.dim, as AVNet.forward
+    # does (AvgPool3d, Dropout(0.5), mean, Linear(768, 512)). false: one pass over the clip.
+    per_snippet: bool = False
+    snippet_dropout: float = Field(0.5, ge=0.0, lt=1.0)
 
     @model_validator(mode="after")
     def _std_positive(self) -> VideoSettings:
@@ -79,6 +88,9 @@ class AudioSettings(_Strict):
     input_norm: Literal["dataset", "ast"] = "dataset"
     ast_mean: float = -4.2677393  # AudioSet, from the AST recipes
     ast_std: float = Field(4.5689974, gt=0)
+    # authors_resnet34: width of the Linear + BatchNorm1d + Tanh after the ResNet (AVNet.a_fc;
+    # opts.py --audio_embed_size 512).
+    embed: int = Field(512, ge=1)
 
     @model_validator(mode="after")
     def _geometry(self) -> AudioSettings:
@@ -109,6 +121,14 @@ class ModelSettings(_Strict):
     pyramid_levels: int = Field(2, ge=1)
     mlp_ratio: float = Field(2.0, gt=0.0)
     dropout: float = Field(0.1, ge=0.0, lt=1.0)
+    head: Head = "separate"
+    # mpam only (emotions.models.fusions.mpam): feed-forward width of its attention layers
+    # (unknown in the authors' code: AVNet never builds its MPAM; 4 × dim is our guess) and the
+    # dropout on its sublayers and inside its attention (MultimodalPyramidAttentionalModule's
+    # dropout=0.5 and MultiHeadAttention's dropout=0.1).
+    mpam_ffn: int | None = Field(None, ge=1)
+    mpam_dropout: float = Field(0.5, ge=0.0, lt=1.0)
+    mpam_attention_dropout: float = Field(0.1, ge=0.0, lt=1.0)
     video: VideoSettings = VideoSettings()
     audio: AudioSettings = AudioSettings()
 
@@ -117,6 +137,15 @@ class ModelSettings(_Strict):
         if self.dim % self.heads:
             raise ValueError(
                 f"model.dim ({self.dim}) is not divisible by model.heads ({self.heads})"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _shared_head_needs_two_halves(self) -> ModelSettings:
+        if self.head == "shared" and (self.modality != "both" or self.fusion != "mpam"):
+            raise ValueError(
+                "model.head 'shared' splits one Linear over [audio; video] clip vectors: it "
+                "needs modality 'both' and fusion 'mpam' (the fusion that hands both over)"
             )
         return self
 
@@ -157,6 +186,10 @@ class LossSettings(_Strict):
     # without audio adds no audio term.
     aux_audio: float = Field(0.3, ge=0.0)
     aux_video: float = Field(0.3, ge=0.0)
+    # What the audio-only and video-only terms are: fused, the criterion (EP-CE or PCCE) on the
+    # fused logits only and plain CE on the modality heads (ours); all, the same criterion on
+    # all three heads (the authors' train_epoch: loss(out) + loss(out_v) + loss(out_a)).
+    apply_to: Literal["fused", "all"] = "fused"
 
 
 def without_weights(settings: ModelSettings) -> ModelSettings:

@@ -215,3 +215,48 @@ class VideoBackbone(nn.Module):
         x = F.adaptive_avg_pool2d(x, grid)  # B·T' D g g
         tokens = x.reshape(b, t, d, grid * grid).transpose(2, 3)
         return tokens, self.time_centres(video.shape[1], device=video.device)
+
+
+class SnippetVideoBackbone(VideoBackbone):
+    """The same Swin run on each snippet as a clip of its own: one token per snippet.
+
+    After AVNet.forward (XuecWu/eMotions, AV-CANet/models/AVNet.py): the clip (B, T, C, H, W)
+    is reshaped to B·S clips of T / S frames, so no attention window ever spans two snippets;
+    each snippet's feature map is averaged over space (their AvgPool3d((1, 4, 4)), which on
+    their 112² input is the whole 4 × 4 map), dropped out (p 0.5), averaged over its temporal
+    positions and projected (their Linear(768, 512)). The backbone is ``build_swin3d``'s, the
+    very one the whole-clip layout runs, so both layouts share whatever attention it uses.
+    """
+
+    def __init__(self, settings: VideoSettings, snippets: int, out_dim: int) -> None:
+        super().__init__(settings)
+        self.snippets = snippets
+        self.snippet_dropout = nn.Dropout(settings.snippet_dropout)
+        self.proj = nn.Linear(self.swin.num_features, out_dim)
+        self.dim = out_dim
+
+    def time_centres(self, frames: int, device: torch.device | None = None) -> Tensor:
+        """The centre of each snippet, a fraction of the clip."""
+        del frames
+        positions = torch.arange(self.snippets, dtype=torch.float32, device=device)
+        return (positions + 0.5) / self.snippets
+
+    def forward(self, video: Tensor) -> tuple[Tensor, Tensor]:
+        """(B, T, 3, H, W) → tokens (B, S, 1, out_dim) and the snippets' time centres (S,)."""
+        b, t = video.shape[:2]
+        s = self.snippets
+        if video.ndim != 5 or t % s:
+            raise ValueError(f"video {tuple(video.shape)}: {t} frames are not {s} equal snippets")
+        x = self.normalise(video.reshape(b * s, t // s, *video.shape[2:]))  # B·S C t H W
+        swin = self.swin
+        x = swin.norm(swin.features(swin.pos_drop(swin.patch_embed(x))))  # B·S t' H' W' D
+        x = self.snippet_dropout(x.mean(dim=(2, 3))).mean(dim=1)  # B·S D
+        tokens = self.proj(x).view(b, s, 1, self.dim)
+        return tokens, self.time_centres(t, device=video.device)
+
+
+def build_video(settings: VideoSettings, snippets: int, dim: int) -> VideoBackbone:
+    """The video branch ``settings`` names: one Swin pass over the clip, or one per snippet."""
+    if settings.per_snippet:
+        return SnippetVideoBackbone(settings, snippets, dim)
+    return VideoBackbone(settings)

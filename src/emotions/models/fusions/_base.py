@@ -179,6 +179,10 @@ class FusionBase(nn.Module):
     validity into (embedding (B, D), windows (B, S, D)).
     """
 
+    # Learned modality and window embeddings added to every token. A fusion that locates
+    # tokens by its attention masks alone (mpam, as the authors' MPAM has none) turns them off.
+    embeddings: bool = True
+
     def __init__(self, settings: ModelSettings, dims: dict[str, int], num_classes: int) -> None:
         super().__init__()
         self.modalities = tuple(m for m in MODALITIES if m in dims)
@@ -194,12 +198,15 @@ class FusionBase(nn.Module):
             }
         )
         self.missing = nn.ParameterDict({m: nn.Parameter(torch.zeros(d)) for m in self.modalities})
-        self.modality_embed = nn.ParameterDict(
-            {m: nn.Parameter(torch.zeros(d)) for m in self.modalities}
-        )
-        self.window_embed = nn.Parameter(torch.zeros(settings.windows, d))
+        learned = list(self.missing.values())
+        if self.embeddings:
+            self.modality_embed = nn.ParameterDict(
+                {m: nn.Parameter(torch.zeros(d)) for m in self.modalities}
+            )
+            self.window_embed = nn.Parameter(torch.zeros(settings.windows, d))
+            learned += [*self.modality_embed.values(), self.window_embed]
         self.head = nn.Sequential(nn.Dropout(settings.dropout), nn.Linear(d, num_classes))
-        for p in [*self.missing.values(), *self.modality_embed.values(), self.window_embed]:
+        for p in learned:
             nn.init.trunc_normal_(p, std=0.02)
 
     def block(self, cross: bool, null_key: bool) -> Block:
@@ -227,8 +234,13 @@ class FusionBase(nn.Module):
             # Masks keep invalid tokens out of every key set and mean; swapping their values too
             # (before any mixing) keeps a NaN in an absent input from leaking through 0 × NaN.
             h = torch.where(valid[m].unsqueeze(-1), h, self.missing[m].to(h.dtype))
-            win = window_index(times[m], self.windows)
-            x[m] = h + self.modality_embed[m] + self.window_embed[win]
+            if self.embeddings:
+                h = (
+                    h
+                    + self.modality_embed[m]
+                    + self.window_embed[window_index(times[m], self.windows)]
+                )
+            x[m] = h
             member[m] = assign_windows(times[m], self.windows)
         embedding, window_features = self.fuse(x, member, valid)
         return {
