@@ -21,11 +21,11 @@ the Python loop, not arithmetic, set the time on a GPU.
     .venv/bin/python benchmarks/model.py                       # both sizes
     .venv/bin/python benchmarks/model.py --json reports/bench_model.json
     .venv/bin/python benchmarks/model.py --skip-paper          # seconds, tiny only
-    .venv/bin/python benchmarks/model.py --skip-paper --preset params/paper.yaml --preset-only
+    .venv/bin/python benchmarks/model.py --skip-paper --preset params/ours-closest.yaml --preset-only
 
-``--preset`` (default params/paper.yaml) also measures the ``paper`` preset: params.yaml with that
+``--preset`` (default params/ours-closest.yaml) also measures that preset: params.yaml with the
 overlay applied (pyramid fusion, ResNet-34 audio over 16 segments, Swin-T on 16 × 8 frames at
-112², see the README), on the inputs its preprocess settings make.
+112², see docs/model.md), on the inputs its preprocess settings make.
 """
 
 from __future__ import annotations
@@ -85,7 +85,7 @@ def tiny_shape(params_path: Path) -> Shape:
 
 
 def preset_shape(params_path: Path, overlay: Path) -> Shape:
-    """params.yaml with a preset overlay (params/paper.yaml) on its own preprocess inputs."""
+    """params.yaml with a preset overlay (params/ours-closest.yaml) on its own preprocess inputs."""
     params, _ = apply_overlay(params_path, overlay)
     return params_shape(f"preset {overlay.stem}", params)
 
@@ -377,8 +377,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--preset",
         type=Path,
-        default=Path("params/paper.yaml"),
-        help="also measure params.yaml with this overlay (default: the paper preset)",
+        default=Path("params/ours-closest.yaml"),
+        help="also measure params.yaml with this overlay (default: ours-closest)",
     )
     parser.add_argument("--no-preset", dest="preset", action="store_const", const=None)
     parser.add_argument("--preset-only", action="store_true", help="measure only the preset")

@@ -25,7 +25,7 @@ serve emotions.serve.service:EmotionService``) started on loopback in a second p
 The model: ``--model`` (a trained folder), else an untrained AV-CANet built from params.yaml's
 ``model:`` section and written as a model folder (model.json + best.pt) in a scratch folder;
 the forward cost depends on the architecture, not on the weights. ``--params`` (with
-``--overlay`` for a preset such as params/paper.yaml) chooses that architecture: a larger one
+``--overlay`` for a preset such as params/ours-closest.yaml) chooses that architecture: a larger one
 makes the forward share larger. The clips are generated (``--clip-seconds``, ``--clip-size``):
 short, small clips keep decoding cheap, so the forward pass dominates.
 
@@ -488,7 +488,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--soak-s", type=float, default=None, help="soak length (default 60)")
     parser.add_argument("--model", type=Path, default=None, help="a trained model folder")
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
-    parser.add_argument("--overlay", type=Path, default=None, help="e.g. params/paper.yaml")
+    parser.add_argument("--overlay", type=Path, default=None, help="e.g. params/ours-closest.yaml")
     parser.add_argument("--clip-seconds", type=float, default=1.5)
     parser.add_argument("--clip-size", default="160x120", help="WIDTHxHEIGHT of the clips")
     parser.add_argument("--decode-workers", type=int, default=2)

@@ -350,7 +350,7 @@ def build_parser() -> argparse.ArgumentParser:
     ablate = sub.add_parser("ablate", help="retrain with modality / fusion / loss switched off")
     ablate.set_defaults(run_command=cmd_ablate)
 
-    over = sub.add_parser("params", help="validate / apply a params overlay (params/paper.yaml)")
+    over = sub.add_parser("params", help="validate / apply a params overlay (params/*.yaml)")
     over.add_argument("--overlay", required=True, help="a partial params file to apply")
     out = over.add_mutually_exclusive_group()
     out.add_argument("--write", default=None, help="write the merged params here")

@@ -1,4 +1,4 @@
-"""Params overlays: a partial params file (e.g. params/paper.yaml) applied on params.yaml.
+"""Params overlays: a partial params file (e.g. params/ours-closest.yaml) applied on params.yaml.
 
 Why an overlay and not a second full params file: the preset states only what it changes, so
 it stays readable and never drifts from the rest of params.yaml. Mappings merge key by key;

@@ -1,4 +1,4 @@
-"""The params overlay (params/paper.yaml): it validates, and every way of applying it agrees."""
+"""The params overlays (params/*.yaml): each validates, and every way of applying one agrees."""
 
 from __future__ import annotations
 
@@ -14,11 +14,20 @@ from emotions.config import ConfigError, load_params
 from emotions.params_overlay import apply_overlay, merge, read_yaml, set_args
 
 REPO = Path(__file__).resolve().parents[2]
-PAPER = REPO / "params" / "paper.yaml"
+OURS = REPO / "params" / "ours-closest.yaml"
+PRESETS = sorted((REPO / "params").glob("*.yaml"))
 
 
-def test_paper_preset_validates_with_the_authors_settings() -> None:
-    params, _ = apply_overlay(REPO / "params.yaml", PAPER)
+def test_the_three_presets_are_shipped() -> None:
+    assert [p.name for p in PRESETS] == [
+        "authors-intended.yaml",
+        "authors-published.yaml",
+        "ours-closest.yaml",
+    ]
+
+
+def test_ours_closest_validates_with_the_authors_sizes() -> None:
+    params, _ = apply_overlay(REPO / "params.yaml", OURS)
     m, loss, train = params.model, params.loss, params.train
     assert (m.fusion, m.windows, m.audio.arch, m.audio.segments) == ("pyramid", 16, "resnet34", 16)
     assert (m.video.arch, m.video.weights_layout) == ("swin3d_t", "swin2d")
@@ -51,27 +60,70 @@ def test_merge_is_by_key_and_a_bad_key_is_named(tmp_path: Path) -> None:
         apply_overlay(REPO / "params.yaml", bad)
 
 
-def test_dvc_set_args_give_the_same_params_as_the_merge(tmp_path: Path) -> None:
+@pytest.mark.parametrize("preset", PRESETS, ids=lambda p: p.stem)
+def test_dvc_set_args_give_the_same_params_as_the_merge(tmp_path: Path, preset: Path) -> None:
     copy = tmp_path / "params.yaml"
     shutil.copy(REPO / "params.yaml", copy)
-    overrides = set_args(read_yaml(copy), read_yaml(PAPER))
+    overrides = set_args(read_yaml(copy), read_yaml(preset))
     assert "++model.video.weights_layout=swin2d" in overrides  # absent from params.yaml
     apply_overrides(copy, [o for o in overrides if o != "-S"])  # what `dvc exp run -S` does
     via_dvc = load_params(copy)
-    merged, _ = apply_overlay(REPO / "params.yaml", PAPER)
+    merged, _ = apply_overlay(REPO / "params.yaml", preset)
     assert via_dvc == merged
+
+
+@pytest.mark.parametrize("preset", PRESETS, ids=lambda p: p.stem)
+def test_each_preset_validates_through_the_cli(preset: Path, capsys) -> None:
+    base = str(REPO / "params.yaml")
+    assert main(["--params", base, "params", "--overlay", str(preset)]) == 0
+    assert "is valid" in capsys.readouterr().out
+    assert main(["--params", base, "params", "--overlay", str(preset), "--set-args"]) == 0
+    assert "-S train.epochs=30" in capsys.readouterr().out
+
+
+def test_every_preset_key_says_where_it_comes_from() -> None:
+    """A value line without a comment must continue a comment block (the line above has one);
+    section headers (``model:``) carry none."""
+    for preset in PRESETS:
+        lines = preset.read_text(encoding="utf-8").splitlines()
+        for number, line in enumerate(lines):
+            if not line.strip() or line.lstrip().startswith("#") or line.rstrip().endswith(":"):
+                continue
+            if "#" not in line:
+                assert "#" in lines[number - 1], f"{preset.name}:{number + 1}: {line.strip()}"
+
+
+def test_the_authors_presets_differ_in_schedule_and_loss_only() -> None:
+    published, _ = apply_overlay(REPO / "params.yaml", REPO / "params" / "authors-published.yaml")
+    intended, _ = apply_overlay(REPO / "params.yaml", REPO / "params" / "authors-intended.yaml")
+    assert (published.train.lr, published.train.schedule.form) == (1.5e-6, "constant")
+    assert (published.loss.form, published.loss.w_pol, published.loss.w_opp) == ("soft", 0, 0)
+    assert (intended.train.lr, intended.train.schedule.step) == (1.5e-4, "epoch")
+    assert intended.loss.form == "reweight"
+    assert published.model == intended.model and published.preprocess == intended.preprocess
+    same = {"lr", "warmup_epochs", "schedule"}
+    assert published.train.model_dump(exclude=same) == intended.train.model_dump(exclude=same)
+    m = published.model
+    assert (m.fusion, m.head, m.video.per_snippet, m.audio.arch) == (
+        "mpam",
+        "shared",
+        True,
+        "authors_resnet34",
+    )
+    assert (published.train.grad_clip, published.train.precision) == (None, "fp32")
+    assert published.train.spatial == "authors"
 
 
 def test_cli_validates_writes_and_prints(tmp_path: Path, capsys) -> None:
     base = str(REPO / "params.yaml")
-    assert main(["--params", base, "params", "--overlay", str(PAPER)]) == 0
+    assert main(["--params", base, "params", "--overlay", str(OURS)]) == 0
     assert "is valid" in capsys.readouterr().out
     out = tmp_path / "merged.yaml"
-    assert main(["--params", base, "params", "--overlay", str(PAPER), "--write", str(out)]) == 0
-    assert load_params(out) == apply_overlay(base, PAPER)[0]
+    assert main(["--params", base, "params", "--overlay", str(OURS), "--write", str(out)]) == 0
+    assert load_params(out) == apply_overlay(base, OURS)[0]
     assert yaml.safe_load(out.read_text(encoding="utf-8"))["model"]["fusion"] == "pyramid"
     capsys.readouterr()
-    assert main(["--params", base, "params", "--overlay", str(PAPER), "--set-args"]) == 0
+    assert main(["--params", base, "params", "--overlay", str(OURS), "--set-args"]) == 0
     assert "-S model.fusion=pyramid" in capsys.readouterr().out
     bad = tmp_path / "bad.yaml"
     bad.write_text("train: {lr: -1}\n", encoding="utf-8")
