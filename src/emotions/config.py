@@ -312,6 +312,11 @@ class EvaluateConfig(Strict):
     # Test-time views averaged (logits) per clip: evenly shifted cached positions (at most
     # preprocess.positions); 1 is the centre view. Calibration fits on the same average.
     views: int = Field(1, ge=1)
+    # val_selected: the test score of the epoch validation chose (ours, unbiased). authors:
+    # that too, and beside it the score the authors' main_final_delay.py reports: every epoch
+    # scored on the test split with random views (random offset and crop position, no
+    # augmentation), the best epoch's. Train then also scores the test split each epoch.
+    protocol: Literal["val_selected", "authors"] = "val_selected"
 
 
 AblationLoss = Literal["ce", "soft", "reweight"]

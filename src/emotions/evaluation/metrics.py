@@ -156,3 +156,28 @@ def log_loss(
     probabilities = np.asarray(probabilities, float)
     probabilities = probabilities / probabilities.sum(axis=1, keepdims=True)
     return float(skm.log_loss(y_true, probabilities, labels=list(labels)))
+
+
+# Training history keys of the authors' protocol (evaluate.protocol: authors): the test split
+# scored every epoch on random views, e.g. "test_random_view_accuracy".
+AUTHORS_TEST = "test_random_view_"
+
+
+def authors_protocol(history: Sequence[dict[str, float]]) -> dict[str, float | int] | None:
+    """The score the authors' main_final_delay.py reports, from a training history.
+
+    Their loop scores the test list after every epoch (val_epoch on random views) and keeps the
+    epoch of the highest accuracy: the figure is the maximum over epochs on test, the number a
+    test-set model selection gives, not an estimate of accuracy on unseen clips. None when the
+    history holds no such scores (the run did not use the protocol).
+    """
+    scored = [record for record in history if f"{AUTHORS_TEST}accuracy" in record]
+    if not scored:
+        return None
+    # The first epoch of the highest accuracy, as their `acc > best_acc` keeps it.
+    best = max(scored, key=lambda record: (record[f"{AUTHORS_TEST}accuracy"], -record["epoch"]))
+    out: dict[str, float | int] = {"epoch": int(best["epoch"]), "epochs_scored": len(scored)}
+    for key in SUMMARY_KEYS:
+        if f"{AUTHORS_TEST}{key}" in best:
+            out[key] = float(best[f"{AUTHORS_TEST}{key}"])
+    return out

@@ -10,10 +10,17 @@ drift monitor compares live traffic against.
 accuracy (= WAR), UAR, weighted and macro F1, per-class accuracy/precision/recall/F1,
 polarity accuracy, ECE and NLL (raw and calibrated), the confusion matrix, and the accuracy on high- against
 low-agreement test clips (`evaluate.high_agreement`), where the labels come with votes.
+
+With `evaluate.protocol: authors` it also carries, side by side, `val_selected` (the epoch
+validation chose and its test scores: the same numbers as the top level) and
+`authors_protocol` (the best epoch on test over the training history, scored on random views,
+as the authors' main_final_delay.py reports it): the second is what compares with the paper's
+tables, the first is the estimate to trust.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -27,7 +34,9 @@ from emotions.atomic import atomic_write, atomic_write_json
 from emotions.config import Params
 from emotions.evaluation.calibration import fit_temperature
 from emotions.evaluation.metrics import (
+    SUMMARY_KEYS,
     accuracy_or_none,
+    authors_protocol,
     classification_summary,
     confusion_matrix,
     expected_calibration_error,
@@ -35,7 +44,7 @@ from emotions.evaluation.metrics import (
     per_class_scores,
     polarity_accuracy,
 )
-from emotions.layout import Layout, RunPaths
+from emotions.layout import TRAIN_SUMMARY, Layout, RunPaths
 from emotions.model_folder import CalibrationError, read_calibration
 from emotions.training.dataset import build_dataset
 from emotions.training.predict import predict_views
@@ -162,10 +171,28 @@ def evaluate_run(
         # and `dvc plots show` (confusion.csv) render the matrix.
         "confusion_matrix": {"classes": list(classes), "counts": matrix.tolist()},
     }
+    if params.evaluate.protocol == "authors":
+        metrics.update(protocol_scores(paths, metrics))
     atomic_write_json(metrics, metrics_path)
     _write_plots(plots_dir, matrix, classes, labels, predicted, test["clip_ids"])
     _write_predictions(eval_dir, test, probs, classes)
     return metrics
+
+
+def protocol_scores(paths: RunPaths, metrics: dict[str, Any]) -> dict[str, Any]:
+    """The two numbers a reader needs, clearly named: the val-selected test score (ours) and
+    the authors' protocol score (best epoch on test, random views) from the training history."""
+    summary_path = paths.model_dir / TRAIN_SUMMARY
+    summary = json.loads(summary_path.read_text(encoding="utf-8")) if summary_path.is_file() else {}
+    theirs = authors_protocol(summary.get("history") or [])
+    if theirs is None:
+        raise RuntimeError(
+            f"evaluate.protocol 'authors' needs the per-epoch test scores training records "
+            f"with it, and {summary_path} has none: train the run again with the protocol set"
+        )
+    ours = {"epoch": int(summary.get("best_epoch", -1))}
+    ours.update({key: float(metrics[key]) for key in SUMMARY_KEYS})
+    return {"val_selected": ours, "authors_protocol": theirs}
 
 
 def _calibration(params: Params, spec, paths: RunPaths, given: Path | None, run_split):
@@ -241,4 +268,10 @@ def main(params: Params, *, run: str) -> None:
     metrics = evaluate_run(params, run)
     shown = ("accuracy", "uar", "weighted_f1", "macro_f1", "polarity_accuracy", "ece")
     scores = ", ".join(f"{key}={metrics[key]:.3f}" for key in shown)
+    theirs = metrics.get("authors_protocol")
+    if theirs:
+        scores += (
+            f"; authors' protocol (best epoch on test, random views): "
+            f"accuracy={theirs['accuracy']:.3f} at epoch {theirs['epoch']}"
+        )
     print(f"evaluate {run}: {scores}, n_test={metrics['n_test']}")

@@ -84,6 +84,7 @@ class CachedClipDataset(Dataset):
         seed: int = 0,
         defer_decode: bool = False,
         spatial: Spatial = "ours",
+        random_views: bool = False,
     ) -> None:
         """``classes`` fixes the label order (pass the taxonomy's); without it the sorted
         labels of the whole split file are used, so train/val/test agree with each other."""
@@ -97,6 +98,10 @@ class CachedClipDataset(Dataset):
         self.spatial = spatial
         if defer_decode and spatial != "ours":
             raise ValueError("deferred (on-device) decoding applies only the 'ours' crop")
+        # Not training, but a random view per (epoch, clip): temporal position and crop drawn
+        # as in training, without flips or other augmentation (the authors' protocol scores
+        # its test list so every epoch, with Preprocessing(is_aug=False, center=False)).
+        self.random_views = random_views
         stats = json.loads((self.cache_dir / STATS).read_text(encoding="utf-8"))
         self.mean, self.std = float(stats["fbank_mean"]), float(stats["fbank_std"])
         cached_size = int(stats["shapes"]["frames"][2])
@@ -164,7 +169,7 @@ class CachedClipDataset(Dataset):
         arrays = self._open()
         row = int(self.rows[i])
         valid = int(self.audio_frames[i])
-        rng = self._generator(i, epoch) if self.train else None
+        rng = self._generator(i, epoch) if self.train or self.random_views else None
         choice = self._choice(rng)
         keep = None if self.layout.positions == 1 else self.layout.frame_rows(choice).tolist()
         common = {
@@ -212,6 +217,7 @@ class CachedClipDataset(Dataset):
             normalize=self.normalize,
             spec_augment=self.spec_augment,
             spatial=self.spatial,
+            augment=self.train,
         )
         return {"video": video, "audio": audio, **common}
 
@@ -268,9 +274,16 @@ class CachedClipDataset(Dataset):
 
 
 def build_dataset(
-    params: Params, run: str, paths: RunPaths, split: str, train: bool
+    params: Params,
+    run: str,
+    paths: RunPaths,
+    split: str,
+    train: bool,
+    *,
+    random_views: bool = False,
 ) -> CachedClipDataset:
-    """The run's ``split`` as the params configure it (augmented only when ``train``)."""
+    """The run's ``split`` as the params configure it (augmented only when ``train``; a random
+    unaugmented view per epoch with ``random_views``)."""
     spec = params.run(run)
     classes = list(params.taxonomy_for(spec.dataset))
     augment = None
@@ -292,4 +305,5 @@ def build_dataset(
         and params.preprocess.cache_format == "jpeg"
         and params.train.jpeg_decode == "device",
         spatial=params.train.spatial,
+        random_views=random_views and not train,
     )

@@ -39,7 +39,7 @@ from tqdm.auto import tqdm
 
 from emotions.cache.format import INDEX, STATS
 from emotions.config import Params
-from emotions.evaluation.metrics import classification_summary
+from emotions.evaluation.metrics import AUTHORS_TEST, classification_summary
 from emotions.layout import LIVE, TRAIN_SUMMARY, RunPaths
 from emotions.models.avcanet import AVCANet, estimate_flops
 from emotions.models.losses import build_criterion
@@ -75,6 +75,8 @@ def fingerprint(params: Params, paths: RunPaths) -> str:
     for section in (params.model, params.loss, params.train, params.preprocess):
         digest.update(section.model_dump_json().encode())
     digest.update(str(params.seed).encode())
+    if params.evaluate.protocol != "val_selected":  # the history then holds test scores too
+        digest.update(params.evaluate.protocol.encode())
     for path in (paths.split, paths.cache / INDEX, paths.cache / STATS):
         digest.update(path.read_bytes() if path.is_file() else b"-")
     return digest.hexdigest()[:16]
@@ -330,6 +332,14 @@ def _train(
         runtime,
         drop_last=False,
     )
+    # The authors' protocol (evaluate.protocol: authors): the test split scored every epoch
+    # on random views; evaluate reports its best epoch beside the val-selected test score.
+    # It never chooses the checkpoint: validation does.
+    test_sampler, test_loader = None, None
+    if params.evaluate.protocol == "authors":
+        test_set = build_dataset(params, run, paths, "test", train=False, random_views=True)
+        test_sampler = EpochSampler(len(test_set), shuffle=False, pad=False, **ranks)
+        test_loader = make_loader(test_set, test_sampler, params, runtime, drop_last=False)
     # Micro-batches of a whole epoch (the loader's length shrinks while a resume skips some);
     # optimizer steps, not micro-batches, drive the schedule under gradient accumulation.
     batches_per_epoch = len(loader)
@@ -460,6 +470,10 @@ def _train(
             "train_loss": loss_sum / max(loss_count, 1),
         }
         record.update(score_validation(model, val_loader, runtime, len(classes)))
+        if test_loader is not None and test_sampler is not None:
+            test_sampler.set_epoch(state.epoch)  # new random views every epoch
+            scores = score_validation(model, test_loader, runtime, len(classes))
+            record.update({AUTHORS_TEST + k.removeprefix("val_"): v for k, v in scores.items()})
         perf = throughput_record(runtime, throughput, flops, peak)
         record = broadcast_object(runtime, record)
         state.epoch += 1
@@ -483,7 +497,8 @@ def _train(
         if live is not None:
             for key, value in record.items():
                 if key != "epoch":
-                    live.log_metric(f"train/{key}" if not key.startswith("val_") else key, value)
+                    plain = key.startswith(("val_", AUTHORS_TEST))
+                    live.log_metric(key if plain else f"train/{key}", value)
             for key, value in perf.items():
                 live.log_metric(key, value)
             live.log_metric("lr", scheduler.get_last_lr()[0])

@@ -70,9 +70,12 @@ def _masking(axis: str, width: int) -> torch.nn.Module:
     return transforms.TimeMasking(width) if axis == "time" else transforms.FrequencyMasking(width)
 
 
-def crop_video(frames: np.ndarray, crop: int, rng: np.random.Generator | None) -> np.ndarray:
+def crop_video(
+    frames: np.ndarray, crop: int, rng: np.random.Generator | None, *, augment: bool = True
+) -> np.ndarray:
     """(T, R, R, 3) → (T, crop, crop, 3): the same random crop and flip for all T frames when
-    ``rng`` is given (training), else the centre crop."""
+    ``rng`` is given (training), else the centre crop. ``augment`` False keeps the random crop
+    but never flips (a random view to score, not to train on)."""
     size = frames.shape[1]
     if crop > size:
         raise ValueError(f"crop {crop} is larger than the cached frames ({size})")
@@ -81,7 +84,7 @@ def crop_video(frames: np.ndarray, crop: int, rng: np.random.Generator | None) -
         return np.ascontiguousarray(frames[:, top : top + crop, left : left + crop])
     top, left = (int(v) for v in rng.integers(0, size - crop + 1, size=2))
     out = frames[:, top : top + crop, left : left + crop]
-    if rng.random() < 0.5:
+    if rng.random() < 0.5 and augment:
         out = out[:, :, ::-1]
     return np.ascontiguousarray(out)
 
@@ -105,11 +108,12 @@ def apply_crop(frames: torch.Tensor, crop: int, box: tuple[int, int, bool]) -> t
 
 
 def crop_video_chw(
-    frames: torch.Tensor, crop: int, rng: np.random.Generator | None
+    frames: torch.Tensor, crop: int, rng: np.random.Generator | None, *, augment: bool = True
 ) -> torch.Tensor:
     """:func:`crop_video` for channels-first (T, 3, R, R) frames (the jpeg cache's decoded
     tensors): the same draws from ``rng``, so both cache formats get the same crop and flip."""
-    return apply_crop(frames, crop, draw_crop(frames.shape[2], crop, rng))
+    top, left, flip = draw_crop(frames.shape[2], crop, rng)
+    return apply_crop(frames, crop, (top, left, flip and augment))
 
 
 # The authors' Preprocessing (AV-CANet/transforms/spatial.py): RandomCenterCornerCrop's five
@@ -152,7 +156,9 @@ def square_box(height: int, width: int, position: str) -> tuple[int, int, int]:
     return top[position], left[position], side
 
 
-def authors_view(frames: torch.Tensor, crop: int, rng: np.random.Generator | None) -> torch.Tensor:
+def authors_view(
+    frames: torch.Tensor, crop: int, rng: np.random.Generator | None, *, augment: bool = True
+) -> torch.Tensor:
     """(T, 3, H, W) uint8 → (T, 3, crop, crop) uint8, the authors' spatial sampling.
 
     Training (``rng`` given): the square of the full short side at the centre or one of the
@@ -165,8 +171,14 @@ def authors_view(frames: torch.Tensor, crop: int, rng: np.random.Generator | Non
     The decode-once cache keeps the centre square of the short side, so on cached frames all
     five positions are that square; the corners differ only on frames that keep the whole
     picture.
+
+    ``augment`` False keeps the random position but adds no flip, rotation or brightness: the
+    view ``get_spatial_transform_val`` (Preprocessing(is_aug=False, center=False)) scores the
+    authors' every-epoch test with.
     """
     draw = draw_authors(rng) if rng is not None else AuthorsDraw("c", None, 0.0, 1.0)
+    if not augment:
+        draw = AuthorsDraw(draw.position, None, draw.angle, draw.factor)
     top, left, side = square_box(frames.shape[-2], frames.shape[-1], draw.position)
     out = frames[..., top : top + side, left : left + side]
     if side != crop:
@@ -224,21 +236,24 @@ def make_sample(
     normalize: bool = True,
     spec_augment: SpecAugment | None = None,
     spatial: Spatial = "ours",
+    augment: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Cropped (T, C, H, W) uint8 video and (time, mels) float32 audio for one clip.
 
     ``frames`` is the raw cache's (T, R, R, 3) array or the jpeg cache's (T, 3, R, R) tensor.
 
     ``rng`` given means training: the ``spatial`` pipeline's random view, and ``spec_augment``
-    if set.
+    if set; with ``augment`` False the view is random but not augmented (no flip, rotation or
+    brightness).
     """
     if spatial == "authors":
         chw = frames if isinstance(frames, torch.Tensor) else _channels_first(frames)
-        video = authors_view(chw, crop, rng)
+        video = authors_view(chw, crop, rng, augment=augment)
     elif isinstance(frames, torch.Tensor):  # decoded JPEG frames, channels-first
-        video = crop_video_chw(frames, crop, rng)
+        video = crop_video_chw(frames, crop, rng, augment=augment)
     else:
-        video = torch.from_numpy(crop_video(frames, crop, rng)).permute(0, 3, 1, 2).contiguous()
+        cropped = crop_video(frames, crop, rng, augment=augment)
+        video = torch.from_numpy(cropped).permute(0, 3, 1, 2).contiguous()
     return video, make_audio(
         fbank,
         audio_frames,
