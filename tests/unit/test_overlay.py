@@ -112,6 +112,9 @@ def test_the_authors_presets_differ_in_schedule_and_loss_only() -> None:
     )
     assert (published.train.grad_clip, published.train.precision) == (None, "fp32")
     assert published.train.spatial == "authors"
+    assert published.evaluate.protocol == intended.evaluate.protocol == "authors"
+    ours, _ = apply_overlay(REPO / "params.yaml", OURS)
+    assert ours.evaluate.protocol == "val_selected"
 
 
 def test_cli_validates_writes_and_prints(tmp_path: Path, capsys) -> None:
