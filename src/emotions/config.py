@@ -342,7 +342,7 @@ class AblateConfig(Strict):
     """Which run the ablation retrains, over which cells, and how many seeds per cell.
 
     The default is one factor at a time around the full model (modality, fusion, loss), which
-    answers the paper's questions at a fraction of the 45-cell full matrix; `full_matrix: true`
+    answers the paper's questions at a fraction of the 54-cell full matrix; `full_matrix: true`
     trains every combination. With `seeds: N` each cell is trained N times (seeds seed,
     seed + 1, …) and reported as mean ± std, so a difference within the seed noise of a small
     test split is not read as a finding.

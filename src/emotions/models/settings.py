@@ -69,7 +69,8 @@ class AudioSettings(_Strict):
     """The audio branch: an AST-style spectrogram transformer or a per-snippet ResNet."""
 
     # ast: one ViT over the whole log-mel (size/patch/stride below); resnet18/34: timm's
-    # ResNet with one input channel over each of `segments` equal time slices (the authors').
+    # ResNet with one input channel over each of `segments` equal time slices; authors_resnet34:
+    # the authors' ResNet-34 ((7, 1) stem, Linear + BatchNorm1d + Tanh; models/audio_net.py).
     arch: AudioArch = "ast"
     segments: int = Field(4, ge=1)
     size: AudioSize = "tiny"

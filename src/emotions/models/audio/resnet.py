@@ -1,4 +1,5 @@
-"""Audio branch after the authors' code: a 2D ResNet with one input channel per audio snippet.
+"""Audio branch: timm's 2D ResNet with one input channel per audio snippet (ours; the authors'
+branch, with its (7, 1) stem and Linear + BN + Tanh, is ``authors_resnet34``).
 
 The log-mel is cut into ``settings.segments`` equal time slices (aligned with the video's
 snippets when both use the same count); each slice, as a one-channel image (mel bins × frames),

@@ -1,4 +1,4 @@
-"""Pyramid fusion, after the authors' code (docs/DESIGN.md "How the authors train AV-CANet").
+"""Pyramid fusion: ours, in the spirit of the authors' MPAM (``mpam`` is the reading of their code).
 
 Over the aligned snippet tokens (each modality's tokens averaged per time window, so snippet k
 of the video and snippet k of the audio cover the same share of the clip):
