@@ -142,19 +142,19 @@ def test_write_keeps_every_comment_and_changes_only_the_overlay_values(tmp_path:
     before = params.read_text(encoding="utf-8")
     comments = [line.split("#", 1)[1].strip() for line in before.splitlines() if "#" in line]
     assert (
-        main(["--params", str(params), "params", "--overlay", str(PAPER), "--write", str(params)])
+        main(["--params", str(params), "params", "--overlay", str(OURS), "--write", str(params)])
         == 0
     )
     after = params.read_text(encoding="utf-8")
     for comment in comments:
         assert comment in after, f"comment lost: {comment!r}"
-    assert load_params(params) == apply_overlay(REPO / "params.yaml", PAPER)[0]
+    assert load_params(params) == apply_overlay(REPO / "params.yaml", OURS)[0]
     # Only lines holding an overlay value changed (plus added keys): no re-indent, no re-style.
     old_lines, new_lines = before.splitlines(), after.splitlines()
     removed = [line for line in old_lines if line not in set(new_lines)]
     from emotions.params_overlay import changed
 
-    assert len(removed) <= len(changed(read_yaml(REPO / "params.yaml"), read_yaml(PAPER)))
+    assert len(removed) <= len(changed(read_yaml(REPO / "params.yaml"), read_yaml(OURS)))
     keys_before = [line.split(":")[0] for line in old_lines if line and not line[0].isspace()]
     keys_after = [line.split(":")[0] for line in new_lines if line and not line[0].isspace()]
     assert keys_after == keys_before  # top-level order kept
