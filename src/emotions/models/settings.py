@@ -27,6 +27,8 @@ AudioArch = Literal["ast", "resnet18", "resnet34", "authors_resnet34"]
 # separate: one head on the fused embedding, auxiliary heads on each branch (ours); shared: one
 # Linear on [audio; video] whose halves give the modality logits (the authors' ConcatFusion).
 Head = Literal["separate", "shared"]
+# How the Video Swin blocks compute window attention (emotions.models.window_attention).
+VideoAttention = Literal["sdpa", "torchvision"]
 
 
 class _Strict(BaseModel):
@@ -46,6 +48,10 @@ class VideoSettings(_Strict):
     # position: enough tokens for cross-attention to pick regions, few enough to stay cheap.
     spatial_pool: int = Field(2, ge=1)
     drop_path: float = Field(0.1, ge=0.0, lt=1.0)
+    # sdpa: one fused scaled_dot_product_attention per block with the bias and shift mask folded
+    # into one cached mask; torchvision: its attention as written (the benchmark's baseline).
+    # Same parameters either way, so weights and checkpoints move between them.
+    attention: VideoAttention = "sdpa"
     # Pixels in [0, 1] become (x − mean) / std. Default: ImageNet's. The authors' AVNet.forward
     # computes x / 255 − 100 / 255 (VisualStream._init_norm_val): mean 100/255 per channel,
     # std 1 (params/authors-published.yaml).

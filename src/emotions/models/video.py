@@ -23,6 +23,7 @@ from torchvision.models.video.swin_transformer import SwinTransformer3d
 from torchvision.ops import StochasticDepth
 
 from emotions.models.settings import VideoSettings
+from emotions.models.window_attention import swin_block
 
 
 class WeightsError(ValueError):
@@ -47,10 +48,15 @@ _TORCHVISION: dict[str, Callable[..., SwinTransformer3d]] = {
 
 
 def build_swin3d(settings: VideoSettings) -> SwinTransformer3d:
-    """The bare Video Swin architecture for ``settings.arch`` (random init, nothing downloaded)."""
+    """The bare Video Swin architecture for ``settings.arch`` (random init, nothing downloaded).
+
+    Its blocks compute attention as ``settings.attention`` says; the parameters, their names
+    and a seed's initial values are the same for either.
+    """
+    block = swin_block(settings.attention)
     if settings.arch == "tiny":
-        return SwinTransformer3d(**_TINY, stochastic_depth_prob=settings.drop_path)
-    model = _TORCHVISION[settings.arch](weights=None)
+        return SwinTransformer3d(**_TINY, stochastic_depth_prob=settings.drop_path, block=block)
+    model = _TORCHVISION[settings.arch](weights=None, block=block)
     # The builders fix the stochastic depth rate at 0.1; rescale it to the setting, keeping
     # torchvision's linear rise with block depth.
     blocks = [m for m in model.modules() if isinstance(m, StochasticDepth)]

@@ -1,0 +1,205 @@
+"""Shifted-window attention of the Video Swin blocks, fused into ``scaled_dot_product_attention``.
+
+Why: torchvision's ``ShiftedWindowAttention3d`` computes attention by hand (q @ kᵀ, add an fp32
+relative-position bias, add an fp32 shift mask rebuilt every forward, fp32 softmax, @ v), so
+under bf16 autocast the scores round-trip memory in fp32 several times per block and the
+autocast casts, the mask build and the adds cost more GPU time than the matrix products.
+:class:`SdpaWindowAttention3d` computes the same function with one fused kernel:
+
+- the relative-position bias and the shift mask are folded into ONE additive mask in the
+  compute dtype; the shift mask depends only on the padded input shape, so it is built once
+  per (shape, device, dtype) and cached, while the bias (a learnable table) is gathered once
+  per forward and added to it;
+- q/k/v are 4-D with the mask broadcast over the batch: unshifted blocks run
+  (B·windows, heads, N, d) against a (1, heads, N, N) bias; shifted blocks, whose mask differs
+  per window, run (B, windows·heads, N, d) against a (1, windows·heads, N, N) mask, so the mask
+  is never materialised per clip;
+- the backend is explicit: memory-efficient, else math. Flash refuses any mask (and on the CPU
+  any mask that needs a gradient, which the bias does); cuDNN is left out until a GPU test shows
+  its gradients match the math backend's.
+
+It subclasses torchvision's module and keeps its parameters and buffer (``qkv``, ``proj``,
+``relative_position_bias_table``, ``relative_position_index``) and their initialisation, so
+every weight file and loader written for torchvision's Swin3d loads into it unchanged, and a
+seed gives the same weights with either attention. Numerically it reproduces torchvision's
+quirks on purpose: zero-padded tokens take part in unshifted windows, the shift mask is −100
+(not −inf), and a window clipped to a smaller input reads the top-left corner of the index.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
+from torchvision.models.swin_transformer import SwinTransformerBlock
+from torchvision.models.video.swin_transformer import ShiftedWindowAttention3d
+
+from emotions.models.settings import VideoAttention
+
+# Memory-efficient first (accepts an additive bf16 mask and gives it a gradient), math as the
+# fallback every device has.
+BACKENDS = [SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
+# torchvision's value for "other region" in the shift mask (kept so outputs match its module).
+MASKED = -100.0
+
+Triple = tuple[int, int, int]
+
+
+def window_and_shift(size: Triple, window: Triple, shift: Triple) -> tuple[Triple, Triple]:
+    """The window and shift used for an input of ``size`` (T, H, W): torchvision's rule.
+
+    Along a dimension no longer than the window, the window shrinks to the input and does not
+    shift.
+    """
+    w = tuple(s if s <= k else k for s, k in zip(size, window, strict=True))
+    h = tuple(0 if s <= k else m for s, k, m in zip(size, window, shift, strict=True))
+    return (w[0], w[1], w[2]), (h[0], h[1], h[2])
+
+
+def shift_mask(padded: Triple, window: Triple, shift: Triple) -> Tensor:
+    """(windows, 1, N, N) float mask: 0 within a region of the rolled input, ``MASKED`` across.
+
+    Built on the CPU in fp32 with torchvision's region labels; callers cast and cache it.
+    """
+    labels = torch.zeros(padded)
+    count = 0
+    bands = [((0, -k), (-k, -s), (-s, None)) for k, s in zip(window, shift, strict=True)]
+    for d in bands[0]:
+        for h in bands[1]:
+            for w in bands[2]:
+                labels[d[0] : d[1], h[0] : h[1], w[0] : w[1]] = count
+                count += 1
+    grid = [p // k for p, k in zip(padded, window, strict=True)]
+    labels = labels.view(grid[0], window[0], grid[1], window[1], grid[2], window[2])
+    labels = labels.permute(0, 2, 4, 1, 3, 5).reshape(-1, window[0] * window[1] * window[2])
+    differ = labels.unsqueeze(1) != labels.unsqueeze(2)
+    return torch.zeros(differ.shape).masked_fill(differ, MASKED).unsqueeze(1)
+
+
+class SdpaWindowAttention3d(ShiftedWindowAttention3d):
+    """torchvision's ``ShiftedWindowAttention3d`` computed by one fused SDPA call per block."""
+
+    def __init__(
+        self,
+        dim: int,
+        window_size: list[int],
+        shift_size: list[int],
+        num_heads: int,
+        qkv_bias: bool = True,
+        proj_bias: bool = True,
+        attention_dropout: float = 0.0,
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__(
+            dim,
+            window_size,
+            shift_size,
+            num_heads,
+            qkv_bias=qkv_bias,
+            proj_bias=proj_bias,
+            attention_dropout=attention_dropout,
+            dropout=dropout,
+        )
+        # (padded size, window, shift, device, dtype) → shift mask; not a buffer, so it stays
+        # out of state dicts and checkpoints. ``mask_builds`` counts misses (a test reads it).
+        self._shift_masks: dict[tuple, Tensor] = {}
+        self.mask_builds = 0
+
+    def cached_shift_mask(
+        self, padded: Triple, window: Triple, shift: Triple, like: Tensor
+    ) -> Tensor:
+        """The shift mask for this shape on ``like``'s device and dtype, built on first use."""
+        key = (padded, window, shift, like.device, like.dtype)
+        mask = self._shift_masks.get(key)
+        if mask is None:
+            mask = shift_mask(padded, window, shift).to(like.device, like.dtype)
+            if not torch.compiler.is_compiling():
+                self._shift_masks[key] = mask
+                self.mask_builds += 1
+        return mask
+
+    def relative_bias(self, window: Triple, dtype: torch.dtype) -> Tensor:
+        """(heads, N, N) relative-position bias in ``dtype``, gathered from the learnable table.
+
+        Gathered in the table's precision and cast after, so the backward accumulates the
+        N² gradients into the table's few entries in fp32, not in bf16.
+        """
+        volume = window[0] * window[1] * window[2]
+        index = self.relative_position_index[:volume, :volume].reshape(-1)
+        bias = self.relative_position_bias_table[index].to(dtype)
+        return bias.view(volume, volume, -1).permute(2, 0, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        b, t, h, w, c = x.shape
+        window, shift = window_and_shift(
+            (t, h, w), _triple(self.window_size), _triple(self.shift_size)
+        )
+        pad = [(k - s % k) % k for s, k in zip((t, h, w), window, strict=True)]
+        x = F.pad(x, (0, 0, 0, pad[2], 0, pad[1], 0, pad[0]))
+        padded: Triple = (t + pad[0], h + pad[1], w + pad[2])
+        shifted = any(shift)
+        if shifted:
+            x = torch.roll(x, shifts=(-shift[0], -shift[1], -shift[2]), dims=(1, 2, 3))
+        grid = [p // k for p, k in zip(padded, window, strict=True)]
+        windows = grid[0] * grid[1] * grid[2]
+        n = window[0] * window[1] * window[2]
+        heads = self.num_heads
+        x = x.view(b, grid[0], window[0], grid[1], window[1], grid[2], window[2], c)
+        x = x.permute(0, 1, 3, 5, 2, 4, 6, 7).reshape(b, windows, n, c)
+
+        qkv = F.linear(x, self.qkv.weight, self.qkv.bias).view(b, windows, n, 3, heads, c // heads)
+        qkv = qkv.permute(3, 0, 1, 4, 2, 5)  # 3, B, windows, heads, N, d
+        bias = self.relative_bias(window, qkv.dtype)
+        if shifted:
+            # The mask differs per window: windows and heads share one axis, the batch broadcasts.
+            q, k, v = qkv.reshape(3, b, windows * heads, n, c // heads).unbind(0)
+            mask = bias + self.cached_shift_mask(padded, window, shift, bias)
+            mask = mask.reshape(1, windows * heads, n, n)
+        else:
+            q, k, v = qkv.reshape(3, b * windows, heads, n, c // heads).unbind(0)
+            mask = bias.unsqueeze(0)
+        with sdpa_kernel(BACKENDS):
+            out = F.scaled_dot_product_attention(
+                q,
+                k,
+                v,
+                attn_mask=mask,
+                dropout_p=self.attention_dropout if self.training else 0.0,
+            )
+        out = out.view(b, windows, heads, n, c // heads).transpose(2, 3).reshape(b, windows, n, c)
+        out = F.linear(out, self.proj.weight, self.proj.bias)
+        out = F.dropout(out, p=self.dropout, training=self.training)
+
+        out = out.view(b, grid[0], grid[1], grid[2], window[0], window[1], window[2], c)
+        out = out.permute(0, 1, 4, 2, 5, 3, 6, 7).reshape(b, *padded, c)
+        if shifted:
+            out = torch.roll(out, shifts=shift, dims=(1, 2, 3))
+        return out[:, :t, :h, :w, :].contiguous()
+
+
+def _triple(values: list[int]) -> Triple:
+    return (values[0], values[1], values[2])
+
+
+ATTENTION_LAYERS: dict[str, type[ShiftedWindowAttention3d]] = {
+    "sdpa": SdpaWindowAttention3d,
+    "torchvision": ShiftedWindowAttention3d,
+}
+
+
+def swin_block(attention: VideoAttention) -> Callable[..., nn.Module]:
+    """A ``block`` for ``SwinTransformer3d`` whose blocks use ``attention``.
+
+    ``SwinTransformer3d`` passes ``attn_layer=ShiftedWindowAttention3d`` to every block itself,
+    which would override a ``functools.partial``; this factory replaces that argument instead.
+    """
+    layer = ATTENTION_LAYERS[attention]
+
+    def block(*args, **kwargs) -> nn.Module:
+        kwargs["attn_layer"] = layer
+        return SwinTransformerBlock(*args, **kwargs)
+
+    return block

@@ -1,0 +1,170 @@
+"""The fused window attention computes torchvision's ``ShiftedWindowAttention3d``, on the CPU.
+
+``model.video.attention: sdpa`` is only a speed setting if it changes nothing else: the same
+outputs and gradients (of the input, the bias table and every weight) as torchvision's module
+for shifted and unshifted windows, inputs that need padding and inputs smaller than a window;
+the same state-dict keys and shapes, so the weight loaders and checkpoints are shared; and a
+shift mask built once per shape rather than per forward.
+"""
+
+from __future__ import annotations
+
+import typing
+from pathlib import Path
+
+import pytest
+import torch
+from torch import Tensor
+from torchvision.models.video.swin_transformer import ShiftedWindowAttention3d
+
+from emotions.models.settings import VideoAttention, VideoSettings
+from emotions.models.video import VideoBackbone, build_swin3d
+from emotions.models.window_attention import (
+    ATTENTION_LAYERS,
+    SdpaWindowAttention3d,
+    window_and_shift,
+)
+
+DIM, HEADS = 48, 3
+WINDOW = [2, 4, 4]
+# (input T, H, W; shift): multiples of the window; sizes that need padding; an input smaller
+# than the window along some dimensions (the window shrinks and does not shift there); and an
+# input smaller than the window along all of them.
+CASES = {
+    "unshifted": ((4, 8, 8), [0, 0, 0]),
+    "shifted": ((4, 8, 8), [1, 2, 2]),
+    "unshifted-padded": ((3, 7, 6), [0, 0, 0]),
+    "shifted-padded": ((5, 9, 10), [1, 2, 2]),
+    "shifted-window-larger-in-t-and-h": ((2, 3, 8), [1, 2, 2]),
+    "window-larger-than-input": ((1, 3, 2), [1, 2, 2]),
+}
+# bf16 keeps 8 significant bits (a relative step of 2⁻⁸ ≈ 0.4 %): outputs and gradients are
+# allowed 2 % of the reference's largest magnitude. A wrong mask or bias costs tens of percent.
+BF16_SHARE = 0.02
+
+
+def pair(shift: list[int], seed: int = 0) -> tuple[ShiftedWindowAttention3d, SdpaWindowAttention3d]:
+    """torchvision's module and the fused one, with the same weights."""
+    torch.manual_seed(seed)
+    reference = ShiftedWindowAttention3d(DIM, list(WINDOW), list(shift), HEADS)
+    fused = SdpaWindowAttention3d(DIM, list(WINDOW), list(shift), HEADS)
+    fused.load_state_dict(reference.state_dict())
+    return reference, fused
+
+
+def run(
+    module: torch.nn.Module, x: Tensor, upstream: Tensor, bf16: bool = False
+) -> dict[str, Tensor]:
+    """Output and gradients (input and every parameter) for the loss ⟨output, upstream⟩."""
+    module.zero_grad(set_to_none=True)
+    x = x.clone().requires_grad_(True)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        out = module(x)
+    (out.float() * upstream).sum().backward()
+    grads = {f"grad {name}": p.grad for name, p in module.named_parameters()}
+    return {"output": out.float().detach(), "grad input": x.grad, **grads}
+
+
+def inputs(size: tuple[int, int, int], seed: int = 1) -> tuple[Tensor, Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.randn(2, *size, DIM, generator=generator)
+    return x, torch.randn(x.shape, generator=generator)
+
+
+@pytest.mark.parametrize(("size", "shift"), CASES.values(), ids=CASES.keys())
+def test_fp32_output_and_gradients_equal_torchvision(size, shift) -> None:
+    reference, fused = pair(shift)
+    x, upstream = inputs(size)
+    expected, actual = run(reference, x, upstream), run(fused, x, upstream)
+    assert expected.keys() == actual.keys()
+    assert "grad relative_position_bias_table" in actual
+    for name, value in expected.items():
+        torch.testing.assert_close(actual[name], value, msg=lambda m, n=name: f"{n}: {m}")
+
+
+@pytest.mark.parametrize(
+    ("size", "shift"),
+    [CASES["unshifted"], CASES["shifted"], CASES["shifted-padded"]],
+    ids=["unshifted", "shifted", "shifted-padded"],
+)
+def test_bf16_autocast_stays_within_bf16_tolerance_of_fp32(size, shift) -> None:
+    reference, fused = pair(shift)
+    x, upstream = inputs(size)
+    exact = run(reference, x, upstream)
+    actual = run(fused, x, upstream, bf16=True)
+    for name in ("output", "grad input", "grad relative_position_bias_table"):
+        tolerance = BF16_SHARE * exact[name].abs().max().item()
+        error = (actual[name].float() - exact[name]).abs().max().item()
+        assert error <= tolerance, f"{name}: bf16 error {error:.3g} > {tolerance:.3g}"
+    # The mask is cached in the compute dtype: no fp32 mask next to bf16 q/k/v.
+    if any(shift):
+        assert {key[-1] for key in fused._shift_masks} == {torch.bfloat16}
+
+
+def test_the_shift_mask_is_built_once_per_shape() -> None:
+    _, fused = pair([1, 2, 2])
+    x, _ = inputs((4, 8, 8))
+    fused(x)
+    assert fused.mask_builds == 1
+    (key, first), *_ = fused._shift_masks.items()
+    assert not first.requires_grad  # the learnable bias is added per forward, not cached
+    fused(x)
+    fused(torch.randn(3, 4, 8, 8, DIM))  # another batch size: the same mask
+    assert fused.mask_builds == 1
+    assert fused._shift_masks[key] is first
+    fused(torch.randn(1, 4, 12, 12, DIM))  # another shape: one more
+    assert fused.mask_builds == 2 and len(fused._shift_masks) == 2
+
+
+def test_unshifted_blocks_need_no_mask_cache() -> None:
+    _, fused = pair([0, 0, 0])
+    fused(inputs((3, 7, 6))[0])
+    assert fused.mask_builds == 0 and not fused._shift_masks
+
+
+def test_window_and_shift_follow_torchvision() -> None:
+    assert window_and_shift((4, 8, 8), (2, 4, 4), (1, 2, 2)) == ((2, 4, 4), (1, 2, 2))
+    assert window_and_shift((2, 3, 8), (2, 4, 4), (1, 2, 2)) == ((2, 3, 4), (0, 0, 2))
+
+
+def test_the_attention_choices_match_the_settings() -> None:
+    assert sorted(ATTENTION_LAYERS) == sorted(typing.get_args(VideoAttention))
+    assert VideoSettings().attention == "sdpa"
+
+
+@pytest.mark.parametrize("arch", ["tiny", "swin3d_t"])
+def test_state_dict_and_initial_weights_equal_torchvision(arch: str) -> None:
+    built = {}
+    for attention in ("torchvision", "sdpa"):
+        torch.manual_seed(0)
+        built[attention] = build_swin3d(VideoSettings(arch=arch, attention=attention))
+    reference, fused = built["torchvision"], built["sdpa"]
+    attention_layers = [m for m in fused.modules() if isinstance(m, ShiftedWindowAttention3d)]
+    assert attention_layers and all(isinstance(m, SdpaWindowAttention3d) for m in attention_layers)
+    expected, actual = reference.state_dict(), fused.state_dict()
+    assert list(actual) == list(expected)
+    for key, value in expected.items():
+        assert actual[key].shape == value.shape, key
+        # The same RNG draws in the same order: a seed gives the same model either way.
+        assert torch.equal(actual[key], value), key
+
+
+@pytest.mark.parametrize("arch", ["tiny", "swin3d_t"])
+def test_a_torchvision_weights_file_loads_and_gives_the_same_output(
+    arch: str, tmp_path: Path
+) -> None:
+    torch.manual_seed(3)
+    source = VideoBackbone(VideoSettings(arch=arch, attention="torchvision")).eval()
+    path = tmp_path / "swin3d.pth"
+    torch.save(source.swin.state_dict(), path)
+    loaded = VideoBackbone(
+        VideoSettings(arch=arch, attention="sdpa", weights=str(path), weights_layout="torchvision")
+    ).eval()
+    # 8 frames of 64²: the swin3d_t window (8, 7, 7) is larger than the 4 × 16² token grid in
+    # time and needs padding in space.
+    video = torch.randint(0, 256, (2, 8, 3, 64, 64), dtype=torch.uint8)
+    with torch.no_grad():
+        expected, times = source(video)
+        actual, actual_times = loaded(video)
+    torch.testing.assert_close(actual, expected)
+    torch.testing.assert_close(actual_times, times)
