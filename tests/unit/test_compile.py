@@ -1,4 +1,5 @@
-"""`train.compile: true` on the CPU: the fusion traces as one graph, and training runs compiled.
+"""`train.compile: true` on the CPU: the fusion and the video branch trace as one graph each,
+and training runs compiled.
 
 A graph break inside the fusion would split it into several compiled pieces with a return to
 Python (and, on CUDA, a device sync) between them, every step. Dynamo's ``explain`` reports
@@ -21,6 +22,8 @@ from smallcorpus import RUN, SmallCorpus, keep_torch_threads, shared_corpus
 
 from emotions.config import AblationCell, load_params
 from emotions.models.avcanet import AVCANet
+from emotions.models.settings import VideoSettings
+from emotions.models.video import VideoBackbone
 from emotions.stages.ablate import params_for_cell
 from emotions.training.checkpoints import BEST, load_checkpoint
 from emotions.training.trainer import train_run
@@ -72,6 +75,46 @@ def test_the_authors_options_have_no_graph_breaks():
     explained = torch._dynamo.explain(model)(*inputs)
     assert explained.graph_break_count == 0, [str(r.reason) for r in explained.break_reasons]
     assert explained.graph_count == 1
+
+
+@pytest.mark.parametrize("warm", [False, True], ids=["cold-mask-cache", "warm-mask-cache"])
+def test_video_branch_with_sdpa_attention_has_no_graph_breaks(warm: bool):
+    """Traced before any eager forward, the shift masks are built inside the graph (no cache
+    write under tracing); after one, they are read from the cache. One graph either way."""
+    torch.manual_seed(0)
+    video = VideoBackbone(VideoSettings(attention="sdpa"))
+    clip = torch.randint(0, 256, (2, 8, 3, 64, 64), dtype=torch.uint8)
+    if warm:
+        with torch.no_grad():
+            video(clip)
+    torch._dynamo.reset()
+    explained = torch._dynamo.explain(video)(clip)
+    assert explained.graph_break_count == 0, [str(r.reason) for r in explained.break_reasons]
+    assert explained.graph_count == 1
+
+
+def test_compiled_video_branch_equals_eager():
+    """Forward and backward of the compiled sdpa video branch (aot_eager traces both exactly as
+    inductor would) equal eager mode's, and compiling writes nothing into the mask cache."""
+    torch.manual_seed(0)
+    video = VideoBackbone(VideoSettings(attention="sdpa"))
+    clip = torch.randint(0, 256, (2, 8, 3, 64, 64), dtype=torch.uint8)
+    torch._dynamo.reset()
+    compiled = torch.compile(video, backend="aot_eager", fullgraph=True)
+    results = []
+    for module in (compiled, video):
+        video.zero_grad(set_to_none=True)
+        tokens, _ = module(clip)
+        tokens.square().mean().backward()
+        grads = {name: p.grad for name, p in video.named_parameters() if p.grad is not None}
+        results.append((tokens.detach(), grads))
+        if module is compiled:
+            assert all(not m._shift_masks for m in video.modules() if hasattr(m, "_shift_masks"))
+    (compiled_tokens, compiled_grads), (eager_tokens, eager_grads) = results
+    torch.testing.assert_close(compiled_tokens, eager_tokens)
+    assert compiled_grads.keys() == eager_grads.keys()
+    for name, grad in eager_grads.items():
+        torch.testing.assert_close(compiled_grads[name], grad, msg=lambda m, n=name: f"{n}: {m}")
 
 
 @pytest.fixture(scope="module")

@@ -20,6 +20,7 @@ import torch
 from authors_options import authors_options
 
 from emotions.config import AblationCell, Params, load_params
+from emotions.models.settings import VideoAttention
 from emotions.stages.ablate import params_for_cell
 from emotions.training.runtime import Runtime
 from emotions.training.trainer import build_training_modules, training_loss
@@ -95,6 +96,29 @@ def test_forward_loss_backward_on_meta(base_params: Params, cell: AblationCell):
     grads = [p.grad for p in model.parameters() if p.requires_grad]
     assert any(g is not None for g in grads)
     assert all(g.device == meta for g in grads if g is not None)
+
+
+@pytest.mark.parametrize("attention", typing.get_args(VideoAttention))
+def test_video_attention_on_meta(base_params: Params, attention: str):
+    """Either attention of the Video Swin blocks; the fused one's cached shift masks are built
+    on the model's device (a mask left on the CPU would fail the first CUDA step)."""
+    params = params_for_cell(base_params, AblationCell(modality="video"))
+    video = params.model.video.model_copy(update={"attention": attention})
+    params = params.model_copy(update={"model": params.model.model_copy(update={"video": video})})
+    meta = torch.device("meta")
+    polarity = polarity_of(params)
+    model, criterion = build_training_modules(params, polarity, meta, channels_last=True)
+    loss = training_loss(
+        model, criterion, make_batch(params, len(polarity), meta), params, Runtime(meta)
+    )
+    loss.backward()
+    table = model.video.swin.features[0][1].attn.relative_position_bias_table
+    assert table.grad is not None and table.grad.device == meta
+    masks = [
+        mask for module in model.modules() for mask in getattr(module, "_shift_masks", {}).values()
+    ]
+    assert bool(masks) == (attention == "sdpa")
+    assert all(mask.device == meta for mask in masks)
 
 
 @pytest.mark.parametrize("modality", literal_values("modality"))
