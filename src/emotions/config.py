@@ -257,10 +257,16 @@ class TrainConfig(Strict):
     peak_tflops: float | None = Field(None, gt=0)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     precision: Literal["auto", "fp32", "bf16"] = "auto"
-    compile: bool = False
+    # torch.compile the training model. auto = on for CUDA, where fused kernels repay a
+    # warm-up of a few minutes (paper size) within the first epoch; off on CPU, where inductor's
+    # C++ build of the whole model takes longer than a small run trains.
+    compile: Literal["auto"] | bool = "auto"
     # torch.compile backend: inductor (fused kernels, the one to train with); aot_eager traces
     # forward and backward the same way without generating code (how the CPU test runs it).
     compile_backend: Literal["inductor", "aot_eager", "eager"] = "inductor"
+    # inductor's mode: default | reduce-overhead (CUDA graphs: fewer kernel launches, more
+    # memory) | max-autotune (also times matmul/conv kernels at warm-up: the longest warm-up).
+    compile_mode: Literal["default", "reduce-overhead", "max-autotune"] = "default"
     channels_last: bool = True
     spec_augment_time: int = Field(40, ge=0)
     spec_augment_freq: int = Field(16, ge=0)
@@ -272,6 +278,16 @@ class TrainConfig(Strict):
     layer_decay: float | None = Field(None, gt=0, le=1)
     # Micro-batches per optimizer step (effective batch = batch_size × accumulate × ranks).
     accumulate: int = Field(1, ge=1)
+
+    @model_validator(mode="after")
+    def _compile_mode_needs_inductor(self) -> TrainConfig:
+        # torch.compile hands a mode to any other backend as an argument it does not take.
+        if self.compile_mode != "default" and self.compile_backend != "inductor":
+            raise ValueError(
+                f"train.compile_mode '{self.compile_mode}' needs train.compile_backend "
+                f"'inductor' (got '{self.compile_backend}')"
+            )
+        return self
 
 
 class CalibrationConfig(Strict):

@@ -3,9 +3,11 @@
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from emotions.config import ConfigError, load_params, parse_params
+from emotions.training.runtime import resolve_compile
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -119,4 +121,43 @@ def test_bad_alias_is_a_clear_error(aliases, message):
     raw = _raw()
     raw["label_aliases"] = aliases
     with pytest.raises(ConfigError, match=message):
+        parse_params(raw)
+
+
+def test_compile_is_auto_by_default_and_accepts_true_false():
+    assert load_params(REPO / "params.yaml").train.compile == "auto"
+    for value in ("auto", True, False):
+        raw = _raw()
+        raw["train"]["compile"] = value
+        assert parse_params(raw).train.compile == value
+    raw = _raw()
+    raw["train"]["compile"] = "sometimes"
+    with pytest.raises(ConfigError, match=r"train\.compile"):
+        parse_params(raw)
+
+
+@pytest.mark.parametrize(
+    ("setting", "device", "compiled"),
+    [
+        ("auto", "cpu", False),
+        ("auto", "cuda", True),
+        ("auto", "meta", False),
+        (True, "cpu", True),
+        (False, "cuda", False),
+    ],
+)
+def test_compile_resolution(setting, device: str, compiled: bool):
+    # torch.device("cuda") is only a name: no GPU is needed to resolve the setting.
+    assert resolve_compile(setting, torch.device(device)) is compiled
+
+
+def test_compile_mode_is_validated():
+    raw = _raw()
+    raw["train"]["compile_mode"] = "max-autotune"
+    assert parse_params(raw).train.compile_mode == "max-autotune"
+    raw["train"]["compile_mode"] = "fastest"
+    with pytest.raises(ConfigError, match=r"train\.compile_mode"):
+        parse_params(raw)
+    raw["train"].update(compile_mode="reduce-overhead", compile_backend="aot_eager")
+    with pytest.raises(ConfigError, match=r"needs train\.compile_backend 'inductor'"):
         parse_params(raw)

@@ -77,6 +77,17 @@ def resolve_runtime(
     return Runtime(resolved, rank=rank, world_size=world_size, local_rank=local_rank, bf16=bf16)
 
 
+def resolve_compile(setting: Literal["auto"] | bool, device: torch.device) -> bool:
+    """Whether to torch.compile the model: ``auto`` = on for CUDA, off elsewhere.
+
+    On CUDA the fused kernels pay for a warm-up of minutes; on a CPU inductor's C++ build of
+    the whole model costs more than a small run trains (and ``meta`` cannot run kernels).
+    """
+    if setting == "auto":
+        return device.type == "cuda"
+    return bool(setting)
+
+
 def shutdown(runtime: Runtime) -> None:
     if runtime.distributed and dist.is_initialized():
         dist.destroy_process_group()

@@ -57,7 +57,13 @@ from emotions.training.checkpoints import (
 from emotions.training.dataset import build_dataset
 from emotions.training.optim import build_optimizer, ddp_sync, micro_group
 from emotions.training.predict import move_batch, predict_split
-from emotions.training.runtime import Runtime, broadcast_object, resolve_runtime, shutdown
+from emotions.training.runtime import (
+    Runtime,
+    broadcast_object,
+    resolve_compile,
+    resolve_runtime,
+    shutdown,
+)
 from emotions.training.samplers import EpochSampler
 from emotions.training.schedule import build_scheduler
 from emotions.training.throughput import EpochThroughput, ThroughputMeter, mfu, peak_tflops
@@ -380,8 +386,8 @@ def _train(
             device_ids=[runtime.local_rank] if runtime.device.type == "cuda" else None,
             find_unused_parameters=True,
         )
-    if cfg.compile:
-        wrapped = torch.compile(wrapped, backend=cfg.compile_backend)
+    if resolve_compile(cfg.compile, runtime.device):
+        wrapped = torch.compile(wrapped, backend=cfg.compile_backend, mode=cfg.compile_mode)
     live = _open_live(paths.model_dir, resumed=state.epoch > 0) if runtime.is_main else None
     if live is not None:
         live.step = state.epoch
