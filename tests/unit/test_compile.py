@@ -24,6 +24,7 @@ from emotions.config import AblationCell, load_params
 from emotions.models.avcanet import AVCANet
 from emotions.models.settings import VideoSettings
 from emotions.models.video import VideoBackbone
+from emotions.models.window_attention import SdpaWindowAttention3d
 from emotions.stages.ablate import params_for_cell
 from emotions.training.checkpoints import BEST, load_checkpoint
 from emotions.training.trainer import train_run
@@ -77,12 +78,23 @@ def test_the_authors_options_have_no_graph_breaks():
     assert explained.graph_count == 1
 
 
-@pytest.mark.parametrize("warm", [False, True], ids=["cold-mask-cache", "warm-mask-cache"])
-def test_video_branch_with_sdpa_attention_has_no_graph_breaks(warm: bool):
-    """Traced before any eager forward, the shift masks are built inside the graph (no cache
-    write under tracing); after one, they are read from the cache. One graph either way."""
+def sdpa_video_branch(kernel: str = "composite") -> VideoBackbone:
+    """The video branch with fused attention, on the CPU path ``kernel``."""
     torch.manual_seed(0)
     video = VideoBackbone(VideoSettings(attention="sdpa"))
+    for module in video.modules():
+        if isinstance(module, SdpaWindowAttention3d):
+            module.cpu_kernel = kernel
+    return video
+
+
+@pytest.mark.parametrize("kernel", ["composite", "sdpa"])
+@pytest.mark.parametrize("warm", [False, True], ids=["cold-mask-cache", "warm-mask-cache"])
+def test_video_branch_with_sdpa_attention_has_no_graph_breaks(warm: bool, kernel: str):
+    """Traced before any eager forward, the shift masks are built inside the graph (no cache
+    write under tracing); after one, they are read from the cache. One graph either way, with
+    the SDPA call under its ``sdpa_kernel`` backend choice or with the CPU's composite."""
+    video = sdpa_video_branch(kernel)
     clip = torch.randint(0, 256, (2, 8, 3, 64, 64), dtype=torch.uint8)
     if warm:
         with torch.no_grad():
@@ -93,11 +105,11 @@ def test_video_branch_with_sdpa_attention_has_no_graph_breaks(warm: bool):
     assert explained.graph_count == 1
 
 
-def test_compiled_video_branch_equals_eager():
+@pytest.mark.parametrize("kernel", ["composite", "sdpa"])
+def test_compiled_video_branch_equals_eager(kernel: str):
     """Forward and backward of the compiled sdpa video branch (aot_eager traces both exactly as
     inductor would) equal eager mode's, and compiling writes nothing into the mask cache."""
-    torch.manual_seed(0)
-    video = VideoBackbone(VideoSettings(attention="sdpa"))
+    video = sdpa_video_branch(kernel)
     clip = torch.randint(0, 256, (2, 8, 3, 64, 64), dtype=torch.uint8)
     torch._dynamo.reset()
     compiled = torch.compile(video, backend="aot_eager", fullgraph=True)
@@ -109,7 +121,8 @@ def test_compiled_video_branch_equals_eager():
         grads = {name: p.grad for name, p in video.named_parameters() if p.grad is not None}
         results.append((tokens.detach(), grads))
         if module is compiled:
-            assert all(not m._shift_masks for m in video.modules() if hasattr(m, "_shift_masks"))
+            attention = [m for m in video.modules() if isinstance(m, SdpaWindowAttention3d)]
+            assert attention and not any(m._shift_masks for m in attention)
     (compiled_tokens, compiled_grads), (eager_tokens, eager_grads) = results
     torch.testing.assert_close(compiled_tokens, eager_tokens)
     assert compiled_grads.keys() == eager_grads.keys()

@@ -4,7 +4,8 @@
 outputs and gradients (of the input, the bias table and every weight) as torchvision's module
 for shifted and unshifted windows, inputs that need padding and inputs smaller than a window;
 the same state-dict keys and shapes, so the weight loaders and checkpoints are shared; and a
-shift mask built once per shape rather than per forward.
+shift mask built once per shape rather than per forward. Both of its paths are checked on the
+CPU: the SDPA call (math backend here; memory-efficient on CUDA) and the CPU's composite.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from emotions.models.window_attention import (
 )
 
 DIM, HEADS = 48, 3
+KERNELS = ["composite", "sdpa"]
 WINDOW = [2, 4, 4]
 # (input T, H, W; shift): multiples of the window; sizes that need padding; an input smaller
 # than the window along some dimensions (the window shrinks and does not shift there); and an
@@ -43,12 +45,15 @@ CASES = {
 BF16_SHARE = 0.02
 
 
-def pair(shift: list[int], seed: int = 0) -> tuple[ShiftedWindowAttention3d, SdpaWindowAttention3d]:
-    """torchvision's module and the fused one, with the same weights."""
-    torch.manual_seed(seed)
+def pair(
+    shift: list[int], kernel: str = "composite"
+) -> tuple[ShiftedWindowAttention3d, SdpaWindowAttention3d]:
+    """torchvision's module and the fused one (on the CPU path ``kernel``), same weights."""
+    torch.manual_seed(0)
     reference = ShiftedWindowAttention3d(DIM, list(WINDOW), list(shift), HEADS)
     fused = SdpaWindowAttention3d(DIM, list(WINDOW), list(shift), HEADS)
     fused.load_state_dict(reference.state_dict())
+    fused.cpu_kernel = kernel
     return reference, fused
 
 
@@ -71,9 +76,10 @@ def inputs(size: tuple[int, int, int], seed: int = 1) -> tuple[Tensor, Tensor]:
     return x, torch.randn(x.shape, generator=generator)
 
 
+@pytest.mark.parametrize("kernel", KERNELS)
 @pytest.mark.parametrize(("size", "shift"), CASES.values(), ids=CASES.keys())
-def test_fp32_output_and_gradients_equal_torchvision(size, shift) -> None:
-    reference, fused = pair(shift)
+def test_fp32_output_and_gradients_equal_torchvision(size, shift, kernel: str) -> None:
+    reference, fused = pair(shift, kernel)
     x, upstream = inputs(size)
     expected, actual = run(reference, x, upstream), run(fused, x, upstream)
     assert expected.keys() == actual.keys()
@@ -87,8 +93,9 @@ def test_fp32_output_and_gradients_equal_torchvision(size, shift) -> None:
     [CASES["unshifted"], CASES["shifted"], CASES["shifted-padded"]],
     ids=["unshifted", "shifted", "shifted-padded"],
 )
-def test_bf16_autocast_stays_within_bf16_tolerance_of_fp32(size, shift) -> None:
-    reference, fused = pair(shift)
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_bf16_autocast_stays_within_bf16_tolerance_of_fp32(size, shift, kernel: str) -> None:
+    reference, fused = pair(shift, kernel)
     x, upstream = inputs(size)
     exact = run(reference, x, upstream)
     actual = run(fused, x, upstream, bf16=True)

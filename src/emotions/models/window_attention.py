@@ -16,7 +16,10 @@ autocast casts, the mask build and the adds cost more GPU time than the matrix p
   is never materialised per clip;
 - the backend is explicit: memory-efficient, else math. Flash refuses any mask (and on the CPU
   any mask that needs a gradient, which the bias does); cuDNN is left out until a GPU test shows
-  its gradients match the math backend's.
+  its gradients match the math backend's;
+- on the CPU, where no fused kernel takes a mask with a gradient, the same folded mask and
+  layout go through matmul + softmax, which at Swin's small windows beats both SDPA's math
+  fallback and torchvision's module (``benchmarks/train.py`` measures it).
 
 It subclasses torchvision's module and keeps its parameters and buffer (``qkv``, ``proj``,
 ``relative_position_bias_table``, ``relative_position_index``) and their initialisation, so
@@ -29,6 +32,7 @@ quirks on purpose: zero-padded tokens take part in unshifted windows, the shift 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -59,12 +63,15 @@ def window_and_shift(size: Triple, window: Triple, shift: Triple) -> tuple[Tripl
     return (w[0], w[1], w[2]), (h[0], h[1], h[2])
 
 
-def shift_mask(padded: Triple, window: Triple, shift: Triple) -> Tensor:
-    """(windows, 1, N, N) float mask: 0 within a region of the rolled input, ``MASKED`` across.
+def shift_mask(
+    padded: Triple, window: Triple, shift: Triple, device: torch.device | None = None
+) -> Tensor:
+    """(windows, 1, N, N) fp32 mask: 0 within a region of the rolled input, ``MASKED`` across.
 
-    Built on the CPU in fp32 with torchvision's region labels; callers cast and cache it.
+    torchvision's region labels, built on ``device`` (so a compiled graph that builds it moves
+    nothing from the host); callers cast and cache it.
     """
-    labels = torch.zeros(padded)
+    labels = torch.zeros(padded, device=device)
     count = 0
     bands = [((0, -k), (-k, -s), (-s, None)) for k, s in zip(window, shift, strict=True)]
     for d in bands[0]:
@@ -76,7 +83,7 @@ def shift_mask(padded: Triple, window: Triple, shift: Triple) -> Tensor:
     labels = labels.view(grid[0], window[0], grid[1], window[1], grid[2], window[2])
     labels = labels.permute(0, 2, 4, 1, 3, 5).reshape(-1, window[0] * window[1] * window[2])
     differ = labels.unsqueeze(1) != labels.unsqueeze(2)
-    return torch.zeros(differ.shape).masked_fill(differ, MASKED).unsqueeze(1)
+    return torch.zeros(differ.shape, device=device).masked_fill(differ, MASKED).unsqueeze(1)
 
 
 class SdpaWindowAttention3d(ShiftedWindowAttention3d):
@@ -107,6 +114,12 @@ class SdpaWindowAttention3d(ShiftedWindowAttention3d):
         # out of state dicts and checkpoints. ``mask_builds`` counts misses (a test reads it).
         self._shift_masks: dict[tuple, Tensor] = {}
         self.mask_builds = 0
+        # The CPU has no fused kernel for a mask that needs a gradient (its flash kernel refuses
+        # one), and SDPA's math fallback (checks for fully masked rows, q and k scaled apart) is
+        # slower than torchvision's hand-written attention at Swin's small windows; so on the CPU
+        # the same cached, folded mask goes through matmul + softmax. "sdpa" forces the SDPA
+        # call there too (the tests check both paths against torchvision).
+        self.cpu_kernel: Literal["composite", "sdpa"] = "composite"
 
     def cached_shift_mask(
         self, padded: Triple, window: Triple, shift: Triple, like: Tensor
@@ -115,7 +128,7 @@ class SdpaWindowAttention3d(ShiftedWindowAttention3d):
         key = (padded, window, shift, like.device, like.dtype)
         mask = self._shift_masks.get(key)
         if mask is None:
-            mask = shift_mask(padded, window, shift).to(like.device, like.dtype)
+            mask = shift_mask(padded, window, shift, like.device).to(like.dtype)
             if not torch.compiler.is_compiling():
                 self._shift_masks[key] = mask
                 self.mask_builds += 1
@@ -130,7 +143,18 @@ class SdpaWindowAttention3d(ShiftedWindowAttention3d):
         volume = window[0] * window[1] * window[2]
         index = self.relative_position_index[:volume, :volume].reshape(-1)
         bias = self.relative_position_bias_table[index].to(dtype)
-        return bias.view(volume, volume, -1).permute(2, 0, 1)
+        # Contiguous: SDPA's fused kernels want the mask's last dimension dense.
+        return bias.view(volume, volume, -1).permute(2, 0, 1).contiguous()
+
+    def attend(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor) -> Tensor:
+        """softmax(q kᵀ / √d + mask) v: one SDPA call, or its composite on the CPU."""
+        dropout = self.attention_dropout if self.training else 0.0
+        if q.device.type == "cpu" and self.cpu_kernel == "composite":
+            scores = torch.matmul(q * q.shape[-1] ** -0.5, k.transpose(-2, -1)) + mask
+            weights = F.dropout(F.softmax(scores, dim=-1), p=dropout, training=self.training)
+            return torch.matmul(weights, v)
+        with sdpa_kernel(BACKENDS):
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
 
     def forward(self, x: Tensor) -> Tensor:
         b, t, h, w, c = x.shape
@@ -151,24 +175,19 @@ class SdpaWindowAttention3d(ShiftedWindowAttention3d):
         x = x.permute(0, 1, 3, 5, 2, 4, 6, 7).reshape(b, windows, n, c)
 
         qkv = F.linear(x, self.qkv.weight, self.qkv.bias).view(b, windows, n, 3, heads, c // heads)
-        qkv = qkv.permute(3, 0, 1, 4, 2, 5)  # 3, B, windows, heads, N, d
+        # One copy into (3, B, windows, heads, N, d): both layouts below are views of it, and
+        # batched matmuls get one batch stride (the CPU's bmm copies each matrix otherwise).
+        qkv = qkv.permute(3, 0, 1, 4, 2, 5).contiguous()
         bias = self.relative_bias(window, qkv.dtype)
         if shifted:
             # The mask differs per window: windows and heads share one axis, the batch broadcasts.
-            q, k, v = qkv.reshape(3, b, windows * heads, n, c // heads).unbind(0)
+            q, k, v = qkv.view(3, b, windows * heads, n, c // heads).unbind(0)
             mask = bias + self.cached_shift_mask(padded, window, shift, bias)
-            mask = mask.reshape(1, windows * heads, n, n)
+            mask = mask.view(1, windows * heads, n, n)
         else:
-            q, k, v = qkv.reshape(3, b * windows, heads, n, c // heads).unbind(0)
+            q, k, v = qkv.view(3, b * windows, heads, n, c // heads).unbind(0)
             mask = bias.unsqueeze(0)
-        with sdpa_kernel(BACKENDS):
-            out = F.scaled_dot_product_attention(
-                q,
-                k,
-                v,
-                attn_mask=mask,
-                dropout_p=self.attention_dropout if self.training else 0.0,
-            )
+        out = self.attend(q, k, v, mask)
         out = out.view(b, windows, heads, n, c // heads).transpose(2, 3).reshape(b, windows, n, c)
         out = F.linear(out, self.proj.weight, self.proj.bias)
         out = F.dropout(out, p=self.dropout, training=self.training)
