@@ -1,35 +1,53 @@
-"""Does training keep the device busy? Step time, clips/s, data-wait share and MFU per preset.
+"""Does training keep the device busy, and what do the speed settings buy? One run, every ratio.
 
 One command, on whatever device is present, measures the train stage's own step
-(``emotions.training.trainer.training_loss`` → backward → grad clip → AdamW → scheduler-free) fed by the
-train stage's own input pipeline (``make_loader``: persistent workers, pinned memory,
-prefetch, ``EpochSampler`` keys) over a memory-mapped clip pool with the cache's layout, so
-each sample costs what a cached clip costs (crop, flip, SpecAugment in ``make_sample``):
+(``emotions.training.trainer.training_loss`` → backward → grad clip → AdamW, no scheduler)
+fed either by the train stage's own input pipeline (``make_loader``: persistent workers,
+pinned memory, prefetch, ``EpochSampler`` keys over a memory-mapped clip pool with the cache's
+layout, so each sample costs what a cached clip costs: crop, flip, SpecAugment in
+``make_sample``) or, with ``--no-loader``, by one synthetic batch already on the device, so the
+model's speed and the input's speed are separate figures.
 
-- presets: ``tiny`` (params.yaml's model and preprocess sizes) and, on CUDA only, ``paper``
-  (``paper_size()``: Swin-T on 32×224², AST-base on 1024×128, stride 10),
-- precisions: bf16 autocast and fp32 (TF32 matmuls on CUDA, as emotions.training.runtime sets), with
-  the bf16/fp32 step-time ratio from the same run,
-- the figures the train stage logs per epoch (emotions.training.throughput): step time, clips/s, the
-  share of the step spent waiting in the data iterator, and MFU against the device's dense
-  peak (null on a CPU unless ``--peak-tflops``).
+Rows, each pair that a ratio compares measured back to back:
 
-On a CPU the tiny preset alone runs, in well under three minutes. Ready as-is for a one-GPU,
-16-core machine (workers default to the train stage's "auto": cores − 1, at most 16):
+- presets: ``tiny`` (params.yaml's model and preprocess sizes); ``paper`` (``paper_size()``:
+  Swin-T on 32×224², AST-base on 1024×128, stride 10) on CUDA; and ``--overlay PATH``, a params
+  overlay such as params/paper.yaml applied on params.yaml with its weight files stripped,
+  named after the file. On a CPU the last two run only with ``--allow-slow`` (minutes a step);
+- ``--attention torchvision|sdpa|both``: the Video Swin blocks' attention
+  (``model.video.attention``); ``both`` gives the fused/torchvision step-time ratio;
+- eager and compiled (``torch.compile`` as the train stage calls it; inductor on CUDA,
+  aot_eager on a CPU, where inductor's C++ build of the whole model takes over ten minutes on
+  two cores), with the compile warm-up reported apart from the steady-state step;
+- bf16 autocast and fp32 (TF32 matmuls on CUDA, as emotions.training.runtime sets);
+- the figures the train stage logs per epoch (emotions.training.throughput): step time,
+  clips/s, the data-wait share and MFU against the device's dense peak (n/a on a CPU unless
+  ``--peak-tflops``); ``--profile N`` adds each row's top N kernels by self time.
 
-    .venv/bin/python benchmarks/train.py                       # the table, on this device
-    .venv/bin/python benchmarks/train.py --json reports/bench_train.json
-    .venv/bin/python benchmarks/train.py --workers 16 --steps 30 --paper-batch 16
+The ratios compare median step times. On a CPU all rows of a preset take turns step by step
+(``--interleave``), so load from other work, which drifts within seconds on a shared machine,
+reaches every row alike.
+
+The default (the tiny preset, both attentions) runs on a 2-core CPU in under three minutes.
+Ready as-is for a one-GPU, 16-core machine (workers default to the train stage's "auto":
+cores − 1, at most 16):
+
+    python benchmarks/train.py --attention both                 # the table, on this device
+    python benchmarks/train.py --attention both --no-loader --overlay params/paper.yaml \\
+        --overlay-batch 32 --presets overlay --profile 15 --json reports/bench_train.json
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
+import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,17 +55,20 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+from torch.utils.data import default_collate
 
 from emotions.config import Params, load_params
 from emotions.models.avcanet import count_parameters, estimate_flops
 from emotions.models.settings import paper_size, without_weights
+from emotions.params_overlay import apply_overlay
 from emotions.training.dataset import SpecAugment, make_sample
 from emotions.training.runtime import Runtime
 from emotions.training.samplers import EpochSampler
-from emotions.training.throughput import ThroughputMeter, mfu, peak_tflops
+from emotions.training.throughput import EpochThroughput, ThroughputMeter, mfu, peak_tflops
 from emotions.training.trainer import build_training_modules, make_loader, move_batch, training_loss
 
 REPO = Path(__file__).resolve().parents[1]
+ATTENTIONS = {"torchvision": ["torchvision"], "sdpa": ["sdpa"], "both": ["torchvision", "sdpa"]}
 
 
 @dataclass(frozen=True)
@@ -62,22 +83,43 @@ class Preset:
     batch: int
 
 
+@dataclass(frozen=True)
+class Setting:
+    """One row's knobs besides the preset."""
+
+    attention: str
+    compiled: bool
+    bf16: bool
+
+    @property
+    def mode(self) -> str:
+        return "compiled" if self.compiled else "eager"
+
+    @property
+    def precision(self) -> str:
+        return "bf16" if self.bf16 else "fp32"
+
+
+def from_params(name: str, params: Params, batch: int) -> Preset:
+    """A preset with ``params``' model and preprocess geometry, its weight files stripped."""
+    pre = params.preprocess
+    return Preset(
+        name,
+        params.model_copy(update={"model": without_weights(params.model)}),
+        pre.num_frames,
+        pre.resize,
+        pre.crop,
+        pre.audio.target_frames,
+        pre.audio.n_mels,
+        batch,
+    )
+
+
 def presets(base: Params, args: argparse.Namespace, cuda: bool) -> list[Preset]:
-    pre = base.preprocess
-    tiny = base.model_copy(update={"model": without_weights(base.model)})
-    out = [
-        Preset(
-            "tiny",
-            tiny,
-            pre.num_frames,
-            pre.resize,
-            pre.crop,
-            pre.audio.target_frames,
-            pre.audio.n_mels,
-            args.tiny_batch or (64 if cuda else 8),
-        )
-    ]
-    if cuda or args.paper_on_cpu:
+    out = []
+    if "tiny" in args.presets:
+        out.append(from_params("tiny", base, args.tiny_batch or (64 if cuda else 8)))
+    if "paper" in args.presets and (cuda or args.allow_slow):
         paper = paper_size()
         out.append(
             Preset(
@@ -91,6 +133,11 @@ def presets(base: Params, args: argparse.Namespace, cuda: bool) -> list[Preset]:
                 args.paper_batch or (16 if cuda else 1),
             )
         )
+    if "overlay" in args.presets:
+        for path in args.overlay:
+            merged, _ = apply_overlay(args.params, path)
+            batch = args.overlay_batch or merged.train.batch_size
+            out.append(from_params(Path(path).name, merged, batch))
     return out
 
 
@@ -103,6 +150,7 @@ class ClipPool(torch.utils.data.Dataset):
 
     def __init__(self, folder: Path, preset: Preset, size: int, pool: int = 16) -> None:
         rng = np.random.default_rng(0)
+        pool = min(pool, size)
         shape = (pool, preset.frames, preset.cached, preset.cached, 3)
         self.frames_path = folder / f"{preset.name}-frames.npy"
         frames = np.lib.format.open_memmap(self.frames_path, "w+", np.uint8, shape)
@@ -146,91 +194,250 @@ class ClipPool(torch.utils.data.Dataset):
         }
 
 
-def measure(
-    preset: Preset, pool: ClipPool, device: torch.device, bf16: bool, args: argparse.Namespace
-) -> dict[str, Any]:
-    """Warm up, then time ``args.steps`` training steps exactly as the train loop runs them."""
-    params = preset.params.model_copy(
-        update={
-            "train": preset.params.train.model_copy(
-                update={
-                    "batch_size": preset.batch,
-                    "num_workers": args.workers,
-                    "prefetch_factor": args.prefetch,
-                }
-            )
-        }
-    )
-    runtime = Runtime(device, bf16=bf16)
-    torch.manual_seed(0)
-    polarity = list(params.taxonomy_for(params.ablate.dataset).values())
-    model, criterion = build_training_modules(
-        params, polarity, device, channels_last=device.type == "cuda"
-    )
-    sample = pool[(0, 0)]
-    one = {k: sample[k].unsqueeze(0).to(device) for k in ("video", "audio")}
-    one["has_audio"] = torch.ones(1, dtype=torch.bool, device=device)
-    with runtime.autocast():
-        flops = float(estimate_flops(model, one))
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=device.type == "cuda")
-    sampler = EpochSampler(len(pool), seed=0)
-    loader = make_loader(pool, sampler, params, runtime, drop_last=True)
+def synthetic(batch: dict[str, Any], steps: int) -> Iterator[dict[str, Any]]:
+    """The same on-device batch ``steps`` times: the step without any input cost."""
+    for _ in range(steps):
+        yield batch
 
-    def run(steps: int, epoch: int) -> ThroughputMeter:
-        sampler.set_epoch(epoch)
-        meter = ThroughputMeter(device)
-        model.train()
-        for done, batch in enumerate(meter.wrap(loader), start=1):
-            batch = move_batch(batch, runtime)
-            loss = training_loss(model, criterion, batch, params, runtime)
-            optimizer.zero_grad(set_to_none=True)
+
+def top_kernels(run_steps, device: torch.device, n: int, steps: int = 2) -> list[dict[str, Any]]:
+    """The ``n`` ops with the most self time (CUDA time on a GPU) over ``steps`` steps."""
+    from torch.profiler import ProfilerActivity, profile
+
+    cuda = device.type == "cuda"
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    with profile(activities=activities) as prof:
+        run_steps(steps)
+    events = prof.key_averages()
+    attr = "self_device_time_total" if cuda else "self_cpu_time_total"
+    total = sum(getattr(e, attr) for e in events) or 1.0
+    ranked = sorted(events, key=lambda e: getattr(e, attr), reverse=True)[:n]
+    return [
+        {
+            "name": e.key,
+            "self_ms_per_step": getattr(e, attr) / 1e3 / steps,
+            "share": getattr(e, attr) / total,
+            "calls_per_step": e.count / steps,
+        }
+        for e in ranked
+    ]
+
+
+def combine(parts: list[EpochThroughput]) -> EpochThroughput:
+    """Several timed rounds as one."""
+    return EpochThroughput(
+        sum(p.clips for p in parts),
+        sum(p.steps for p in parts),
+        sum(p.seconds for p in parts),
+        sum(p.data_wait_s for p in parts),
+    )
+
+
+class Bench:
+    """One row: its model, optimizer and input, built once and then stepped in rounds."""
+
+    def __init__(
+        self,
+        preset: Preset,
+        pool: ClipPool,
+        device: torch.device,
+        setting: Setting,
+        args: argparse.Namespace,
+    ) -> None:
+        video = preset.params.model.video.model_copy(update={"attention": setting.attention})
+        self.params = preset.params.model_copy(
+            update={
+                "model": preset.params.model.model_copy(update={"video": video}),
+                "train": preset.params.train.model_copy(
+                    update={
+                        "batch_size": preset.batch,
+                        "num_workers": args.workers,
+                        "prefetch_factor": args.prefetch,
+                    }
+                ),
+            }
+        )
+        self.preset, self.setting, self.device, self.args = preset, setting, device, args
+        self.runtime = Runtime(device, bf16=setting.bf16)
+        torch.manual_seed(0)
+        polarity = list(self.params.taxonomy_for(self.params.ablate.dataset).values())
+        self.model, self.criterion = build_training_modules(
+            self.params, polarity, device, channels_last=device.type == "cuda"
+        )
+        sample = pool[(0, 0)]
+        one = {k: sample[k].unsqueeze(0).to(device) for k in ("video", "audio")}
+        one["has_audio"] = torch.ones(1, dtype=torch.bool, device=device)
+        # An eager forward first, as the train stage's FLOP count runs before its first
+        # compiled step (it also fills the fused attention's shift-mask cache).
+        with self.runtime.autocast():
+            self.flops = float(estimate_flops(self.model, one))
+        self.stepped: nn.Module = self.model
+        if setting.compiled:
+            self.stepped = torch.compile(
+                self.model, backend=args.compile_backend, mode=args.compile_mode
+            )
+        self.optimizer = torch.optim.AdamW(
+            self.model.parameters(), lr=1e-4, fused=device.type == "cuda"
+        )
+        self.sampler = EpochSampler(len(pool), seed=0)
+        self.loader = None
+        self.fixed = None
+        if args.no_loader:
+            batch = default_collate([pool[(0, i)] for i in range(preset.batch)])
+            self.fixed = move_batch(batch, self.runtime)
+        else:
+            self.loader = make_loader(pool, self.sampler, self.params, self.runtime, drop_last=True)
+
+    @property
+    def workers(self) -> int:
+        return 0 if self.loader is None else self.loader.num_workers
+
+    def run(self, steps: int, epoch: int) -> EpochThroughput:
+        """``steps`` training steps exactly as the train loop runs them, timed."""
+        meter = ThroughputMeter(self.device)
+        if self.fixed is not None:
+            batches: Any = synthetic(self.fixed, steps)
+        else:
+            self.sampler.set_epoch(epoch)
+            batches = self.loader
+        self.model.train()
+        for done, batch in enumerate(meter.wrap(batches), start=1):
+            batch = move_batch(batch, self.runtime)
+            loss = training_loss(self.stepped, self.criterion, batch, self.params, self.runtime)
+            self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
+            nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
+            self.optimizer.step()
             meter.step(len(batch["label"]))
             if done == steps:
                 break
-        return meter
+        return meter.finish()
 
-    run(args.warmup, epoch=0).finish()  # workers start, kernels autotune, allocator warms
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    figures = run(args.steps, epoch=1).finish()
-    peak = peak_tflops(device, bf16, args.peak_tflops)
-    row = {
-        "preset": preset.name,
-        "precision": "bf16" if bf16 else "fp32",
-        "batch": preset.batch,
-        "workers": loader.num_workers,
-        "parameters_m": count_parameters(model) / 1e6,
-        "forward_gflops_per_clip": flops / 1e9,
-        "steps": figures.steps,
-        "step_time_s": figures.step_time_s,
-        "clips_per_s": figures.clips_per_s,
-        "data_wait_share": figures.data_wait_share,
-        "peak_tflops": peak,
-        "mfu": mfu(flops, figures.clips_per_s, peak),
-    }
-    if device.type == "cuda":
-        row["peak_memory_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
-    return row
+    def row(self, warmup: EpochThroughput, rounds: list[EpochThroughput]) -> dict[str, Any]:
+        args, setting, device = self.args, self.setting, self.device
+        figures = combine(rounds)
+        peak = peak_tflops(device, setting.bf16, args.peak_tflops)
+        row = {
+            "preset": self.preset.name,
+            "attention": setting.attention,
+            "mode": setting.mode,
+            "compile_backend": args.compile_backend if setting.compiled else None,
+            "compile_mode": args.compile_mode if setting.compiled else None,
+            "precision": setting.precision,
+            "batch": self.preset.batch,
+            "input": "synthetic" if args.no_loader else "loader",
+            "workers": self.workers,
+            "interleaved": len(rounds) > 1,
+            "parameters_m": count_parameters(self.model) / 1e6,
+            "forward_gflops_per_clip": self.flops / 1e9,
+            "warmup_steps": warmup.steps,
+            "warmup_s": warmup.seconds,
+            "steps": figures.steps,
+            "step_time_s": figures.step_time_s,
+            "step_time_median_s": statistics.median(r.step_time_s for r in rounds),
+            "clips_per_s": figures.clips_per_s,
+            "data_wait_share": figures.data_wait_share,
+            "peak_tflops": peak,
+            "mfu": mfu(self.flops, figures.clips_per_s, peak),
+        }
+        if device.type == "cuda":
+            row["peak_memory_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
+        if args.profile:
+            row["top_kernels"] = top_kernels(
+                lambda steps: self.run(steps, epoch=10**6), device, args.profile
+            )
+        return row
+
+
+def measure(
+    preset: Preset,
+    pool: ClipPool,
+    device: torch.device,
+    settings: list[Setting],
+    args: argparse.Namespace,
+) -> list[dict[str, Any]]:
+    """One preset's rows: warm up (compiling, for a compiled row), then time ``args.steps``
+    steps each.
+
+    Interleaved (the default on a CPU, whose load from other work drifts within seconds), the
+    rows take turns one step at a time, in alternating order, so drift reaches every row of a
+    ratio alike. Otherwise (CUDA, where each row's model is freed before the next is built)
+    each row is built, timed and freed in turn.
+    """
+    torch._dynamo.reset()
+    if not args.interleave:
+        rows = []
+        for setting in settings:
+            torch._dynamo.reset()
+            bench = Bench(preset, pool, device, setting, args)
+            warmup = bench.run(args.warmup, epoch=0)  # compiles; workers start; allocator warms
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(device)
+            rows.append(bench.row(warmup, [bench.run(args.steps, epoch=1)]))
+            del bench
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+        return rows
+    benches = [Bench(preset, pool, device, setting, args) for setting in settings]
+    if any(bench.workers for bench in benches):
+        # Workers would prefetch during the other rows' steps and hide their data wait.
+        raise SystemExit("benchmarks/train.py: --interleave needs --workers 0 or --no-loader")
+    warmups = [bench.run(args.warmup, epoch=0) for bench in benches]
+    rounds: list[list[EpochThroughput]] = [[] for _ in benches]
+    for step in range(args.steps):
+        order = range(len(benches)) if step % 2 == 0 else reversed(range(len(benches)))
+        for i in order:
+            rounds[i].append(benches[i].run(1, epoch=step + 1))
+    return [bench.row(w, r) for bench, w, r in zip(benches, warmups, rounds, strict=True)]
+
+
+def _ratio(rows: list[dict[str, Any]], row: dict[str, Any], vary: str, base: str) -> str:
+    """The median step time of the row like ``row`` but with ``vary`` = ``base``, ÷ this row's."""
+    keys = ("preset", "attention", "mode", "precision")
+    for other in rows:
+        if other[vary] == base and all(other[k] == row[k] for k in keys if k != vary):
+            return f"{other['step_time_median_s'] / row['step_time_median_s']:.2f}×"
+    return ""
 
 
 def table(rows: list[dict[str, Any]]) -> str:
-    head = "| preset | precision | batch | workers | step | clips/s | data wait | MFU | bf16 speed-up |"
-    lines = [head, "|" + "---|" * 9]
-    fp32 = {r["preset"]: r["step_time_s"] for r in rows if r["precision"] == "fp32"}
+    """The rows, with three same-run ratios of median step times: fused vs torchvision
+    attention, bf16 vs fp32, compiled vs eager (each > 1 means the setting is faster)."""
+    head = (
+        "| preset | attention | mode | precision | batch | input | step (mean) | step (median) "
+        "| clips/s | data wait | MFU | warm-up | sdpa speed-up | bf16 speed-up "
+        "| compile speed-up |"
+    )
+    lines = [head, "|" + "---|" * 15]
     for r in rows:
-        speedup = ""
-        if r["precision"] == "bf16" and r["preset"] in fp32:
-            speedup = f"{fp32[r['preset']] / r['step_time_s']:.2f}×"
         utilisation = "n/a" if r["mfu"] is None else f"{r['mfu']:.1%}"
+        source = "synthetic" if r["input"] == "synthetic" else f"loader ({r['workers']} w)"
+        mode = r["mode"] if r["mode"] == "eager" else f"compiled ({r['compile_backend']})"
+        sdpa = _ratio(rows, r, "attention", "torchvision") if r["attention"] == "sdpa" else ""
+        bf16 = _ratio(rows, r, "precision", "fp32") if r["precision"] == "bf16" else ""
+        compiled = _ratio(rows, r, "mode", "eager") if r["mode"] == "compiled" else ""
         lines.append(
-            f"| {r['preset']} | {r['precision']} | {r['batch']} | {r['workers']} | "
-            f"{r['step_time_s'] * 1e3:.1f} ms | {r['clips_per_s']:.1f} | "
-            f"{r['data_wait_share']:.1%} | {utilisation} | {speedup} |"
+            f"| {r['preset']} | {r['attention']} | {mode} | {r['precision']} | {r['batch']} | "
+            f"{source} | {r['step_time_s'] * 1e3:.1f} ms | {r['step_time_median_s'] * 1e3:.1f} ms"
+            f" | {r['clips_per_s']:.1f} | "
+            f"{r['data_wait_share']:.1%} | {utilisation} | {r['warmup_s']:.1f} s | "
+            f"{sdpa} | {bf16} | {compiled} |"
         )
     return "\n".join(lines)
+
+
+def kernels_text(rows: list[dict[str, Any]]) -> str:
+    out = []
+    for r in rows:
+        if "top_kernels" not in r:
+            continue
+        out.append(f"\n{r['preset']} {r['attention']} {r['mode']} {r['precision']}:")
+        out += [
+            f"  {k['share']:6.1%} {k['self_ms_per_step']:9.2f} ms/step {k['calls_per_step']:7.0f}×"
+            f"  {k['name']}"
+            for k in r["top_kernels"]
+        ]
+    return "\n".join(out)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -238,53 +445,149 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     cuda = torch.cuda.is_available() and not args.cpu
     device = torch.device("cuda" if cuda else "cpu")
+    if not cuda and args.overlay and "overlay" in args.presets and not args.allow_slow:
+        print(
+            "benchmarks/train.py: an --overlay preset on a CPU takes minutes per step; "
+            "pass --allow-slow to run it anyway",
+            file=sys.stderr,
+        )
+        return 2
     if cuda:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
         torch.backends.cudnn.benchmark = True
     elif args.threads:
         torch.set_num_threads(args.threads)
-    args.steps = args.steps or (20 if cuda else 5)
+    args.steps = args.steps or 20
+    args.interleave = not cuda if args.interleave is None else args.interleave
     args.warmup = args.warmup or (5 if cuda else 2)
-    name = torch.cuda.get_device_name(device) if cuda else platform.processor() or "cpu"
+    args.compile_backend = args.compile_backend or ("inductor" if cuda else "aot_eager")
+    if args.compile_mode not in (None, "default") and args.compile_backend != "inductor":
+        print(
+            "benchmarks/train.py: --compile-mode needs --compile-backend inductor", file=sys.stderr
+        )
+        return 2
+    bf16_ok = not cuda or torch.cuda.is_bf16_supported()
+    precisions = [p for p in args.precisions if p == "fp32" or bf16_ok]
+    name = torch.cuda.get_device_name(device) if cuda else cpu_name()
     base = load_params(args.params)
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench-train-") as scratch:
         for preset in presets(base, args, cuda):
-            clips = preset.batch * (args.warmup + args.steps + 1)
+            clips = preset.batch * (args.warmup + args.steps + 2 * args.profile + 1)
             pool = ClipPool(Path(scratch), preset, clips)
             print(
                 f"{preset.name}: video {preset.frames}×{preset.crop}², audio "
                 f"{preset.audio_frames}×{preset.mel_bins}, batch {preset.batch}",
                 flush=True,
             )
-            for bf16 in (True, False):
-                row = measure(preset, pool, device, bf16, args)
+            settings = [
+                Setting(attention, mode == "compiled", precision == "bf16")
+                for mode in args.modes
+                for precision in precisions
+                for attention in ATTENTIONS[args.attention]
+            ]
+            for row in measure(preset, pool, device, settings, args):
                 rows.append(row)
-                if cuda:
-                    torch.cuda.empty_cache()
-                print(f"  {row['precision']}: {json.dumps(_short(row))}", flush=True)
+                short = {k: v for k, v in _short(row).items() if k != "top_kernels"}
+                print(f"  {json.dumps(short)}", flush=True)
     command = "python benchmarks/train.py " + " ".join(argv if argv is not None else sys.argv[1:])
     print(f"\ndevice: {name} ({device.type}), {time.perf_counter() - started:.0f} s in all")
     print(table(rows))
+    print(kernels_text(rows))
     print(f"\ncommand: {command.strip()}")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(
-            json.dumps({"device": name, "command": command, "rows": rows}, indent=2) + "\n",
-            encoding="utf-8",
-        )
+        record = {"device": name, "torch": torch.__version__, "command": command, "rows": rows}
+        args.json.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     return 0
+
+
+def cpu_name() -> str:
+    """The CPU model and core count, for the record of where the figures came from."""
+    model = platform.processor() or platform.machine()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text(encoding="utf-8", errors="replace").splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    return f"{model}, {os.cpu_count()} cores"
 
 
 def _short(row: dict[str, Any]) -> dict[str, Any]:
     return {k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}
 
 
+def _choices(allowed: tuple[str, ...]):
+    def parse_list(text: str) -> list[str]:
+        values = [v.strip() for v in text.split(",") if v.strip()]
+        wrong = [v for v in values if v not in allowed]
+        if wrong or not values:
+            raise argparse.ArgumentTypeError(f"choose from {', '.join(allowed)} (got {text!r})")
+        return values
+
+    return parse_list
+
+
 def parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--params", type=Path, default=REPO / "params.yaml")
-    parser.add_argument("--steps", type=int, default=None, help="timed steps (20 GPU, 5 CPU)")
+    parser.add_argument(
+        "--attention",
+        choices=sorted(ATTENTIONS),
+        default="both",
+        help="Video Swin attention (model.video.attention); both: the before/after ratio",
+    )
+    parser.add_argument(
+        "--overlay",
+        type=Path,
+        action="append",
+        default=[],
+        help="a params overlay (e.g. params/paper.yaml) as a preset named after the file",
+    )
+    parser.add_argument("--overlay-batch", type=int, default=None, help="default: its batch")
+    parser.add_argument(
+        "--presets",
+        type=_choices(("tiny", "paper", "overlay")),
+        default=["tiny", "paper", "overlay"],
+        help="comma-separated subset of tiny,paper,overlay (paper: CUDA or --allow-slow)",
+    )
+    parser.add_argument(
+        "--allow-slow", action="store_true", help="paper/overlay presets on a CPU (minutes/step)"
+    )
+    parser.add_argument(
+        "--modes",
+        type=_choices(("eager", "compiled")),
+        default=["eager", "compiled"],
+        help="comma-separated: eager,compiled",
+    )
+    parser.add_argument(
+        "--precisions",
+        type=_choices(("bf16", "fp32")),
+        default=["bf16", "fp32"],
+        help="comma-separated: bf16,fp32 (bf16 only where the device supports it)",
+    )
+    parser.add_argument(
+        "--compile-backend",
+        choices=["inductor", "aot_eager", "eager"],
+        default=None,
+        help="default: inductor on CUDA, aot_eager on a CPU",
+    )
+    parser.add_argument(
+        "--compile-mode", choices=["default", "reduce-overhead", "max-autotune"], default=None
+    )
+    parser.add_argument(
+        "--no-loader", action="store_true", help="one synthetic batch on the device: no input"
+    )
+    parser.add_argument("--profile", type=int, default=0, help="top N kernels per row")
+    parser.add_argument(
+        "--interleave",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="alternate a ratio's rows step by step (default: on a CPU, not on CUDA)",
+    )
+    parser.add_argument("--steps", type=int, default=None, help="timed steps per row (20)")
     parser.add_argument("--warmup", type=int, default=None, help="untimed first (5 GPU, 2 CPU)")
     parser.add_argument(
         "--workers",
@@ -294,8 +597,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--prefetch", type=int, default=4, help="batches per worker ahead")
     parser.add_argument("--tiny-batch", type=int, default=None, help="default 64 GPU, 8 CPU")
-    parser.add_argument("--paper-batch", type=int, default=None, help="default 16 (GPU)")
-    parser.add_argument("--paper-on-cpu", action="store_true", help="slow: minutes per step")
+    parser.add_argument("--paper-batch", type=int, default=None, help="default 16 GPU, 1 CPU")
     parser.add_argument("--cpu", action="store_true", help="ignore a GPU")
     parser.add_argument("--threads", type=int, default=1, help="torch threads on CPU")
     parser.add_argument("--peak-tflops", type=float, default=None, help="MFU on a CPU")
