@@ -63,7 +63,7 @@ def run(
     """Output and gradients (input and every parameter) for the loss ⟨output, upstream⟩."""
     module.zero_grad(set_to_none=True)
     x = x.clone().requires_grad_(True)
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
         out = module(x)
     (out.float() * upstream).sum().backward()
     grads = {f"grad {name}": p.grad for name, p in module.named_parameters()}
@@ -175,3 +175,41 @@ def test_a_torchvision_weights_file_loads_and_gives_the_same_output(
         actual, actual_times = loaded(video)
     torch.testing.assert_close(actual, expected)
     torch.testing.assert_close(actual_times, times)
+
+
+# The SDPA kernel each device should pick for a bf16 q/k/v with a bf16 mask that needs a
+# gradient: on CUDA the memory-efficient kernel (flash refuses masks; a silent fall back to the
+# math backend would cost the speed the setting exists for), on the CPU the math backend.
+EXPECTED_KERNEL = {
+    "cpu": "aten::_scaled_dot_product_attention_math",
+    "cuda": "aten::_scaled_dot_product_efficient_attention",
+}
+DEVICES = [
+    "cpu",
+    pytest.param(
+        "cuda",
+        marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"),
+    ),
+]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("shift", [[0, 0, 0], [1, 2, 2]], ids=["unshifted", "shifted"])
+def test_the_sdpa_call_uses_the_chosen_kernel_and_matches_torchvision(device: str, shift) -> None:
+    from torch.profiler import ProfilerActivity, profile
+
+    reference, fused = pair(shift, "sdpa")
+    reference, fused = reference.to(device), fused.to(device)
+    x, upstream = (t.to(device) for t in inputs((5, 9, 10)))
+    exact = run(reference, x, upstream)
+    # On CUDA another test may have left TF32 matmuls on (emotions.training.runtime does).
+    fp32 = {} if device == "cpu" else {"rtol": 1e-3, "atol": 1e-3}
+    torch.testing.assert_close(run(fused, x, upstream)["output"], exact["output"], **fp32)
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        actual = run(fused, x, upstream, bf16=True)
+    names = {event.key for event in prof.key_averages()}
+    assert EXPECTED_KERNEL[device] in names, sorted(n for n in names if "attention" in n)
+    for name in ("output", "grad input", "grad relative_position_bias_table"):
+        tolerance = BF16_SHARE * exact[name].abs().max().item()
+        error = (actual[name].float() - exact[name]).abs().max().item()
+        assert error <= tolerance, f"{name}: bf16 error {error:.3g} > {tolerance:.3g}"
