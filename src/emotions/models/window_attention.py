@@ -19,7 +19,7 @@ autocast casts, the mask build and the adds cost more GPU time than the matrix p
   its gradients match the math backend's;
 - on the CPU, where no fused kernel takes a mask with a gradient, the same folded mask and
   layout go through matmul + softmax, which at Swin's small windows beats both SDPA's math
-  fallback and torchvision's module (``benchmarks/train.py`` measures it).
+  fallback and torchvision's module (figures in benchmarks/README.md, ``train.py``).
 
 It subclasses torchvision's module and keeps its parameters and buffer (``qkv``, ``proj``,
 ``relative_position_bias_table``, ``relative_position_index``) and their initialisation, so
@@ -87,7 +87,8 @@ def shift_mask(
 
 
 class SdpaWindowAttention3d(ShiftedWindowAttention3d):
-    """torchvision's ``ShiftedWindowAttention3d`` computed by one fused SDPA call per block."""
+    """torchvision's ``ShiftedWindowAttention3d`` as one SDPA call per block (on the CPU, as
+    its composite), with the bias and shift mask folded into one cached-shape mask."""
 
     def __init__(
         self,
