@@ -153,13 +153,28 @@ def in_process_floor(
             started = time.perf_counter()
             predictor.predict_clips_with_embeddings(batch)
             eight.append((time.perf_counter() - started) / BATCH * 1000)
-    return {
+    floor = {
         "decode_ms": decode_ms,
         "forward_b1_ms": min(one),
         "forward_b8_ms": min(eight),
         "device": str(predictor.device),
         "precision": "bf16" if predictor.placement.bf16 else "fp32",
     }
+    if predictor.device.type != "cpu":
+        # The served probabilities off the CPU against the CPU's fp32 ones, same weights and
+        # clips: what the bf16 tolerance in docs/serving.md is read from.
+        reference = Predictor(model_dir, device="cpu", precision="fp32")
+        ours, _ = predictor.predict_clips_with_embeddings(batch)
+        theirs, _ = reference.predict_clips_with_embeddings(batch)
+        floor["max_abs_prob_diff_vs_cpu_fp32"] = max(
+            abs(a["probabilities"][k] - b["probabilities"][k])
+            for a, b in zip(ours, theirs, strict=True)
+            for k in a["probabilities"]
+        )
+        floor["same_label_as_cpu"] = sum(
+            a["label"] == b["label"] for a, b in zip(ours, theirs, strict=True)
+        ) / len(ours)
+    return floor
 
 
 # --------------------------------------------------------------------------- the server
@@ -396,6 +411,12 @@ def main(argv: list[str] | None = None) -> int:
         floor["forward_bound"] = floor["forward_b1_ms"] > floor["decode_ms"]
         floor["batch_gain_ceiling"] = floor["forward_b1_ms"] / floor["forward_b8_ms"]
         result["floor"] = floor
+        if args.in_process_only:
+            print(json.dumps(floor, indent=2), flush=True)
+            if args.json:
+                args.json.parent.mkdir(parents=True, exist_ok=True)
+                args.json.write_text(json.dumps(result, indent=2, default=str) + "\n")
+            return 0
         case = "forward-bound" if floor["forward_bound"] else "decode-bound"
         print(
             f"in-process, one thread: decode {floor['decode_ms']:.0f} ms/clip, forward "
@@ -506,6 +527,12 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         help="where the forward runs, in-process and in the servers (serve.device)",
     )
     parser.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto")
+    parser.add_argument(
+        "--in-process-only",
+        action="store_true",
+        help="only the in-process decode/forward ceiling (no servers; off the CPU it also "
+        "compares the probabilities with the CPU's fp32 ones)",
+    )
     parser.add_argument("--json", type=Path, default=None)
     return parser.parse_args(argv)
 
