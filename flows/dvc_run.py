@@ -148,6 +148,36 @@ def stream(
     return CommandResult(returncode, tuple(tail), seconds, timeout_s if expired.is_set() else None)
 
 
+# A tqdm bar as it reaches a pipe: "<desc>:  45%|████▌     | 9/20 [00:03<00:04,  2.71it/s]".
+_BAR = re.compile(r"^(?P<desc>.*?):?\s*(?P<pct>\d{1,3})%\|")
+PROGRESS_STEP = 25  # log a bar at 0, 25, 50, 75 and 100 %
+
+
+def progress_throttled(
+    log: Callable[[str], None], step: int = PROGRESS_STEP
+) -> Callable[[str], None]:
+    """``log`` for a stage's output lines, with progress bars thinned to every ``step`` %.
+
+    tqdm redraws a bar many times a second; through a pipe each redraw is a line, so one
+    training epoch became dozens of Prefect log records. Other lines pass unchanged, and a
+    bar's last state (100 %) is always logged.
+    """
+    shown: dict[str, int] = {}
+
+    def on_line(line: str) -> None:
+        match = _BAR.match(line)
+        if match is None:
+            log(line)
+            return
+        desc, percent = match["desc"].strip(), int(match["pct"])
+        bucket = percent // step
+        if percent == 100 or shown.get(desc) is None or bucket > shown[desc]:
+            shown[desc] = bucket
+            log(line)
+
+    return on_line
+
+
 class StageFailedError(RuntimeError):
     """A stage did not complete; `transient` says whether another attempt may succeed."""
 

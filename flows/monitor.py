@@ -50,7 +50,6 @@ from emotions.config import Params, load_params
 from emotions.layout import Layout
 from emotions.monitor.drift import DriftSummary, NotEnoughDataError, check_log
 from flows.events import DRIFT_EVENT, emit_drift
-from flows.pipeline import task_timeout
 
 RETRAIN = "retrain"
 REQUESTED = "retrain requested"
@@ -166,11 +165,10 @@ def monitor(
     min_rows = config.min_rows if min_rows is None else min_rows
     queue = params.queue.after_monitor if queue is None else queue
 
-    timed_check = drift_check.with_options(
-        timeout_seconds=task_timeout(params.flow.stage_timeout_s)
-    )
     try:
-        summary = timed_check(
+        # In process, no Prefect timeout: a worker thread cannot be interrupted (the Evidently
+        # report is bounded by monitor.embedding_plot_rows instead).
+        summary = drift_check(
             log_path,
             out_dir,
             model_dir,

@@ -71,7 +71,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from emotions.config import ConfigError, FlowConfig, load_params
 from flows.dvc_graph import StageNode, UnknownTargetError, load_graph, metrics_paths, select
-from flows.dvc_run import StageFailedError, dvc, failure, outcome, stream
+from flows.dvc_run import StageFailedError, dvc, failure, outcome, progress_throttled, stream
 from flows.lock import RepoBusyError, repo_lock, repo_slot
 
 # Threads available to the task runner; how many stages actually run at once is
@@ -121,16 +121,6 @@ def current_attempt() -> int:
     return max(context.task_run.run_count, 1) if context and context.task_run else 1
 
 
-# Prefect's own task timeout, a backstop behind `stream`'s kill at the stage timeout (which
-# ends the task with the reason); the grace lets the killed stage report first.
-TIMEOUT_GRACE_S = 30.0
-
-
-def task_timeout(seconds: float) -> float:
-    """The Prefect task timeout for a command killed after `seconds`."""
-    return seconds + TIMEOUT_GRACE_S
-
-
 def retry_transient(task: Any, task_run: TaskRun, state: State) -> bool:
     """Retry only failures another attempt can fix (flows/dvc_run.py says which); a timeout
     is not one."""
@@ -162,9 +152,7 @@ def run_stage(
     attempt = current_attempt()
     args = ["repro", "--single-item", stage] + (["--force"] if force else [])
     started = _now()
-    result = stream(
-        dvc(*args), Path(repo), lambda line: logger.info("%s", line), timeout_s=timeout_s
-    )
+    result = stream(dvc(*args), Path(repo), progress_throttled(logger.info), timeout_s=timeout_s)
     if result.returncode != 0:
         error = failure(stage, result, attempt)
         logger.error("%s (%s)", error, "transient, may retry" if error.transient else "hard")
@@ -197,10 +185,12 @@ def _schedule(
     """Submit each stage once everything it depends on succeeded, at most `concurrency` at a
     time; a stage downstream of a failure is not run. Returns outcomes in DAG order."""
     logger = get_run_logger()
+    # No Prefect task timeout: a task runs in a worker thread, which Prefect cannot interrupt
+    # (it says so in a warning per task); `stream` kills the stage's process tree at
+    # flow.stage_timeout_s itself and the task ends with that reason.
     stage_task = run_stage.with_options(
         retries=config.retries,
         retry_delay_seconds=config.retry_delay_s,
-        timeout_seconds=task_timeout(config.stage_timeout_s),
     )
     outcomes: dict[str, StageOutcome] = {}
     futures: dict[str, PrefectFuture] = {}
@@ -374,6 +364,18 @@ def pipeline(
     return {"stages": [asdict(item) for item in outcomes], "metrics": metrics}
 
 
+def _up_to_date(repo: Path, targets: Sequence[str] | None) -> bool:
+    """Whether `dvc status` finds nothing to run: then the flow (and the ephemeral Prefect
+    server it needs, ~20 s) is not started at all. Any doubt runs the flow."""
+    from dvc.repo import Repo
+
+    try:
+        with Repo(str(repo)) as dvc_repo:
+            return not dvc_repo.status(targets=list(targets) if targets else None)
+    except Exception:  # an unreadable repo or target: the flow reports it properly
+        return False
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m flows.pipeline", description=__doc__.splitlines()[0]
@@ -382,6 +384,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--force", action="store_true", help="rerun even up-to-date stages")
     parser.add_argument("--repo", default=".", help="the DVC repository (default: .)")
     args = parser.parse_args(argv)
+    repo = Path(args.repo)
+    try:
+        # A params mistake is one line, before Prefect starts and before DVC touches an output.
+        if (repo / "params.yaml").is_file():
+            load_params(repo / "params.yaml")
+    except ConfigError as error:
+        print(f"pipeline: {error}", file=sys.stderr)
+        return 2
+    if not args.force and _up_to_date(repo, args.targets):
+        print("pipeline: every stage is up to date (dvc status); nothing to run")
+        return 0
     try:
         result = pipeline(targets=args.targets, force=args.force, repo=args.repo)
     except (PipelineFailedError, ConfigError, DvcException, ValueError, RuntimeError) as error:

@@ -64,7 +64,7 @@ from emotions.layout import Layout
 from flows.dvc_graph import data_sources, load_graph
 from flows.dvc_run import StageFailedError, dvc, failure, stream
 from flows.lock import RepoBusyError, repo_lock, repo_slot
-from flows.pipeline import current_attempt, flow_config, retry_transient, task_timeout
+from flows.pipeline import current_attempt, flow_config, retry_transient
 from flows.registry import (
     RegistryError,
     append_decision,
@@ -373,18 +373,14 @@ def decision_markdown(record: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _timed(step: Any, seconds: float) -> Any:
-    """The task with Prefect's timeout behind the kill `stream` does at `seconds`."""
-    return step.with_options(timeout_seconds=task_timeout(seconds))
-
-
 def _challenge(root: Path, run: str, refresh: str, config: FlowConfig) -> dict[str, Any]:
     """Refresh, train into an experiment and measure it: the challenger's record."""
-    refreshed = _timed(refresh_data, config.stage_timeout_s)(str(root), refresh)
+    # Each step's commands are killed by `stream` at their timeout (Prefect's task timeout
+    # cannot interrupt a worker thread, so none is set).
+    refreshed = refresh_data(str(root), refresh)
     experiment = run_experiment.with_options(
         retries=config.retries,
         retry_delay_seconds=config.retry_delay_s,
-        timeout_seconds=task_timeout(config.experiment_timeout_s),
     )(str(root), f"retrain-{datetime.now(UTC):%Y%m%d-%H%M%S}")
     return {
         "experiment": experiment["name"],
@@ -422,15 +418,15 @@ def _round(root: Path, run: str, refresh: str, margin: float, config: FlowConfig
     rescored = None
     if champion is not None and champion.get("test_split") != challenger["test_split"]:
         logger.info("the test split changed since the champion was measured: re-scoring it")
-        rescored = _timed(rescore_champion, config.stage_timeout_s)(str(root), champion["rev"], run)
+        rescored = rescore_champion(str(root), champion["rev"], run)
     decision = decide(
         challenger, champion, metric=config.promote_metric, margin=margin, rescored=rescored
     )
     logger.info("%s: %s", "PROMOTE" if decision.promote else "KEEP champion", decision.reason)
     package_note = registered = None
     if decision.promote:
-        _timed(apply_experiment, config.stage_timeout_s)(str(root), challenger["experiment"])
-        package_note = _timed(package, config.stage_timeout_s)(str(root))
+        apply_experiment(str(root), challenger["experiment"])
+        package_note = package(str(root))
         measurement = {
             **challenger,
             "metric": config.promote_metric,

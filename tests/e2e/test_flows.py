@@ -129,6 +129,13 @@ def test_pipeline_runs_the_dag_in_order_publishes_metrics_then_skips(tmp_path):
     states = _task_states(again.state_details.flow_run_id)
     assert set(states.values()) == {"Cached"}, states
     assert "up to date" in run(["dvc", "status"], repo).stdout
+    # The command line sees that nothing is to run before it starts Prefect at all.
+    started = time.perf_counter()
+    noop = run([sys.executable, "-m", "flows.pipeline", "--repo", str(repo)], REPO)
+    assert noop.returncode == 0, noop.stderr[-2000:]
+    assert "every stage is up to date" in noop.stdout
+    assert time.perf_counter() - started < 10
+    assert "Traceback" not in noop.stderr
 
     # `make demo`'s last step: all the runs left outside git-ignored folders is what git tracks
     # for DVC (dvc.lock, metrics/, plots/, reports/); once that is committed, the tree is clean.
@@ -373,3 +380,14 @@ def test_dvc_output_is_read_as_outcomes_and_failures_are_classified():
     missing = failed(255, "ERROR: failed to reproduce 's': dependency 'x' does not exist")
     assert not missing.transient and "does not exist" in missing.reason
     assert failed(-9).transient
+
+
+def test_a_params_mistake_is_one_line_before_prefect_or_dvc(tmp_path: Path):
+    """A typo in params.yaml stops `python -m flows.pipeline` with the key named, exit 2 (the
+    flows' "deterministic" code), before a Prefect server starts or DVC removes an output."""
+    (tmp_path / "params.yaml").write_text("train:\n  lrr: 0.1\n", encoding="utf-8")
+    result = run([sys.executable, "-m", "flows.pipeline", "--repo", str(tmp_path)], REPO, False)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert lines[0].startswith("pipeline: ") and "train.lrr" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -29,11 +29,11 @@ def _params(**ablate):
 
 def test_default_cells_cover_every_fusion_and_loss_one_factor_at_a_time() -> None:
     cells = cells_of(_params())
-    assert {c.fusion for c in cells} == {"concat", "local", "global", "lgfm", "pyramid"}
+    assert {c.fusion for c in cells} == {"concat", "local", "global", "lgfm", "pyramid", "mpam"}
     assert {c.loss for c in cells} == {"ce", "soft", "reweight"}
     assert {c.modality for c in cells} == {"both", "video", "audio"}
     full = cells_of(_params(full_matrix=True))
-    assert len(full) == len(set(full)) == 3 * 5 * 3
+    assert len(full) == len(set(full)) == 3 * 6 * 3
 
 
 def test_loss_cells_switch_the_objective_and_epce_still_reads() -> None:
