@@ -246,10 +246,10 @@ def test_predict_refuses_what_ingest_and_the_service_refuse(
     lines = [json.loads(line) for line in result.stdout.splitlines()]
     assert [set(line) for line in lines] == [{"path", "error"}] * len(files), result.stdout
     for line, (rel, _, _, reason) in zip(lines, HOSTILE, strict=False):
-        assert line["error"].startswith(reason), (rel, line)
+        assert line["error"].startswith(f"{Path(rel).name}: {reason}"), (rel, line)
     bounds = ClipBounds.of(load_params(REPO / "params.yaml").ingest)
     refusal = screen_file(text, bounds)
-    assert refusal is not None and lines[-1]["error"] == refusal.reason
+    assert refusal is not None and lines[-1]["error"] == f"{text.name}: {refusal.reason}"
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")

@@ -209,7 +209,8 @@ class Predictor:
             if refusal is not None:
                 yield from self._flush(pending)
                 pending = []
-                yield {"path": str(path), "error": refusal.reason}
+                # Worded as the service's refusal detail: "<file name>: <the probe's reason>".
+                yield {"path": str(path), "error": f"{Path(path).name}: {refusal.reason}"}
                 continue
             try:
                 pending.append((str(path), self.decode(path)))
