@@ -26,7 +26,6 @@ file (``path`` is the name the client uploaded). Around it:
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import logging
 import os
@@ -112,14 +111,6 @@ def read_metrics(model_dir: Path, meta: dict[str, Any]) -> dict[str, Any] | None
     return None
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 # A GPU is asked for only when serve.device says cuda: BentoML then gives each worker one
 # (CUDA_VISIBLE_DEVICES) and the Bento records it; with `auto` the service takes a GPU when
 # torch sees one, and asks the platform for none.
@@ -187,7 +178,9 @@ class EmotionService:
                 "path": str(self.source.path),
                 "tag": self.source.tag,
             },
-            "checkpoint_sha256": file_sha256(model_folder.weights(self.source.path)),
+            "checkpoint_sha256": model_folder.checkpoint_sha256(
+                model_folder.weights(self.source.path)
+            ),
             # The temperature the clip probabilities are divided by, and its file (None: T=1).
             "calibration": {
                 "temperature": self.predictor.temperature,
