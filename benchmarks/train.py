@@ -12,7 +12,7 @@ Rows, each pair that a ratio compares measured back to back:
 
 - presets: ``tiny`` (params.yaml's model and preprocess sizes); ``paper`` (``paper_size()``:
   Swin-T on 32×224², AST-base on 1024×128, stride 10) on CUDA; and ``--overlay PATH``, a params
-  overlay such as params/paper.yaml applied on params.yaml with its weight files stripped,
+  overlay such as params/ours-closest.yaml applied on params.yaml with its weight files stripped,
   named after the file. On a CPU the last two run only with ``--allow-slow`` (minutes a step);
 - ``--attention torchvision|sdpa|both``: the Video Swin blocks' attention
   (``model.video.attention``); ``both`` gives the fused/torchvision step-time ratio;
@@ -33,7 +33,7 @@ Ready as-is for a one-GPU, 16-core machine (workers default to the train stage's
 cores − 1, at most 16):
 
     python benchmarks/train.py --attention both                 # the table, on this device
-    python benchmarks/train.py --attention both --no-loader --overlay params/paper.yaml \\
+    python benchmarks/train.py --attention both --no-loader --overlay params/ours-closest.yaml \\
         --overlay-batch 32 --presets overlay --profile 15 --json reports/bench_train.json
 """
 
@@ -544,7 +544,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         type=Path,
         action="append",
         default=[],
-        help="a params overlay (e.g. params/paper.yaml) as a preset named after the file",
+        help="a params overlay (e.g. params/ours-closest.yaml) as a preset named after the file",
     )
     parser.add_argument("--overlay-batch", type=int, default=None, help="default: its batch")
     parser.add_argument(
