@@ -1,11 +1,14 @@
 """Atomic file writes: readers see the old file or the new one, never half of one.
 
 Every stage output goes through here, so a stage killed mid-write (or a full disk) leaves the
-previous output intact and no temporary behind, and DVC never caches a truncated file.
+previous output intact and no temporary behind, and DVC never caches a truncated file. The
+temporary is fsynced before the rename and the folder after it: without that, a power loss can
+leave a renamed but empty file (the rename reaches the disk before the data).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from collections.abc import Callable
@@ -20,10 +23,22 @@ def atomic_write(path: str | Path, write: Callable[[Path], object]) -> Path:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         write(tmp)
+        _fsync(tmp, os.O_RDONLY)
         os.replace(tmp, path)
+        # Some filesystems cannot sync a folder; the file itself is on disk by then.
+        with contextlib.suppress(OSError):
+            _fsync(path.parent, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+def _fsync(path: Path, flags: int) -> None:
+    fd = os.open(path, flags)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def atomic_write_text(path: str | Path, text: str) -> Path:
