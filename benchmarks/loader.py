@@ -37,7 +37,7 @@ import pandas as pd
 import torch
 from phone_clips import write_phone_clip
 
-from emotions.cache.format import CacheError, require_complete
+from emotions.cache.format import STATS, CacheError, require_complete
 from emotions.config import PreprocessConfig, load_params
 from emotions.media.decode import decode_clip
 from emotions.media.workers import Outcome, map_isolated
@@ -119,9 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         result["loader"].update(cache=source, cached_clips_per_s=cached)
         for sampling in ("exact", "keyframe"):
             mode = config.model_copy(update={"frame_sampling": sampling})
-            fly = _on_the_fly_rate(
-                root, split, mode, json.loads((cache / "stats.json").read_text())
-            )
+            fly = _on_the_fly_rate(root, split, mode, json.loads((cache / STATS).read_text()))
             result["loader"][sampling] = {"on_the_fly_clips_per_s": fly, "ratio": cached / fly}
 
     _print_table(result)

@@ -76,10 +76,12 @@ def write_model(params_path: Path, overlay: Path | None, out: Path) -> Path:
     """An untrained model folder for params' architecture (throughput does not need weights)."""
     import torch
 
+    from emotions.cache.format import STATS
+    from emotions.layout import BEST, META, RunPaths
     from emotions.models.avcanet import AVCANet
     from emotions.models.settings import ModelSettings, without_weights
     from emotions.training.checkpoints import atomic_torch_save
-    from emotions.training.trainer import RunPaths, model_metadata
+    from emotions.training.trainer import model_metadata
 
     params = load_params(params_path)
     if overlay is not None:
@@ -88,7 +90,7 @@ def write_model(params_path: Path, overlay: Path | None, out: Path) -> Path:
         params, _ = apply_overlay(params_path, overlay)
     stats = out / "stats"
     stats.mkdir(parents=True)
-    (stats / "stats.json").write_text(json.dumps({"fbank_mean": 0.0, "fbank_std": 1.0}))
+    (stats / STATS).write_text(json.dumps({"fbank_mean": 0.0, "fbank_std": 1.0}))
     model_dir = out / "model"
     model_dir.mkdir()
     run = params.serve.run
@@ -96,8 +98,8 @@ def write_model(params_path: Path, overlay: Path | None, out: Path) -> Path:
     torch.manual_seed(0)
     settings = without_weights(ModelSettings.model_validate(meta["model"]))
     model = AVCANet(settings, num_classes=len(meta["classes"]))
-    (model_dir / "model.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
-    atomic_torch_save({"model": model.state_dict(), "epoch": 0}, model_dir / "best.pt")
+    (model_dir / META).write_text(json.dumps(meta, indent=2), encoding="utf-8")
+    atomic_torch_save({"model": model.state_dict(), "epoch": 0}, model_dir / BEST)
     return model_dir
 
 

@@ -21,12 +21,13 @@ from authors_options import authors_options
 from smallcorpus import RUN, SmallCorpus, keep_torch_threads, shared_corpus
 
 from emotions.config import AblationCell, load_params
+from emotions.layout import BEST
 from emotions.models.avcanet import AVCANet
 from emotions.models.settings import VideoSettings
 from emotions.models.video import VideoBackbone
 from emotions.models.window_attention import SdpaWindowAttention3d
 from emotions.stages.ablate import params_for_cell
-from emotions.training.checkpoints import BEST, load_checkpoint
+from emotions.training.checkpoints import load_checkpoint
 from emotions.training.trainer import train_run
 
 REPO = Path(__file__).resolve().parents[2]

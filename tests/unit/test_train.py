@@ -27,9 +27,10 @@ from smallcorpus import (
 )
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
+from emotions.layout import BEST, LAST, META
 from emotions.model_folder import load as load_trained_model
 from emotions.serve.predictor import Predictor
-from emotions.training.checkpoints import BEST, LAST, META, load_checkpoint
+from emotions.training.checkpoints import load_checkpoint
 from emotions.training.trainer import train_run
 
 # A `emotions train` process that SIGKILLs itself right after its N-th optimizer step: the kill

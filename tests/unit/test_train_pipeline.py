@@ -17,7 +17,8 @@ import torch.multiprocessing as mp
 from smallcorpus import RUN, SmallCorpus, keep_torch_threads, shared_corpus
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
-from emotions.training.checkpoints import LAST, load_checkpoint
+from emotions.layout import LAST
+from emotions.training.checkpoints import load_checkpoint
 from emotions.training.runtime import Runtime
 from emotions.training.samplers import EpochSampler
 from emotions.training.trainer import (

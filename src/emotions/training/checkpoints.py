@@ -16,12 +16,8 @@ import numpy as np
 import torch
 
 from emotions.atomic import atomic_write, atomic_write_json
-from emotions.layout import BEST, LAST, META
 
 __all__ = [
-    "BEST",
-    "LAST",
-    "META",
     "atomic_torch_save",
     "atomic_write_json",
     "capture_rng",

@@ -40,14 +40,11 @@ from tqdm.auto import tqdm
 from emotions.cache.format import INDEX, STATS
 from emotions.config import Params
 from emotions.evaluation.metrics import AUTHORS_TEST, classification_summary
-from emotions.layout import LIVE, TRAIN_SUMMARY, RunPaths
+from emotions.layout import BEST, LAST, LIVE, META, TRAIN_SUMMARY, RunPaths
 from emotions.models.avcanet import AVCANet, estimate_flops
 from emotions.models.losses import build_criterion
 from emotions.models.objective import objective
 from emotions.training.checkpoints import (
-    BEST,
-    LAST,
-    META,
     atomic_torch_save,
     atomic_write_json,
     capture_rng,
