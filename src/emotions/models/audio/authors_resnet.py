@@ -30,6 +30,7 @@ import torch
 from torch import Tensor, nn
 from torchvision.models import resnet34
 
+from emotions.models.audio.resnet import segment_shape
 from emotions.models.registry import register_audio
 from emotions.models.settings import AudioSettings
 from emotions.models.video import WeightsError, read_state_dict
@@ -85,13 +86,7 @@ class AuthorsResNetAudio(nn.Module):
         segment of sound never reads the padding after it (segments wholly past the sound are
         masked by the fusion)."""
         del valid_frames
-        if audio.ndim != 3:
-            raise ValueError(f"audio must be (B, frames, mel bins), got {tuple(audio.shape)}")
-        b, frames, mels = audio.shape
-        s = self.segments
-        width = frames // s
-        if width < 1:
-            raise ValueError(f"audio of {frames} frames cannot be cut into {s} segments")
+        b, mels, s, width = segment_shape(audio, self.segments)
         # (B·S, 1, time, bins): time is the height the (7, 1) stem strides along.
         x = audio[:, : width * s].reshape(b * s, 1, width, mels)
         x = self.net(x.to(self.net.conv1.weight.dtype))

@@ -21,6 +21,18 @@ from emotions.models.settings import AudioSettings
 from emotions.models.video import load_matching, read_state_dict
 
 
+def segment_shape(audio: Tensor, segments: int) -> tuple[int, int, int, int]:
+    """(batch, mel bins, segments, frames per segment) of a log-mel cut into equal time slices;
+    a clear error for a tensor of the wrong rank or too few frames."""
+    if audio.ndim != 3:
+        raise ValueError(f"audio must be (B, frames, mel bins), got {tuple(audio.shape)}")
+    b, frames, mels = audio.shape
+    width = frames // segments
+    if width < 1:
+        raise ValueError(f"audio of {frames} frames cannot be cut into {segments} segments")
+    return b, mels, segments, width
+
+
 @register_audio("resnet18", "resnet34")
 class ResNetAudio(nn.Module):
     """(B, A, M) log-mel → one token per time slice (B, S, 512) and the slices' time centres."""
@@ -75,13 +87,7 @@ class ResNetAudio(nn.Module):
         every slice of the batch, padded ones included; in eval mode nothing is shared.)
         """
         del valid_frames
-        if audio.ndim != 3:
-            raise ValueError(f"audio must be (B, frames, mel bins), got {tuple(audio.shape)}")
-        b, frames, mels = audio.shape
-        s = self.segments
-        width = frames // s
-        if width < 1:
-            raise ValueError(f"audio of {frames} frames cannot be cut into {s} segments")
+        b, mels, s, width = segment_shape(audio, self.segments)
         x = audio[:, : width * s].reshape(b, s, width, mels)
         x = x.permute(0, 1, 3, 2).reshape(b * s, 1, mels, width)  # (B·S) 1 M W: mel as height
         dtype = self.net.conv1.weight.dtype
