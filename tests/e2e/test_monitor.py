@@ -340,13 +340,15 @@ def test_the_dashboard_shows_three_monitor_runs_through_the_evidently_ui(
         server.stop()
         print(server.tail(5))
 
-    (share,) = series["Drift share"]
+    share, line = sorted(series["Drift share"], key=lambda s: "check" in s["params"])
     assert share["values"] == [pytest.approx(s.drift_share, abs=1e-4) for s in summaries]
+    assert line["values"] == [0.3] * 3  # the threshold the monitor retrains at
     scores = {
-        s["params"].get("column", "embedding"): s["values"]
-        for s in series["Per-check drift scores"]
+        s["params"].get("column", "threshold"): s["values"]
+        for s in series["Input drift (p-values)"]
     }
     assert scores["brightness"][1] < 0.05 < scores["brightness"][0]  # the shifted run drifted
+    assert scores["threshold"] == [0.05] * 3
     labels = series["Predicted labels"]
     assert len(labels) >= 2 and all(len(s["values"]) == 3 for s in labels)
     for i in range(3):  # the class shares of each run add up to one
