@@ -175,9 +175,9 @@ def ensure_panels(workspace: Any, project: Any) -> list[str]:
     if not changed and not gone:
         return []
     kept = [p for p in current.panels if p.title not in titles and p.title not in gone]
-    # The UI shows the panels in order and ignores tabs; one tab holds them all.
-    ordered = [*(present.get(p.title) if p.title not in changed else p for p in wanted), *kept]
-    ordered = [p for p in ordered if p is not None]
+    # A panel that is current keeps its id; the UI shows the panels in this order.
+    ordered = [p if p.title in changed else present[p.title] for p in wanted] + kept
+    # The UI ignores dashboard tabs: the first one (if any) lists every panel.
     tab = current.tabs[0] if current.tabs else None
     tabs = [tab.copy(update={"panels": [p.id for p in ordered]})] if tab else []
     workspace.save_dashboard(project.id, DashboardModel(tabs=tabs, panels=ordered))
