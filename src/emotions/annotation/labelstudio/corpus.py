@@ -12,6 +12,7 @@ together or not at all.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 from collections.abc import Iterable, Sequence
@@ -226,16 +227,20 @@ def apply_stages(plans: Sequence[StagePlan]) -> list[MergeResult]:
                 os.link(_staged_name(final), final)  # FileExistsError: placed meanwhile
                 placed.append(final)
         for tmp, final in tables:
-            restore.append((final, final.read_bytes() if final.is_file() else None))
+            before = final.read_bytes() if final.is_file() else None
             os.replace(tmp, final)
+            restore.append((final, before))
     except BaseException:
-        for final, before in restore:
-            if before is None:
-                final.unlink(missing_ok=True)
-            else:
-                atomic_write(final, lambda tmp, data=before: tmp.write_bytes(data))
+        # Every step of the way back is tried, whatever another one raises.
         for final in placed:
-            final.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                final.unlink(missing_ok=True)
+        for final, earlier in restore:
+            with contextlib.suppress(OSError):
+                if earlier is None:
+                    final.unlink(missing_ok=True)
+                else:
+                    atomic_write(final, lambda tmp, data=earlier: tmp.write_bytes(data))
         raise
     finally:
         for tmp in staged:
