@@ -231,6 +231,12 @@ def test_read_queue_refuses_a_broken_folder(tmp_path):
     )
     with pytest.raises(QueueFormatError, match="unknown reason"):
         read_queue(tmp_path)
+    (tmp_path.parent / "elsewhere.mp4").write_bytes(b"x")
+    (tmp_path / "queue.csv").write_text(
+        ",".join(COLUMNS) + "\n" + "a,../elsewhere.mp4,ff,random_control,1,Joy,0.5,r,t\n"
+    )
+    with pytest.raises(QueueFormatError, match="leads out of the queue folder"):
+        read_queue(tmp_path)
 
 
 def test_the_store_is_content_addressed_bounded_and_logs_evictions(tmp_path, caplog):
