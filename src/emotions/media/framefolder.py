@@ -41,7 +41,8 @@ class FrameFolderError(ValueError):
 
 def layout_root(folder: Path) -> Path:
     """The root of the layout a frame folder ``<root>/imgs/<Class>/<id>`` belongs to."""
-    return Path(folder).parents[2]
+    parents = Path(folder).parents
+    return parents[min(2, len(parents) - 1)]
 
 
 def confined(folder: Path, path: Path, what: str) -> Path:
