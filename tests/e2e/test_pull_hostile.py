@@ -232,6 +232,9 @@ def test_paths_in_task_data_never_lead_out_of_their_root(tree, fake, capsys):
     refused(tree, fake, capsys, [out_queue], "leads out of")
     not_a_queue = task(tree, first, rows[0], queue="data/videos")
     refused(tree, fake, capsys, [not_a_queue], "is not a queue folder")
+    second = tree["second"][0].relative_to(tree["root"]).as_posix()
+    elsewhere = task(tree, first, rows[0], queue=second)
+    refused(tree, fake, capsys, [elsewhere], "is not in its queue folder")
     assert not (tree["outside"] / "q2" / "annotations.csv").exists()
 
 

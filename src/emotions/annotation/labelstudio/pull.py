@@ -39,7 +39,7 @@ from emotions.annotation.labelstudio.corpus import (
 )
 from emotions.annotation.labelstudio.labeling_config import DATA_KEY, FROM_NAME
 from emotions.annotation.queue_format import QUEUE_CSV
-from emotions.corpus.confine import OutsideRootError, child, under
+from emotions.corpus.confine import OutsideRootError, child, is_under, under
 from emotions.corpus.votes import VOTE_COLUMNS
 from emotions.errors import StageError
 
@@ -223,7 +223,13 @@ def pull_stage(
         if str(data.get("clip_id")) not in voted:
             continue
         clip = pulled_clip(task, document_root)
-        targets.setdefault(task_target(data, document_root, into), []).append(clip)
+        target = task_target(data, document_root, into)
+        if into is None and not is_under(target, clip.source):
+            raise PullError(
+                f"{_task_name(task)} (clip {clip.clip_id}): its video {clip.source} is not in "
+                f"its queue folder {target}"
+            )
+        targets.setdefault(target, []).append(clip)
     plans = []
     for target, clips in targets.items():
         ids = {clip.clip_id for clip in clips}
