@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -290,3 +293,49 @@ def test_a_pull_failing_part_way_leaves_every_corpus_as_it_was(tree, fake, capsy
     with pytest.raises(IsADirectoryError):
         pull(tree, capsys, "--into", str(tree["data"]))
     assert snapshot(tree["base"]) == before, "copied videos were left without their votes"
+
+
+KILLED_PULL = """
+import os, signal, sys
+real_link, seen = os.link, [0]
+def link(src, dst, *args, **kwargs):
+    seen[0] += 1
+    if seen[0] == int(sys.argv[2]):
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real_link(src, dst, *args, **kwargs)
+os.link = link
+from emotions.cli import main
+sys.exit(main(["--params", sys.argv[1], "queue", "pull", *sys.argv[3:]]))
+"""
+
+
+def test_a_killed_pull_is_finished_by_the_next_one(tree, fake, capsys):
+    """Killed while staging, nothing visible changed; killed while placing, the next pull of
+    the export completes it; either way no staged file outlives the next pull."""
+    (first, rows), (second, more) = tree["first"], tree["second"]
+    fake.export = [task(tree, first, r, task_id=i) for i, r in enumerate(rows)] + [
+        task(tree, second, more[0], task_id=9)
+    ]
+    into = ["--into", str(tree["data"])]
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(REPO / "src"), str(REPO)]),
+        "LABEL_STUDIO_API_KEY": "crafted-token",
+    }
+
+    def visible() -> dict[str, bytes | str]:
+        return {k: v for k, v in snapshot(tree["base"]).items() if "/." not in f"/{k}"}
+
+    before = visible()
+    argv = [sys.executable, "-c", KILLED_PULL, str(tree["params"])]
+    assert subprocess.run([*argv, "1", *into], env=env).returncode == -9
+    assert visible() == before, "a pull killed before placing anything changed the corpus"
+    assert list((tree["data"] / "videos").glob(".*")), "its staged copies are left"
+    assert subprocess.run([*argv, "2", *into], env=env).returncode == -9
+    code, out, err = pull(tree, capsys, *into)
+    assert code == 0, err
+    assert "3 vote(s) added" in out, out
+    votes = pd.read_csv(tree["data"] / "annotations.csv", dtype=str)
+    videos = {p.stem for p in (tree["data"] / "videos").iterdir()}
+    assert set(votes["clip_id"]) == videos == {"old", *(r["clip_id"] for r in [*rows, *more])}
+    assert not [p for p in tree["data"].rglob(".*")], "no staged file outlives the next pull"
