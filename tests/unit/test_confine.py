@@ -208,3 +208,45 @@ def test_a_kill_between_outputs_never_leaves_a_mixed_generation(frames_root, tmp
     assert sorted(manifest["path"]) == ["imgs/Joy/honest", "imgs/Joy/linked_count"]
     assert len(quarantine) == stats["n_quarantined"] == 3
     assert stats["n_clips"] == len(manifest)
+
+
+# -------------------------------------------------------------------------------- split lists
+
+
+def test_split_lists_linked_out_of_their_folder_are_reported_not_read(tmp_path):
+    from emotions.corpus.sources import Candidate, Reject, get_source
+
+    root, outside = tmp_path / "release", tmp_path / "outside"
+    (root / "Joy").mkdir(parents=True)
+    (root / "Joy" / "a.mp4").write_bytes(b"x")
+    (root / "splits").mkdir()
+    outside.mkdir()
+    (outside / "trainlist01.txt").write_text("Joy/a.mp4\n", encoding="utf-8")
+    (outside / "classInd.txt").write_text("1 Joy\n", encoding="utf-8")
+    (root / "splits" / "testlist01.txt").write_text("Joy/a.mp4\n", encoding="utf-8")
+    (root / "splits" / "trainlist01.txt").symlink_to(outside / "trainlist01.txt")
+    (root / "splits" / "classInd.txt").symlink_to(outside / "classInd.txt")
+    records = list(get_source("release", classes=TAXONOMY).scan(root))
+    (clip,) = [r for r in records if isinstance(r, Candidate)]
+    assert clip.official_split == "test", "only the list inside the folder was read"
+    real = outside.resolve()
+    rejects = {r.path: r.reason for r in records if isinstance(r, Reject)}
+    assert rejects == {
+        "splits/trainlist01.txt": (
+            f"outside root (split list trainlist01.txt: symlink to {real / 'trainlist01.txt'})"
+        ),
+        "splits/classInd.txt": (
+            f"outside root (split list classInd.txt: symlink to {real / 'classInd.txt'})"
+        ),
+    }
+    # The default split folder is part of the root: linked out, it is not read at all.
+    (root / "splits" / "trainlist01.txt").unlink()
+    (root / "splits" / "classInd.txt").unlink()
+    (root / "splits" / "testlist01.txt").rename(outside / "testlist01.txt")
+    (root / "splits").rmdir()
+    (root / "splits").symlink_to(outside, target_is_directory=True)
+    records = list(get_source("release", classes=TAXONOMY).scan(root))
+    (clip,) = [r for r in records if isinstance(r, Candidate)]
+    assert clip.official_split is None
+    rejects = {r.path: r.reason for r in records if isinstance(r, Reject)}
+    assert rejects == {"splits": f"outside root (split folder: symlink to {real})"}
