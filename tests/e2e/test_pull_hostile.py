@@ -273,7 +273,8 @@ def test_an_export_of_the_wrong_shape_is_one_clear_line(tree, fake, capsys, expo
 
 def test_a_stage_that_is_not_a_number_is_refused(tree, fake, capsys):
     (first, rows) = tree["first"]
-    refused(tree, fake, capsys, [task(tree, first, rows[0], stage="2; drop")], "not a whole number")
+    for stage in ("2; drop", "²", True, 1.5, "9" * 400):
+        refused(tree, fake, capsys, [task(tree, first, rows[0], stage=stage)], "not a whole number")
 
 
 def test_a_pull_failing_part_way_leaves_every_corpus_as_it_was(tree, fake, capsys):

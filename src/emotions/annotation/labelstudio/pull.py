@@ -55,6 +55,7 @@ class PullResult:
 
 
 SHA256 = re.compile(r"[0-9a-f]{64}")
+SHORT_INT = re.compile(r"[0-9]{1,9}")
 
 
 class PullError(StageError):
@@ -146,7 +147,8 @@ def export_votes(
 
 def _stage(task: Mapping[str, Any]) -> int:
     stage = task["data"]["stage"]
-    if isinstance(stage, bool) or not isinstance(stage, int | str) or not str(stage).isdigit():
+    text = str(stage)
+    if isinstance(stage, bool) or not isinstance(stage, int | str) or not SHORT_INT.fullmatch(text):
         raise PullError(f"{_task_name(task)}: stage {stage!r} is not a whole number")
     return int(stage)
 
