@@ -250,6 +250,12 @@ def test_the_content_must_be_what_the_task_says(tree, fake, capsys):
     missing = task(tree, first, rows[0])
     del missing["data"]["sha256"]
     refused(tree, fake, capsys, [missing], "no sha256")
+    # One clip id on two tasks of other content: whose votes would they be?
+    twice = [
+        task(tree, first, rows[0]),
+        task(tree, first, {**rows[1], "clip_id": rows[0]["clip_id"]}),
+    ]
+    refused(tree, fake, capsys, twice, "names two tasks", "--into", str(tree["data"]))
 
 
 @pytest.mark.parametrize(

@@ -120,6 +120,8 @@ def plan_stage(root: Path, clips: Iterable[PulledClip], votes: pd.DataFrame) -> 
     copies: list[tuple[PulledClip, Path]] = []
     matched = 0
     for clip in clips:
+        if clip.clip_id in stem_of:
+            raise PullConflictError(f"clip id {clip.clip_id} names two tasks; nothing pulled")
         if clip.sha256 in existing:
             here = existing[clip.sha256]
             matched += 1
