@@ -77,6 +77,11 @@ class IngestConfig(Strict):
     # bigger picture is refused before anything is decoded).
     min_side: int = Field(32, ge=1)
     max_side: int = Field(8192, ge=1)
+    # Pixels × frames one clip may cost to decode, counting every frame a seek decodes from
+    # the keyframe before a sampled one (emotions.media.clipcheck.check_decode_cost): the
+    # cache, `serve` (422) and `emotions predict` refuse a clip over it before decoding it.
+    # 4 Gpx: a 60 s 1080p clip at 30 fps decoded end to end (a single keyframe) fits.
+    max_decode_pixels: int = Field(4_000_000_000, ge=1)
 
     @model_validator(mode="after")
     def _ordered_bounds(self) -> IngestConfig:
