@@ -75,7 +75,8 @@ class ClipBounds:
     min_frames: int
     min_side: int
     max_side: int
-    # Frames × pixels a decode may cost (check_decode_cost); None: no such limit.
+    # Frames × pixels a decode may cost (check_decode_cost); None: params.yaml's default
+    # (emotions.media.decode.decode_limit).
     max_decode_pixels: int | None = None
 
     @classmethod

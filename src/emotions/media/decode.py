@@ -64,7 +64,7 @@ import numpy as np
 
 from emotions.config import AudioFeatures, IngestConfig, PreprocessConfig
 from emotions.media import framefolder
-from emotions.media.clipcheck import check_decode_cost, frames_to_decode
+from emotions.media.clipcheck import ClipBounds, check_decode_cost, frames_to_decode
 from emotions.media.snippets import SnippetLayout
 
 # swscale filter used whenever we scale ourselves; ffmpeg's `scale` filter (which decord uses
@@ -77,6 +77,14 @@ _DECORD_BAD_WIDTHS: set[int] = set()
 # What decode_clip allows when its caller passes no limit: params.yaml's default, so a caller
 # that forgets the setting is bounded all the same.
 DEFAULT_MAX_DECODE_PIXELS: int = IngestConfig.model_fields["max_decode_pixels"].default
+
+
+def decode_limit(bounds: ClipBounds | None) -> int:
+    """The decode budget the clip bounds set (``ingest.max_decode_pixels``), or the default
+    when there are none: every decode is bounded, inside a project folder or not."""
+    if bounds is None or bounds.max_decode_pixels is None:
+        return DEFAULT_MAX_DECODE_PIXELS
+    return bounds.max_decode_pixels
 
 
 class DecodeError(ValueError):
