@@ -217,7 +217,7 @@ def check_decode_cost(
         return None
     return Refusal(
         f"too costly to decode: {frames} frames of {width}×{height} px to reach the {what} "
-        f"ones, {_num(pixels / 1e9)} Gpx over {_num(limit / 1e9)} Gpx "
+        f"ones, {pixels / 1e9:.3g} Gpx over {_num(limit / 1e9)} Gpx "
         "(ingest.max_decode_pixels)"
     )
 
