@@ -80,8 +80,9 @@ class IngestConfig(Strict):
     # Pixels × frames one clip may cost to decode, counting every frame a seek decodes from
     # the keyframe before a sampled one (emotions.media.clipcheck.check_decode_cost): the
     # cache, `serve` (422) and `emotions predict` refuse a clip over it before decoding it.
-    # 4 Gpx: a 60 s 1080p clip at 30 fps decoded end to end (a single keyframe) fits.
-    max_decode_pixels: int = Field(4_000_000_000, ge=1)
+    # 2 Gpx: about 1000 frames of 1080p, 2200 of 720p; a phone clip (a keyframe every 2 s)
+    # needs a quarter of it at 8 sampled frames. A decoder spends seconds on it, not minutes.
+    max_decode_pixels: int = Field(2_000_000_000, ge=1)
 
     @model_validator(mode="after")
     def _ordered_bounds(self) -> IngestConfig:

@@ -57,11 +57,11 @@ def test_frames_to_decode_counts_from_the_keyframe_before_each_target():
 def test_check_decode_cost_names_the_bound():
     assert check_decode_cost(100, 100, 10, 100_000) is None
     assert check_decode_cost(100, 100, 10, None) is None
-    refusal = check_decode_cost(4096, 4096, 3600, 4_000_000_000)
+    refusal = check_decode_cost(4096, 4096, 3600, 2_000_000_000)
     assert refusal is not None and refusal.kind == "out_of_bounds"
     assert refusal.reason == (
         "too costly to decode: 3600 frames of 4096×4096 px to reach the sampled ones, "
-        "60.4 Gpx over 4 Gpx (ingest.max_decode_pixels)"
+        "60.4 Gpx over 2 Gpx (ingest.max_decode_pixels)"
     )
     assert refusal.reason.startswith(REASON_PREFIXES)
 
