@@ -19,14 +19,16 @@ Frames
     but positions snap to keyframes and a short clip with one keyframe repeats it T times.
 
 Decode cost
-    Before a decoder opens the file, its packets are read (no decoding) for the frame count
-    and the keyframe positions; the frames the sampling needs, plus every frame a seek decodes
-    from the keyframe before each of them, times the frame's pixels, must stay within
+    Before any frame is decoded, the frames the sampling needs, plus every frame a seek
+    decodes from the keyframe before each of them, times the frame's pixels, must stay within
     ``max_decode_pixels`` (``ingest.max_decode_pixels``,
     :func:`emotions.media.clipcheck.check_decode_cost`), else :class:`DecodeTooCostly`. A small
     file can hold thousands of huge frames after one keyframe, which would hold a decoder for
-    minutes while every bound on size, duration and rate is kept. decord's own index is checked
-    again before it decodes, and the PyAV paths count what they decode and stop at the limit.
+    minutes while every bound on size, duration and rate is kept. The count comes from the
+    decoder's own index: decord's frame count and keyframes (built from the packets when it
+    opens the file), the PyAV fallback's packet count (it decodes from the start), and for
+    keyframe sampling the packets' keyframe flags, read before decoding. The PyAV paths also
+    count the frames they decode and stop at the limit.
 
 Every frame is resized so that its short side is ``resize`` and the centre square is kept; the
 loader crops ``crop`` out of that square (randomly when training).
@@ -155,8 +157,9 @@ def decode_clip(
     if not path.is_file():
         raise DecodeError(f"{path}: no such file")
     budget = _Budget(path, max_decode_pixels)
-    if max_decode_pixels is not None:
-        budget.check_plan(_keyframe_index(path), config)
+    if max_decode_pixels is not None and config.frame_sampling == "keyframe":
+        # Exact sampling is checked on decord's own index, which it builds anyway.
+        budget.check_keyframe_plan(_keyframe_index(path), config.num_frames)
     probe = _probe(path, need_rotation=config.frame_sampling == "exact")
     if config.frame_sampling == "keyframe":
         frames, times = _keyframe_frames(path, probe, config.num_frames, config.resize, budget)
@@ -265,17 +268,12 @@ class _Budget:
         if refusal is not None:
             raise DecodeTooCostly(self.path, refusal.reason)
 
-    def check_plan(self, index: _Index, config: PreprocessConfig) -> None:
-        """Refuse before decoding when the sampling's frames, with what their seeks decode
-        from the previous keyframe, are over the limit."""
-        if index.n_frames == 0:
-            return  # nothing to decode: the decoder says what is wrong
-        if config.frame_sampling == "keyframe":
-            frames = _keyframes_read(index.keyframes, index.n_frames, config.num_frames)
-        else:
-            targets = SnippetLayout.of(config).indices(index.n_frames).reshape(-1)
-            frames = frames_to_decode(index.keyframes, targets.tolist())
-        self.check(index.width, index.height, frames)
+    def check_keyframe_plan(self, index: _Index, num: int) -> None:
+        """Refuse before decoding when keyframe sampling (``num`` segments) would read more
+        keyframes than the limit allows."""
+        if index.n_frames:  # no packets: the decoder says what is wrong
+            frames = _keyframes_read(index.keyframes, index.n_frames, num)
+            self.check(index.width, index.height, frames)
 
     def spend(self, frame: av.VideoFrame) -> None:
         """Count one decoded frame; stop the decoder once the clip is over the limit."""
