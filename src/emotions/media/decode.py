@@ -25,10 +25,10 @@ Decode cost
     :func:`emotions.media.clipcheck.check_decode_cost`), else :class:`DecodeTooCostly`. A small
     file can hold thousands of huge frames after one keyframe, which would hold a decoder for
     minutes while every bound on size, duration and rate is kept. The count comes from the
-    decoder's own index: decord's frame count and keyframes (built from the packets when it
-    opens the file), the PyAV fallback's packet count (it decodes from the start), and for
-    keyframe sampling the packets' keyframe flags, read before decoding. The PyAV paths also
-    count the frames they decode and stop at the limit.
+    video packets, read (not decoded) when the file is first opened: their number and their
+    keyframe flags. The PyAV fallback, which decodes from the start, checks its own plan, and
+    the PyAV paths count the frames they decode and stop at the limit. (decord's own keyframe
+    list is not asked for: asking slows its next read by about a seventh.)
 
 Every frame is resized so that its short side is ``resize`` and the centre square is kept; the
 loader crops ``crop`` out of that square (randomly when training).
@@ -58,6 +58,7 @@ from __future__ import annotations
 import contextlib
 import math
 from bisect import bisect_right
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -157,10 +158,11 @@ def decode_clip(
     if not path.is_file():
         raise DecodeError(f"{path}: no such file")
     budget = _Budget(path, max_decode_pixels)
-    if max_decode_pixels is not None and config.frame_sampling == "keyframe":
-        # Exact sampling is checked on decord's own index, which it builds anyway.
-        budget.check_keyframe_plan(_keyframe_index(path), config.num_frames)
-    probe = _probe(path, need_rotation=config.frame_sampling == "exact")
+    probe = _probe(
+        path,
+        need_rotation=config.frame_sampling == "exact",
+        check=None if max_decode_pixels is None else lambda index: budget.check_plan(index, config),
+    )
     if config.frame_sampling == "keyframe":
         frames, times = _keyframe_frames(path, probe, config.num_frames, config.resize, budget)
     else:
@@ -189,11 +191,14 @@ def _open(path: Path) -> av.container.InputContainer:
         raise DecodeError(f"{path.name}: cannot open as a media file ({error})") from None
 
 
-def _probe(path: Path, *, need_rotation: bool) -> _Probe:
+def _probe(
+    path: Path, *, need_rotation: bool, check: Callable[[_Index], None] | None = None
+) -> _Probe:
     """Size, rotation, duration and rate of the first video stream.
 
     FFmpeg exposes the display matrix only on decoded frames, so the rotation costs decoding
     the first frame (a few ms); keyframe sampling reads it from its own frames instead.
+    ``check`` gets the packet index first, before that frame is decoded.
     """
     with _open(path) as container:
         if not container.streams.video:
@@ -201,6 +206,9 @@ def _probe(path: Path, *, need_rotation: bool) -> _Probe:
         stream = container.streams.video[0]
         width, height = stream.codec_context.width, stream.codec_context.height
         duration = _duration_s(container, stream)
+        if check is not None:
+            check(_packet_index(container, stream))
+            container.seek(0)
         rotation = 0
         if need_rotation:
             try:
@@ -228,24 +236,22 @@ class _Index:
     keyframes: tuple[int, ...]  # frame indices (display order) of the keyframes
 
 
-def _keyframe_index(path: Path) -> _Index:
-    """Frame count and keyframe positions of the first video stream, from its packets alone.
+def _packet_index(
+    container: av.container.InputContainer, stream: av.video.stream.VideoStream
+) -> _Index:
+    """Frame count and keyframe positions of ``stream``, from its packets alone.
 
     Frames are numbered in display order (packets sorted by pts, as decord numbers them); a
     stream without timestamps keeps the packets' order. A damaged tail ends the index.
     """
-    with _open(path) as container:
-        if not container.streams.video:
-            raise DecodeError(f"{path.name}: no video stream")
-        stream = container.streams.video[0]
-        packets: list[tuple[int | None, bool]] = []
-        try:
-            for packet in container.demux(stream):
-                if packet.size:
-                    packets.append((packet.pts, bool(packet.is_keyframe)))
-        except av.error.FFmpegError:
-            pass  # a cut file: the decoders stop where the packets stop too
-        width, height = stream.codec_context.width, stream.codec_context.height
+    packets: list[tuple[int | None, bool]] = []
+    try:
+        for packet in container.demux(stream):
+            if packet.size:
+                packets.append((packet.pts, bool(packet.is_keyframe)))
+    except av.error.FFmpegError:
+        pass  # a cut file: the decoders stop where the packets stop too
+    width, height = stream.codec_context.width, stream.codec_context.height
     if all(pts is not None for pts, _ in packets):
         order = sorted(range(len(packets)), key=lambda i: (packets[i][0], i))
     else:
@@ -268,12 +274,17 @@ class _Budget:
         if refusal is not None:
             raise DecodeTooCostly(self.path, refusal.reason)
 
-    def check_keyframe_plan(self, index: _Index, num: int) -> None:
-        """Refuse before decoding when keyframe sampling (``num`` segments) would read more
-        keyframes than the limit allows."""
-        if index.n_frames:  # no packets: the decoder says what is wrong
-            frames = _keyframes_read(index.keyframes, index.n_frames, num)
-            self.check(index.width, index.height, frames)
+    def check_plan(self, index: _Index, config: PreprocessConfig) -> None:
+        """Refuse before decoding when the sampling's frames, with what their seeks decode
+        from the keyframe before each, are over the limit."""
+        if index.n_frames == 0:
+            return  # nothing to decode: the decoder says what is wrong
+        if config.frame_sampling == "keyframe":
+            frames = _keyframes_read(index.keyframes, index.n_frames, config.num_frames)
+        else:
+            targets = SnippetLayout.of(config).indices(index.n_frames).reshape(-1)
+            frames = frames_to_decode(index.keyframes, targets.tolist())
+        self.check(index.width, index.height, frames)
 
     def spend(self, frame: av.VideoFrame) -> None:
         """Count one decoded frame; stop the decoder once the clip is over the limit."""
@@ -339,7 +350,7 @@ def _exact_frames(
     path: Path, probe: _Probe, layout: SnippetLayout, size: int, threads: int, budget: _Budget
 ) -> tuple[np.ndarray, np.ndarray]:
     try:
-        return _decord_frames(path, probe, layout, size, threads, budget)
+        return _decord_frames(path, probe, layout, size, threads)
     except DecodeError:
         raise
     except Exception as decord_error:  # decord raises DECORDError and RuntimeErrors
@@ -352,15 +363,15 @@ def _exact_frames(
 
 
 def _decord_frames(
-    path: Path, probe: _Probe, layout: SnippetLayout, size: int, threads: int, budget: _Budget
+    path: Path, probe: _Probe, layout: SnippetLayout, size: int, threads: int
 ) -> tuple[np.ndarray, np.ndarray]:
     import decord
 
     out_w, out_h = _scaled_size(probe.width, probe.height, size)
     if out_w in _DECORD_BAD_WIDTHS:
-        return _decord_native(path, probe, layout, size, threads, budget)
+        return _decord_native(path, layout, size, threads)
     reader = decord.VideoReader(str(path), width=out_w, height=out_h, num_threads=threads)
-    indices = _decord_indices(path, reader, layout, probe, budget)
+    indices = _decord_indices(path, reader, layout)
     try:
         batch = _decord_batch(reader, indices)
     except decord.DECORDError as error:
@@ -368,35 +379,27 @@ def _decord_frames(
             raise
         _DECORD_BAD_WIDTHS.add(out_w)
         del reader
-        return _decord_native(path, probe, layout, size, threads, budget)
+        return _decord_native(path, layout, size, threads)
     times = _decord_times(reader, indices)
     return np.ascontiguousarray(_centre_square(batch, size)), times
 
 
 def _decord_native(
-    path: Path, probe: _Probe, layout: SnippetLayout, size: int, threads: int, budget: _Budget
+    path: Path, layout: SnippetLayout, size: int, threads: int
 ) -> tuple[np.ndarray, np.ndarray]:
     import decord
 
     reader = decord.VideoReader(str(path), num_threads=threads)
-    indices = _decord_indices(path, reader, layout, probe, budget)
+    indices = _decord_indices(path, reader, layout)
     batch = _decord_batch(reader, indices)
     frames = np.stack([_resize_rgb(image, size) for image in batch])
     return frames, _decord_times(reader, indices)
 
 
-def _decord_indices(
-    path: Path, reader, layout: SnippetLayout, probe: _Probe, budget: _Budget
-) -> list[int]:
-    """The sampled indices in decord's own numbering, checked against the budget with
-    decord's own keyframe index (what its seeks will decode)."""
+def _decord_indices(path: Path, reader, layout: SnippetLayout) -> list[int]:
     if len(reader) == 0:
         raise DecodeError(f"{path.name}: video stream has no frames")
-    indices = layout.indices(len(reader)).reshape(-1).tolist()
-    if budget.limit is not None:
-        keyframes = [int(k) for k in reader.get_key_indices()]
-        budget.check(probe.width, probe.height, frames_to_decode(keyframes, indices))
-    return indices
+    return layout.indices(len(reader)).reshape(-1).tolist()
 
 
 def _decord_batch(reader, indices: list[int]) -> np.ndarray:
