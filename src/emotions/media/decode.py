@@ -208,7 +208,10 @@ def _probe(
         duration = _duration_s(container, stream)
         if check is not None:
             check(_packet_index(container, stream))
-            container.seek(0)
+            try:
+                container.seek(0)
+            except av.error.FFmpegError:  # not seekable: read the first frame afresh
+                return _probe(path, need_rotation=need_rotation)
         rotation = 0
         if need_rotation:
             try:
