@@ -21,6 +21,7 @@ from emotions.media.encode import write_blank_clip
 from emotions.media.probe import ProbeTask, probe_file
 from emotions.serve.decoding import DecodeFailed, DecoderPool
 from emotions.serve.limits import CLIP_OUT_OF_BOUNDS
+from emotions.stages.preprocess import decode_for_cache
 
 SIDE = 1024
 N_FRAMES = 120  # 4 s at 30 fps: inside every ingest bound
@@ -98,6 +99,14 @@ def test_keyframe_sampling_counts_the_keyframes_it_reads(files, tmp_path):
     intra = write_blank_clip(tmp_path / "intra.mp4", SIDE, N_FRAMES, gop=1)
     with pytest.raises(DecodeTooCostly, match="too costly to decode: 107 frames"):
         decode_clip(intra, keyframes, max_decode_pixels=BUDGET)
+
+
+def test_preprocess_worker_job_keeps_the_same_budget(files):
+    root = str(files["attack"].parent)
+    with pytest.raises(DecodeTooCostly, match=r"attack\.mp4: too costly to decode: 106 frames"):
+        decode_for_cache(("a", "attack.mp4"), root=root, config=CONFIG, max_decode_pixels=BUDGET)
+    kept = decode_for_cache(("k", "keyed.mp4"), root=root, config=CONFIG, max_decode_pixels=BUDGET)
+    assert kept.frames.shape == (4, 32, 32, 3)
 
 
 def test_ingest_probe_keeps_its_seek_within_the_budget(files):
