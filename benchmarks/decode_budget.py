@@ -137,9 +137,17 @@ def main() -> None:
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
 
+    if args.keep is not None:
+        args.keep.mkdir(parents=True, exist_ok=True)
+        run(args, args.keep)
+    else:
+        with tempfile.TemporaryDirectory(prefix="decode-budget-") as scratch:
+            run(args, Path(scratch))
+
+
+def run(args: argparse.Namespace, where: Path) -> None:
+    """Build (or reuse) the clips under ``where``, measure, print and write the figures."""
     config, ingest, serve = settings(args.params)
-    where = args.keep or Path(tempfile.mkdtemp(prefix="decode-budget-"))
-    where.mkdir(parents=True, exist_ok=True)
     attack = where / f"attack-{args.side}-{args.frames}.mp4"
     if not attack.is_file():
         started = time.perf_counter()
