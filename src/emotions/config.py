@@ -77,6 +77,12 @@ class IngestConfig(Strict):
     # bigger picture is refused before anything is decoded).
     min_side: int = Field(32, ge=1)
     max_side: int = Field(8192, ge=1)
+    # Pixels × frames one clip may cost to decode, counting every frame a seek decodes from
+    # the keyframe before a sampled one (emotions.media.clipcheck.check_decode_cost): the
+    # cache, `serve` (422) and `emotions predict` refuse a clip over it before decoding it.
+    # 2 Gpx: about 1000 frames of 1080p, 2200 of 720p; a phone clip (a keyframe every 2 s)
+    # needs a quarter of it at 8 sampled frames. A decoder spends seconds on it, not minutes.
+    max_decode_pixels: int = Field(2_000_000_000, ge=1)
 
     @model_validator(mode="after")
     def _ordered_bounds(self) -> IngestConfig:
