@@ -80,9 +80,10 @@ class IngestConfig(Strict):
     # Pixels × frames one clip may cost to decode, counting every frame a seek decodes from
     # the keyframe before a sampled one (emotions.media.clipcheck.check_decode_cost): the
     # cache, `serve` (422) and `emotions predict` refuse a clip over it before decoding it.
-    # 2 Gpx: about 1000 frames of 1080p, 2200 of 720p; a phone clip (a keyframe every 2 s)
-    # needs a quarter of it at 8 sampled frames. A decoder spends seconds on it, not minutes.
-    max_decode_pixels: int = Field(2_000_000_000, ge=1)
+    # 8 Gpx: about 3900 frames of 1080p, so a 2-minute 1080p30 download encoded with x264's
+    # default keyframe interval (250 frames), which decodes nearly whole, still passes; the
+    # 4096² one-keyframe attack (57 Gpx) does not. Lower it on a public endpoint.
+    max_decode_pixels: int = Field(8_000_000_000, ge=1)
 
     @model_validator(mode="after")
     def _ordered_bounds(self) -> IngestConfig:
