@@ -54,3 +54,20 @@ def test_the_authors_branch_ends_on_the_8_by_2_map_their_pool_takes() -> None:
         tokens, centres = branch(audio)
     assert tokens.shape == (2, 16, 32) and centres.shape == (16,)
     assert seen == [(2 * 16, 512, 8, 2)]
+
+
+def test_the_cache_option_decodes_a_clip_into_looped_mfccs(tmp_path) -> None:
+    """`preprocess.audio.features: looped_mfcc` through the decoder every stage uses: the
+    4096 × 32 rows hold the clip's MFCCs from its start, looped, and all count as sound."""
+    from realworld import make_clip
+
+    from emotions.config import AudioFeatures, PreprocessConfig
+    from emotions.media.decode import decode_clip
+
+    clip = make_clip(tmp_path / "clip.mp4", seconds=1.0, sample_rate=44100)
+    audio = AudioFeatures(features="looped_mfcc", sample_rate=44100, n_mels=32, target_frames=4096)
+    decoded = decode_clip(clip, PreprocessConfig(num_frames=4, resize=32, crop=32, audio=audio))
+    assert decoded.fbank.shape == (4096, 32) and decoded.audio_frames == 4096
+    n = 1 + round(decoded.audio_s * mfcc.SAMPLE_RATE) // mfcc.HOP
+    np.testing.assert_array_equal(decoded.fbank[n : 2 * n], decoded.fbank[:n])
+    assert not np.array_equal(decoded.fbank[1 : n + 1], decoded.fbank[:n])  # the period is n

@@ -575,10 +575,15 @@ def log_mel(
     window = round(audio.sample_rate * audio.frame_length_ms / 1000)
     if wave is None or wave.size < window:
         return fbank, 0, skipped, 0.0
+    audio_s = wave.size / audio.sample_rate
+    if audio.features == "looped_mfcc":  # looped: every row holds sound (emotions.media.mfcc)
+        from emotions.media.mfcc import looped_mfcc
+
+        fbank[:] = looped_mfcc(wave, audio.sample_rate, target, audio.n_mels)
+        return fbank, target, skipped, audio_s
     import torch
     from torchaudio.compliance import kaldi
 
-    audio_s = wave.size / audio.sample_rate
     features = kaldi.fbank(
         torch.from_numpy(wave)[None],
         num_mel_bins=audio.n_mels,

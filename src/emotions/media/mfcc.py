@@ -11,6 +11,7 @@ What follows from it: one row is 512 samples at 44.1 kHz, so a segment of 256 ro
 audio and the 4096 rows are 47.6 s, the clip's sound looped from its start. The segments are
 therefore not aligned with the video's snippets (ours, the cache's log-mel, are).
 
+``preprocess.audio.features: looped_mfcc`` stores them in the cache (emotions.media.decode).
 The transform is torchaudio's ``MFCC`` set to librosa's defaults (2048-point FFT, hop 512,
 128 Slaney mel bands with Slaney area norm, power to dB with an 80 dB floor, orthonormal DCT-II).
 """
