@@ -27,7 +27,7 @@ from smallcorpus import (
 )
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
-from emotions.layout import BEST, LAST, META
+from emotions.layout import BEST, LAST, META, Layout
 from emotions.model_folder import load as load_trained_model
 from emotions.serve.predictor import Predictor
 from emotions.training.checkpoints import load_checkpoint
@@ -49,6 +49,26 @@ def count(optimizer, args, kwargs):
         os.kill(os.getpid(), signal.SIGKILL)
 
 register_optimizer_step_post_hook(count)
+from emotions.cli import main
+sys.exit(main(["--params", "params.yaml", "train", "--run", sys.argv[2]]))
+"""
+
+
+# A `emotions train` process that SIGKILLs itself halfway through writing the end-of-epoch
+# checkpoint of epoch N: the temporary holds half of it, the previous last.pt stands.
+KILL_IN_CHECKPOINT_WRITE = """
+import os, signal, sys
+import torch
+
+kill_epoch, real_save = int(sys.argv[1]), torch.save
+
+def save(obj, f, *args, **kwargs):
+    real_save(obj, f, *args, **kwargs)
+    if isinstance(obj, dict) and "optimizer" in obj and obj["epoch"] == kill_epoch:
+        os.truncate(f, os.path.getsize(f) // 2)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+torch.save = save
 from emotions.cli import main
 sys.exit(main(["--params", "params.yaml", "train", "--run", sys.argv[2]]))
 """
@@ -188,15 +208,56 @@ def test_model_folder_stays_loadable_when_a_fresh_run_of_another_architecture_di
     assert model.fusion is not None
 
 
-def test_finished_run_is_trained_again_not_resumed(corpus: SmallCorpus, tmp_path, capsys):
+def test_finished_run_is_reused_not_retrained(corpus: SmallCorpus, tmp_path, capsys):
+    """A kill after training but before DVC recorded it: the rerun reuses the finished
+    checkpoint (same params, data and code) instead of training again; --no-resume retrains."""
     model_dir = tmp_path / "model"
     first = train_here(corpus, model_dir, epochs=2)
     assert load_checkpoint(model_dir / LAST)["finished"]
+    written = (model_dir / LAST).stat().st_mtime_ns
+    logs = dvclive_plots(model_dir, timing=True)
     capsys.readouterr()
     second = train_here(corpus, model_dir, epochs=2)
-    assert "resuming" not in capsys.readouterr().out
-    assert second["epochs"] == 2
-    assert second["history"] == first["history"]  # retrained from scratch, same seed
+    assert "reusing it" in capsys.readouterr().out
+    assert second["history"] == first["history"]
+    assert (model_dir / LAST).stat().st_mtime_ns == written
+    assert dvclive_plots(model_dir, timing=True) == logs
+    with keep_torch_threads():
+        again = train_run(
+            corpus.params(epochs=2),
+            RUN,
+            paths=corpus.paths(model_dir),
+            resume=False,
+            progress=False,
+        )
+    out = capsys.readouterr().out
+    assert "reusing" not in out and "resuming" not in out
+    assert again["history"] == first["history"]  # retrained from scratch, same seed
+    assert (model_dir / LAST).stat().st_mtime_ns != written
+
+
+def test_kill_while_saving_a_checkpoint_leaves_no_temporary_and_logs_each_epoch_once(
+    corpus: SmallCorpus, tmp_path
+):
+    epochs = 3
+    work = corpus.workdir(tmp_path / "killed", epochs=epochs)
+    model_dir = corpus.model_dir(work)
+    killed = run_python(["-c", KILL_IN_CHECKPOINT_WRITE, "2", RUN], work)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    assert list(model_dir.glob(f".{LAST}.*.tmp")), "the kill must land inside the write"
+    assert load_checkpoint(model_dir / LAST)["epoch"] == 1
+
+    resumed = run_python(["-m", "emotions", "train", "--run", RUN], work)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "resuming after epoch 1" in resumed.stdout
+    assert not list(model_dir.rglob("*.tmp")), "the killed write's temporary must be gone"
+    reference = tmp_path / "reference"
+    train_here(corpus, reference, epochs=epochs)
+    assert dvclive_plots(model_dir) == dvclive_plots(reference)
+    curves = Layout(work).train_curves("emotions", "full")
+    for name in ("val_weighted_f1.tsv", "lr.tsv", "train/train_loss.tsv"):
+        rows = (curves / name).read_text(encoding="utf-8").splitlines()[1:]
+        assert [row.split("\t")[0] for row in rows] == ["0", "1", "2"], name
 
 
 @pytest.mark.slow

@@ -16,8 +16,10 @@ import numpy as np
 import torch
 
 from emotions.atomic import atomic_write, atomic_write_json
+from emotions.errors import StageError, require_input
 
 __all__ = [
+    "CheckpointError",
     "atomic_torch_save",
     "atomic_write_json",
     "capture_rng",
@@ -30,14 +32,20 @@ def atomic_torch_save(obj: Any, path: Path) -> None:
     atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
+class CheckpointError(StageError, ValueError):
+    """A checkpoint that cannot be loaded (truncated, corrupt or foreign)."""
+
+
 def load_checkpoint(path: Path) -> dict[str, Any]:
     """Load a checkpoint with the safe unpickler; a clear error if it is missing or foreign."""
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
+    require_input(path, "emotions train")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
-        raise ValueError(f"{path}: not a loadable checkpoint ({error})") from error
+        first = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise CheckpointError(
+            f"{path}: not a loadable checkpoint ({first}); train again (`emotions train`)"
+        ) from None
 
 
 def capture_rng() -> dict[str, Any]:
