@@ -66,6 +66,8 @@ RULES: tuple[Rule, ...] = (
     Rule("emotions.layout", ATOMS),  # (same leaf rule)
     Rule("emotions.errors", ATOMS),  # (same leaf rule)
     Rule("emotions.corpus.labels", ATOMS),  # (same leaf rule)
+    Rule("emotions.lifetime", ATOMS),  # a stage process's lifetime and output lock: a leaf
+    Rule("emotions.diskspace", ATOMS),  # free space and disk-full errors: a leaf
     Rule("emotions.config", SETTINGS),  # config: the leaves and the model's settings
     Rule("emotions.params_overlay", (*SETTINGS, "emotions.config")),  # config's overlay: as config
     Rule("emotions.media", LOW),  # data layer: each other, config, overlay, atomic, layout

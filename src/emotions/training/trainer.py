@@ -77,10 +77,8 @@ def seed_everything(seed: int) -> None:
 def code_digest() -> str:
     """The package's source: a finished checkpoint is reused only by the code that trained it
     (DVC reruns train when its code changes; that rerun must train, not reuse)."""
-    import emotions
-
     digest = hashlib.sha256()
-    package = Path(emotions.__file__).parent
+    package = Path(__file__).resolve().parents[1]  # src/emotions
     for path in sorted(package.rglob("*.py")):
         digest.update(path.relative_to(package).as_posix().encode())
         digest.update(path.read_bytes())
