@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import signal
 import subprocess
 import sys
 import threading
@@ -146,6 +147,41 @@ def stream(
                 timer.cancel()
     seconds = time.perf_counter() - started
     return CommandResult(returncode, tuple(tail), seconds, timeout_s if expired.is_set() else None)
+
+
+STOP_GRACE_S = 5.0
+
+
+def stop_descendants(grace_s: float = STOP_GRACE_S) -> None:
+    """Terminate every process this one started, and theirs (a temporary Prefect server, `dvc
+    repro` and its stage): SIGTERM first so they clean up, SIGKILL for those still alive
+    after ``grace_s``."""
+    import psutil
+
+    below = psutil.Process().children(recursive=True)
+    for process in below:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            process.terminate()
+    _, alive = psutil.wait_procs(below, timeout=grace_s)
+    for process in alive:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            process.kill()
+    psutil.wait_procs(alive, timeout=grace_s)
+
+
+def _stop(signum: int, _frame: object) -> None:
+    stop_descendants()
+    raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
+
+
+def end_children_on_signals() -> None:
+    """A flow's entry point stops what it started on SIGTERM, SIGHUP and SIGINT: its children
+    are terminated and KeyboardInterrupt unwinds the flow (atexit handlers run). The default
+    SIGTERM ends the process at once, leaving its temporary Prefect server listening and its
+    stages running. Prefect's own SIGTERM handling during a flow run re-sends the signal to
+    this handler once it has recorded the run as crashed."""
+    for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+        signal.signal(signum, _stop)
 
 
 # A tqdm bar as it reaches a pipe: "<desc>:  45%|████▌     | 9/20 [00:03<00:04,  2.71it/s]".

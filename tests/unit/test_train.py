@@ -10,10 +10,13 @@ from __future__ import annotations
 import json
 import math
 import signal
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pandas as pd
+import psutil
 import pytest
 import torch
 from smallcorpus import (
@@ -71,6 +74,15 @@ def save(obj, f, *args, **kwargs):
 torch.save = save
 from emotions.cli import main
 sys.exit(main(["--params", "params.yaml", "train", "--run", sys.argv[2]]))
+"""
+
+
+# `dvc repro` in miniature: runs `emotions train` as its child and is SIGKILLed by the test.
+PARENT_OF_TRAIN = """
+import subprocess, sys, time
+child = subprocess.Popen([sys.executable, "-m", "emotions", "train", "--run", sys.argv[1]])
+print(child.pid, flush=True)
+time.sleep(600)
 """
 
 
@@ -258,6 +270,48 @@ def test_kill_while_saving_a_checkpoint_leaves_no_temporary_and_logs_each_epoch_
     for name in ("val_weighted_f1.tsv", "lr.tsv", "train/train_loss.tsv"):
         rows = (curves / name).read_text(encoding="utf-8").splitlines()[1:]
         assert [row.split("\t")[0] for row in rows] == ["0", "1", "2"], name
+
+
+def test_train_dies_with_its_parent_and_refuses_a_second_writer(corpus: SmallCorpus, tmp_path):
+    """Killing `dvc repro` used to leave the stage training on, and a rerun resumed in the
+    same folder while the orphan still wrote into it."""
+    work = corpus.workdir(tmp_path / "orphan", epochs=1000, patience=1000)
+    model_dir = corpus.model_dir(work)
+    parent = subprocess.Popen(
+        [sys.executable, "-c", PARENT_OF_TRAIN, RUN],
+        cwd=work,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert parent.stdout is not None
+        child = int(parent.stdout.readline())
+        deadline = time.monotonic() + 300
+        while not (model_dir / LAST).is_file() and time.monotonic() < deadline:
+            time.sleep(0.2)  # until the child has trained an epoch: it is writing
+        assert (model_dir / LAST).is_file(), "the child never trained"
+        second = run_python(["-m", "emotions", "train", "--run", RUN], work)
+        assert second.returncode == 2, second.stderr[-2000:]
+        assert second.stderr.count("\n") == 1 and f"pid {child} (" in second.stderr
+        assert "is being written by" in second.stderr
+    finally:
+        parent.kill()
+        parent.wait()
+    assert exited(child), "the train process outlived its SIGKILLed parent"
+
+
+def exited(pid: int, wait_s: float = 60) -> bool:
+    """Whether ``pid`` exits within ``wait_s`` (a zombie awaiting its reaper has exited)."""
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        try:
+            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+                return True
+        except psutil.NoSuchProcess:
+            return True
+        time.sleep(0.1)
+    return False
 
 
 @pytest.mark.slow
