@@ -33,6 +33,10 @@ def atomic_write(path: str | Path, write: Callable[[Path], object]) -> Path:
         # Some filesystems cannot sync a folder; the file itself is on disk by then.
         with contextlib.suppress(OSError):
             _fsync(path.parent, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError as error:
+        if error.filename is None:  # e.g. a writer's flush on a full disk: say which file
+            error.filename = str(path)
+        raise
     finally:
         tmp.unlink(missing_ok=True)
     return path

@@ -17,6 +17,7 @@ from pathlib import Path
 from emotions import __version__
 from emotions.annotation.labelstudio.cli import QueueCommandError, add_queue_commands
 from emotions.config import ConfigError, Params, load_params
+from emotions.diskspace import FULL_ERRNOS, no_space
 from emotions.errors import StageError, one_line
 from emotions.layout import Layout, RunPaths
 from emotions.lifetime import die_with_parent, hold_output, stop_on_signals
@@ -452,6 +453,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         run(args, params)
     except (ConfigError, StageError, QueueCommandError) as error:
         print(f"emotions {args.command}: {one_line(str(error))}", file=sys.stderr)
+        return 2
+    except OSError as error:
+        if error.errno not in FULL_ERRNOS:
+            raise
+        full = no_space(error.filename or Path.cwd())
+        print(f"emotions {args.command}: {full}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"emotions {args.command}: interrupted", file=sys.stderr)

@@ -97,8 +97,9 @@ def hold_output(folder: str | Path, command: str | None = None) -> Iterator[Path
             "command": command or " ".join(sys.argv),
             "since": datetime.now(UTC).isoformat(timespec="seconds"),
         }
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, (json.dumps(info) + "\n").encode(), 0)
+        with contextlib.suppress(OSError):  # who holds it is a courtesy (a full disk: unsaid)
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, (json.dumps(info) + "\n").encode(), 0)
         yield path
     finally:
         os.close(fd)  # releases the lock; the file stays (removing it would race a waiter)

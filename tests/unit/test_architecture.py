@@ -32,7 +32,13 @@ PACKAGE = "emotions"
 # one of `allowed` (name prefixes). Modules a rule's source covers must be listed to import
 # each other. A new top-level module needs a line here (test_every_module_has_a_layer_rule).
 # ---------------------------------------------------------------------------------------------
-ATOMS = ("emotions.atomic", "emotions.layout", "emotions.errors", "emotions.corpus.labels")
+ATOMS = (
+    "emotions.atomic",
+    "emotions.layout",
+    "emotions.errors",
+    "emotions.diskspace",
+    "emotions.corpus.labels",
+)
 SETTINGS = (*ATOMS, "emotions.models.settings")
 LOW = (
     "emotions.media",
@@ -43,6 +49,7 @@ LOW = (
     "emotions.atomic",
     "emotions.layout",
     "emotions.errors",
+    "emotions.diskspace",
 )
 MID = (*LOW, "emotions.models", "emotions.training", "emotions.evaluation")
 APP = (*MID, "emotions.model_folder")

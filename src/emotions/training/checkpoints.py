@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from emotions.atomic import atomic_write, atomic_write_json
+from emotions.diskspace import disk_full_errors, require_space
 from emotions.errors import StageError, require_input
 
 __all__ = [
@@ -28,8 +29,34 @@ __all__ = [
 ]
 
 
+# The zip container's headers and the pickled non-tensor values, beyond the tensors' bytes.
+SAVE_OVERHEAD = 1 << 20
+
+
+def tensor_bytes(obj: Any) -> int:
+    """Bytes of the tensors in ``obj`` (nested dicts, lists and tuples): what a save writes."""
+    if isinstance(obj, torch.Tensor):
+        return obj.numel() * obj.element_size()
+    if isinstance(obj, dict):
+        return sum(tensor_bytes(value) for value in obj.values())
+    if isinstance(obj, list | tuple):
+        return sum(tensor_bytes(value) for value in obj)
+    return 0
+
+
 def atomic_torch_save(obj: Any, path: Path) -> None:
-    atomic_write(path, lambda tmp: torch.save(obj, tmp))
+    """Save ``obj`` atomically after checking the disk can hold it; a full disk met while
+    writing is a NoSpaceError, not torch's ``unexpected pos``."""
+    need = tensor_bytes(obj) + SAVE_OVERHEAD
+    path.parent.mkdir(parents=True, exist_ok=True)
+    require_space(path.parent, need)
+
+    def write(tmp: Path) -> None:
+        with disk_full_errors(tmp, need):  # judged while the partial temporary still exists
+            torch.save(obj, tmp)
+
+    with disk_full_errors(path, need):
+        atomic_write(path, write)
 
 
 class CheckpointError(StageError, ValueError):
