@@ -391,3 +391,59 @@ def test_a_params_mistake_is_one_line_before_prefect_or_dvc(tmp_path: Path):
     lines = result.stderr.strip().splitlines()
     assert lines[0].startswith("pipeline: ") and "train.lrr" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_killed_pipeline_stops_its_temporary_server_and_its_stage(tmp_path):
+    """SIGTERM used to end `python -m flows.pipeline` at once: its temporary Prefect server
+    kept listening and its stage kept running. Here the flow starts its own server (no API URL
+    in its environment) and is killed while a stage runs."""
+    import psutil
+
+    sleeper = py("import time; time.sleep(600)")
+    repo = toy_repo(tmp_path / "toy", {"slow": {"cmd": sleeper, "outs": ["never.txt"]}})
+    env = {key: value for key, value in os.environ.items() if not key.startswith("PREFECT_API")}
+    env["PREFECT_HOME"] = str(tmp_path / "prefect-home")
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    flow = subprocess.Popen(
+        [sys.executable, "-m", "flows.pipeline", "--repo", str(repo)],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    started: list[psutil.Process] = []
+    try:
+        deadline = time.monotonic() + 300
+        while not started and flow.poll() is None and time.monotonic() < deadline:
+            below = psutil.Process(flow.pid).children(recursive=True)
+            if any("time.sleep(600)" in " ".join(_cmdline(p)) for p in below):
+                started = below
+            time.sleep(0.5)
+        assert started, "the stage never started"
+        assert any("uvicorn" in _cmdline(p) for p in started), "no temporary server started"
+        flow.send_signal(signal.SIGTERM)
+        assert flow.wait(timeout=120) == 130
+    finally:
+        if flow.poll() is None:
+            flow.kill()
+    _, alive = psutil.wait_procs(started, timeout=60)
+    assert not [p for p in alive if _running(p)], alive
+
+
+def _running(process) -> bool:
+    """Alive and not a zombie awaiting its reaper."""
+    import psutil
+
+    try:
+        return process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def _cmdline(process) -> list[str]:
+    import psutil
+
+    try:
+        return process.cmdline()
+    except psutil.Error:
+        return []

@@ -47,6 +47,7 @@ from emotions.models.avcanet import AVCANet, estimate_flops
 from emotions.models.losses import build_criterion
 from emotions.models.objective import objective
 from emotions.training.checkpoints import (
+    CheckpointError,
     atomic_torch_save,
     atomic_write_json,
     capture_rng,
@@ -322,7 +323,10 @@ def _train(
     last_path = paths.model_dir / LAST
     checkpoint = None
     if resume and last_path.is_file():
-        checkpoint = load_checkpoint(last_path)
+        try:
+            checkpoint = load_checkpoint(last_path)
+        except CheckpointError as error:
+            raise CheckpointError(f"{error} (or --no-resume: start over)") from None
         if checkpoint.get("fingerprint") != print_fingerprint:
             checkpoint = None  # another run's past: start fresh
         elif checkpoint["finished"]:
