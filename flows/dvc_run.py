@@ -169,19 +169,49 @@ def stop_descendants(grace_s: float = STOP_GRACE_S) -> None:
     psutil.wait_procs(alive, timeout=grace_s)
 
 
-def _stop(signum: int, _frame: object) -> None:
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)
+
+
+def _stop_and_exit(signum: int) -> None:
     stop_descendants()
-    raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
+    name = signal.Signals(signum).name
+    print(
+        f"{Path(sys.argv[0]).stem}: stopped by {name}, with the processes it started",
+        file=sys.stderr,
+    )
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(128 + signum)
+
+
+def _on_signal(signum: int, _frame: object) -> None:
+    _stop_and_exit(signum)
 
 
 def end_children_on_signals() -> None:
     """A flow's entry point stops what it started on SIGTERM, SIGHUP and SIGINT: its children
-    are terminated and KeyboardInterrupt unwinds the flow (atexit handlers run). The default
-    SIGTERM ends the process at once, leaving its temporary Prefect server listening and its
-    stages running. Prefect's own SIGTERM handling during a flow run re-sends the signal to
-    this handler once it has recorded the run as crashed."""
-    for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
-        signal.signal(signum, _stop)
+    (a temporary Prefect server, `dvc repro` and its stage) are terminated, then it exits
+    with 128 + the signal. The default SIGTERM ended the process at once and left them running.
+
+    A Python signal handler runs only when the main thread executes bytecode, and a flow's
+    main thread sits in a lock wait the signal does not interrupt when another thread took it.
+    So a watcher thread reads the signal numbers the interpreter writes to its wakeup fd
+    (from whichever thread received them) and acts at once; Prefect's own SIGTERM handler,
+    installed while a flow runs, still has the signal written there. Call from the main thread.
+    """
+    read_end, write_end = os.pipe()
+    os.set_blocking(write_end, False)
+    signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, _on_signal)
+
+    def watch() -> None:
+        while True:
+            for byte in os.read(read_end, 64):
+                if byte in STOP_SIGNALS:
+                    _stop_and_exit(byte)
+
+    threading.Thread(target=watch, name="stop-on-signal", daemon=True).start()
 
 
 # A tqdm bar as it reaches a pipe: "<desc>:  45%|████▌     | 9/20 [00:03<00:04,  2.71it/s]".
