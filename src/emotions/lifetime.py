@@ -21,6 +21,8 @@ import json
 import os
 import signal
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -36,15 +38,47 @@ class OutputBusyError(StageError):
     """Another live process writes the same output folder."""
 
 
+# How long the main thread has to unwind after a stop signal before the process ends anyway.
+UNWIND_GRACE_S = 30.0
+
+
 def _stop(signum: int, _frame: FrameType | None) -> None:
     raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
 
 
-def stop_on_signals() -> None:
+def stop_on_signals(grace_s: float = UNWIND_GRACE_S) -> None:
     """SIGTERM and SIGHUP raise KeyboardInterrupt in the main thread, like Ctrl-C: ``finally``
-    blocks and atexit handlers run (temporaries removed, child servers stopped)."""
+    blocks run (temporaries removed) and the exit is clean.
+
+    A Python handler runs only when the main thread executes bytecode; one waiting on a lock
+    (a worker pool's result) never notices a signal another thread received. A watcher thread
+    reads the interpreter's wakeup fd and, if the process still lives ``grace_s`` after a stop
+    signal, ends it with its children: what a killed write leaves is removed at the next start.
+    Call from the main thread.
+    """
+    read_end, write_end = os.pipe()
+    os.set_blocking(write_end, False)
+    signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)
     for signum in STOP_SIGNALS:
         signal.signal(signum, _stop)
+
+    def watch() -> None:
+        while True:
+            for byte in os.read(read_end, 64):
+                if byte in STOP_SIGNALS:
+                    time.sleep(grace_s)
+                    _end_children()
+                    os._exit(128 + byte)
+
+    threading.Thread(target=watch, name="stop-on-signal", daemon=True).start()
+
+
+def _end_children() -> None:
+    import psutil
+
+    for child in psutil.Process().children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            child.kill()
 
 
 def die_with_parent() -> bool:

@@ -32,12 +32,15 @@ print(child.stdout.readline().strip(), flush=True)
 time.sleep(600)
 """
 CHILD = """
-import os, time
+import os, threading, time
 from emotions.lifetime import die_with_parent, stop_on_signals
 die_with_parent()
-stop_on_signals()
+stop_on_signals(grace_s=0.5)
+threading.Thread(target=time.sleep, args=(600,), daemon=True).start()  # a pool's thread
 print(os.getpid(), flush=True)
-time.sleep(600)
+lock = threading.Lock()
+lock.acquire()
+lock.acquire()  # the main thread waiting for a result, as a stage's often is
 """
 # A flow entry point with a child that has a child of its own; prints both pids.
 FLOW = """
