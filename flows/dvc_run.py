@@ -59,10 +59,20 @@ def subprocess_env() -> dict[str, str]:
     }
 
 
+# `python -m dvc`, after asking Linux to end it when the thread that started it dies (see
+# emotions.lifetime): a SIGKILLed flow then leaves no `dvc repro` (nor, through the stage's own
+# request, any stage) running on.
+DVC_DYING_WITH_PARENT = (
+    "import sys; from emotions.lifetime import die_with_parent; die_with_parent(); "
+    "from dvc.cli import main; sys.exit(main(sys.argv[1:]))"
+)
+
+
 def dvc(*args: str) -> list[str]:
-    """A `dvc` command line that waits for DVC's repository lock instead of failing after 3 s:
-    concurrent stages each hold it briefly (before and after their command)."""
-    return [sys.executable, "-m", "dvc", "--wait-for-lock", *args]
+    """A `dvc` command line that waits for DVC's repository lock instead of failing after 3 s
+    (concurrent stages each hold it briefly, before and after their command) and dies with
+    the flow."""
+    return [sys.executable, "-c", DVC_DYING_WITH_PARENT, "--wait-for-lock", *args]
 
 
 @dataclass(frozen=True)

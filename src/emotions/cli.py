@@ -17,7 +17,7 @@ from pathlib import Path
 from emotions import __version__
 from emotions.annotation.labelstudio.cli import QueueCommandError, add_queue_commands
 from emotions.config import ConfigError, Params, load_params
-from emotions.diskspace import FULL_ERRNOS, no_space
+from emotions.diskspace import is_disk_full, no_space
 from emotions.errors import StageError, one_line
 from emotions.layout import Layout, RunPaths
 from emotions.lifetime import die_with_parent, hold_output, stop_on_signals
@@ -455,9 +455,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"emotions {args.command}: {one_line(str(error))}", file=sys.stderr)
         return 2
     except OSError as error:
-        if error.errno not in FULL_ERRNOS:
+        where = error.filename or Path.cwd()
+        if not is_disk_full(error, where):
             raise
-        full = no_space(error.filename or Path.cwd())
+        full = no_space(where)
         print(f"emotions {args.command}: {full}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -86,6 +86,8 @@ def is_disk_full(error: BaseException, path: str | Path, need: int | None = None
         return False  # already said
     if isinstance(error, OSError) and error.errno in FULL_ERRNOS:
         return True
+    if isinstance(error, OSError) and "No space left on device" in str(error):
+        return True  # pyarrow's write errors carry the text, not the errno
     if isinstance(error, RuntimeError) and any(text in str(error) for text in TORCH_SHORT_WRITE):
         return free_bytes(path) < max(need or 0, 1 << 20)
     return False
