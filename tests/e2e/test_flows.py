@@ -402,7 +402,11 @@ def test_a_killed_pipeline_stops_its_temporary_server_and_its_stage(tmp_path, si
     `dvc repro` and its stage still end (they die with their parents); the server cannot."""
     import psutil
 
-    sleeper = py("import time; time.sleep(600)")
+    # A stage set up as every `emotions <stage>` sets itself up (cli.main), then busy.
+    sleeper = py(
+        "from emotions.lifetime import die_with_parent, stop_on_signals; "
+        "die_with_parent(); stop_on_signals(); import time; time.sleep(600)"
+    )
     repo = toy_repo(tmp_path / "toy", {"slow": {"cmd": sleeper, "outs": ["never.txt"]}})
     env = {key: value for key, value in os.environ.items() if not key.startswith("PREFECT_API")}
     env["PREFECT_HOME"] = str(tmp_path / "prefect-home")
