@@ -424,7 +424,8 @@ def output_folder(args: argparse.Namespace, params: Params | None) -> Path | Non
     if params is None or os.environ.get("RANK", "0") != "0":
         return None
     if args.command == "ingest":
-        return Path(args.out)
+        out, root = Path(args.out).resolve(), Path(args.root).resolve()
+        return None if out.is_relative_to(root) else out  # refused by ingest: write nothing
     if args.command == "preprocess":
         return LAYOUT.cache(args.dataset)
     if args.command == "train":

@@ -76,6 +76,8 @@ def test_a_stage_without_its_input_fails_in_one_line_with_exit_2(
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith(f"emotions {argv[0]}: "), err
     assert said in err
+    if (project / "data").is_dir():
+        assert list((project / "data").iterdir()) == [], "nothing may be written into the root"
 
 
 def test_a_truncated_checkpoint_is_one_line_in_predict(
