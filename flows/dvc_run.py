@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import signal
 import subprocess
 import sys
 import threading
@@ -58,10 +59,20 @@ def subprocess_env() -> dict[str, str]:
     }
 
 
+# `python -m dvc`, after asking Linux to end it when the thread that started it dies (see
+# emotions.lifetime): a SIGKILLed flow then leaves no `dvc repro` (nor, through the stage's own
+# request, any stage) running on.
+DVC_DYING_WITH_PARENT = (
+    "import sys; from emotions.lifetime import die_with_parent; die_with_parent(); "
+    "from dvc.cli import main; sys.exit(main(sys.argv[1:]))"
+)
+
+
 def dvc(*args: str) -> list[str]:
-    """A `dvc` command line that waits for DVC's repository lock instead of failing after 3 s:
-    concurrent stages each hold it briefly (before and after their command)."""
-    return [sys.executable, "-m", "dvc", "--wait-for-lock", *args]
+    """A `dvc` command line that waits for DVC's repository lock instead of failing after 3 s
+    (concurrent stages each hold it briefly, before and after their command) and dies with
+    the flow."""
+    return [sys.executable, "-c", DVC_DYING_WITH_PARENT, "--wait-for-lock", *args]
 
 
 @dataclass(frozen=True)
@@ -146,6 +157,71 @@ def stream(
                 timer.cancel()
     seconds = time.perf_counter() - started
     return CommandResult(returncode, tuple(tail), seconds, timeout_s if expired.is_set() else None)
+
+
+STOP_GRACE_S = 5.0
+
+
+def stop_descendants(grace_s: float = STOP_GRACE_S) -> None:
+    """Terminate every process this one started, and theirs (a temporary Prefect server, `dvc
+    repro` and its stage): SIGTERM first so they clean up, SIGKILL for those still alive
+    after ``grace_s``."""
+    import psutil
+
+    below = psutil.Process().children(recursive=True)
+    for process in below:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            process.terminate()
+    _, alive = psutil.wait_procs(below, timeout=grace_s)
+    for process in alive:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            process.kill()
+    psutil.wait_procs(alive, timeout=grace_s)
+
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)
+
+
+def _stop_and_exit(signum: int) -> None:
+    stop_descendants()
+    name = signal.Signals(signum).name
+    print(
+        f"{Path(sys.argv[0]).stem}: stopped by {name}, with the processes it started",
+        file=sys.stderr,
+    )
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(128 + signum)
+
+
+def _on_signal(signum: int, _frame: object) -> None:
+    _stop_and_exit(signum)
+
+
+def end_children_on_signals() -> None:
+    """A flow's entry point stops what it started on SIGTERM, SIGHUP and SIGINT: its children
+    (a temporary Prefect server, `dvc repro` and its stage) are terminated, then it exits
+    with 128 + the signal. The default SIGTERM ended the process at once and left them running.
+
+    A Python signal handler runs only when the main thread executes bytecode, and a flow's
+    main thread sits in a lock wait the signal does not interrupt when another thread took it.
+    So a watcher thread reads the signal numbers the interpreter writes to its wakeup fd
+    (from whichever thread received them) and acts at once; Prefect's own SIGTERM handler,
+    installed while a flow runs, still has the signal written there. Call from the main thread.
+    """
+    read_end, write_end = os.pipe()
+    os.set_blocking(write_end, False)
+    signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, _on_signal)
+
+    def watch() -> None:
+        while True:
+            for byte in os.read(read_end, 64):
+                if byte in STOP_SIGNALS:
+                    _stop_and_exit(byte)
+
+    threading.Thread(target=watch, name="stop-on-signal", daemon=True).start()
 
 
 # A tqdm bar as it reaches a pipe: "<desc>:  45%|████▌     | 9/20 [00:03<00:04,  2.71it/s]".

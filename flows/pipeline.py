@@ -71,7 +71,15 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from emotions.config import ConfigError, FlowConfig, load_params
 from flows.dvc_graph import StageNode, UnknownTargetError, load_graph, metrics_paths, select
-from flows.dvc_run import StageFailedError, dvc, failure, outcome, progress_throttled, stream
+from flows.dvc_run import (
+    StageFailedError,
+    dvc,
+    end_children_on_signals,
+    failure,
+    outcome,
+    progress_throttled,
+    stream,
+)
 from flows.lock import RepoBusyError, repo_lock, repo_slot
 
 # Threads available to the task runner; how many stages actually run at once is
@@ -384,6 +392,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--force", action="store_true", help="rerun even up-to-date stages")
     parser.add_argument("--repo", default=".", help="the DVC repository (default: .)")
     args = parser.parse_args(argv)
+    if argv is None:  # a process of its own: a kill stops its Prefect server and stages too
+        end_children_on_signals()
     repo = Path(args.repo)
     try:
         # A params mistake is one line, before Prefect starts and before DVC touches an output.

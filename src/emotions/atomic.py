@@ -16,11 +16,16 @@ from pathlib import Path
 from typing import Any
 
 
+def temporary(path: Path, pid: int | None = None) -> Path:
+    """The temporary a write of ``path`` by process ``pid`` (default: this one) goes through."""
+    return path.with_name(f".{path.name}.{os.getpid() if pid is None else pid}.tmp")
+
+
 def atomic_write(path: str | Path, write: Callable[[Path], object]) -> Path:
     """Call ``write(tmp)`` on a temporary file beside ``path``, then rename it over ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = temporary(path)
     try:
         write(tmp)
         _fsync(tmp, os.O_RDONLY)
@@ -28,9 +33,37 @@ def atomic_write(path: str | Path, write: Callable[[Path], object]) -> Path:
         # Some filesystems cannot sync a folder; the file itself is on disk by then.
         with contextlib.suppress(OSError):
             _fsync(path.parent, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError as error:
+        if error.filename is None:  # e.g. a writer's flush on a full disk: say which file
+            error.filename = str(path)
+        raise
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+def remove_leftovers(folder: str | Path) -> list[Path]:
+    """Delete the temporaries in ``folder`` of writes whose process is gone (a SIGKILL skips
+    the cleanup above), so DVC never commits one into an output; returns what went."""
+    folder = Path(folder)
+    removed = []
+    for path in folder.glob(".*.tmp") if folder.is_dir() else ():
+        pid = path.name.rsplit(".", 2)[-2]
+        if pid.isdigit() and int(pid) != os.getpid() and _alive(int(pid)):
+            continue  # a live writer's: not ours to delete
+        path.unlink(missing_ok=True)
+        removed.append(path)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _fsync(path: Path, flags: int) -> None:

@@ -9,6 +9,7 @@ stderr and a non-zero exit, never a traceback.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -16,8 +17,10 @@ from pathlib import Path
 from emotions import __version__
 from emotions.annotation.labelstudio.cli import QueueCommandError, add_queue_commands
 from emotions.config import ConfigError, Params, load_params
-from emotions.errors import StageError
+from emotions.diskspace import is_disk_full, no_space
+from emotions.errors import StageError, one_line
 from emotions.layout import Layout, RunPaths
+from emotions.lifetime import die_with_parent, hold_output, stop_on_signals
 
 LAYOUT = Layout()
 
@@ -407,14 +410,57 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# The DVC stages: each dies with the `dvc repro` (or flow) that runs it (emotions.lifetime).
+STAGES = frozenset(
+    {"ingest", "validate", "variants", "preprocess", "train", "calibrate", "evaluate", "ablate"}
+    | {"report", "package"}
+)
+
+
+def output_folder(args: argparse.Namespace, params: Params | None) -> Path | None:
+    """The folder a stage writes and holds the lock of while it runs (None: no lock).
+
+    Under torchrun rank 0 alone writes, so only it holds the lock."""
+    if params is None or os.environ.get("RANK", "0") != "0":
+        return None
+    if args.command == "ingest":
+        out, root = Path(args.out).resolve(), Path(args.root).resolve()
+        return None if out.is_relative_to(root) else out  # refused by ingest: write nothing
+    if args.command == "preprocess":
+        return LAYOUT.cache(args.dataset)
+    if args.command == "train":
+        return RunPaths.for_run(params, args.run).model_dir
+    return None
+
+
+def run(args: argparse.Namespace, params: Params | None) -> None:
+    """Run the sub-command; a stage holds its output folder's lock meanwhile."""
+    folder = output_folder(args, params)
+    if folder is None:
+        args.run_command(args, params)
+        return
+    with hold_output(folder):
+        args.run_command(args, params)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command in STAGES and argv is None:  # a process of its own, not a call in a test
+        die_with_parent()
+        stop_on_signals()
     try:
         needs_params = getattr(args, "needs_params", True)
         params = load_params(args.params) if needs_params else None
-        args.run_command(args, params)
+        run(args, params)
     except (ConfigError, StageError, QueueCommandError) as error:
-        print(f"emotions {args.command}: {error}", file=sys.stderr)
+        print(f"emotions {args.command}: {one_line(str(error))}", file=sys.stderr)
+        return 2
+    except OSError as error:
+        where = error.filename or Path.cwd()
+        if not is_disk_full(error, where):
+            raise
+        full = no_space(where)
+        print(f"emotions {args.command}: {full}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"emotions {args.command}: interrupted", file=sys.stderr)

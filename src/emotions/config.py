@@ -763,8 +763,23 @@ def _describe(error: ValidationError, source: str) -> str:
         if item["type"] == "extra_forbidden":
             lines.append(f"  {key}: unknown key")
         else:
-            lines.append(f"  {key}: {item['msg']} (got {item.get('input')!r})")
+            lines.append(f"  {key}: {item['msg']}{_got(item)}")
     return "\n".join(lines)
+
+
+SHOWN_INPUT_CHARS = 80
+
+
+def _got(item: Any) -> str:
+    """The offending value, short: a check spanning keys (a section or the whole file) would
+    otherwise print all of it."""
+    value = item.get("input")
+    if not item["loc"] or isinstance(value, dict):
+        return ""
+    shown = repr(value)
+    if len(shown) > SHOWN_INPUT_CHARS:
+        shown = shown[: SHOWN_INPUT_CHARS - 1] + "…"
+    return f" (got {shown})"
 
 
 def parse_params(raw: dict, source: str = "params") -> Params:

@@ -7,6 +7,7 @@ stage can be made to fail once, fail hard, or sleep long enough to be killed or 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -391,3 +392,72 @@ def test_a_params_mistake_is_one_line_before_prefect_or_dvc(tmp_path: Path):
     lines = result.stderr.strip().splitlines()
     assert lines[0].startswith("pipeline: ") and "train.lrr" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGKILL])
+def test_a_killed_pipeline_stops_its_temporary_server_and_its_stage(tmp_path, signum):
+    """SIGTERM used to end `python -m flows.pipeline` at once: its temporary Prefect server
+    kept listening and its stage kept running. Here the flow starts its own server (no API URL
+    in its environment) and is killed while a stage runs. SIGKILL leaves no handler to run:
+    `dvc repro` and its stage still end (they die with their parents); the server cannot."""
+    import psutil
+
+    # A stage set up as every `emotions <stage>` sets itself up (cli.main), then busy.
+    sleeper = py(
+        "from emotions.lifetime import die_with_parent, stop_on_signals; "
+        "die_with_parent(); stop_on_signals(); import time; time.sleep(600)"
+    )
+    repo = toy_repo(tmp_path / "toy", {"slow": {"cmd": sleeper, "outs": ["never.txt"]}})
+    env = {key: value for key, value in os.environ.items() if not key.startswith("PREFECT_API")}
+    env["PREFECT_HOME"] = str(tmp_path / "prefect-home")
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    flow = subprocess.Popen(
+        [sys.executable, "-m", "flows.pipeline", "--repo", str(repo)],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    started: list[psutil.Process] = []
+    try:
+        deadline = time.monotonic() + 300
+        while not started and flow.poll() is None and time.monotonic() < deadline:
+            below = psutil.Process(flow.pid).children(recursive=True)
+            if any("time.sleep(600)" in " ".join(_cmdline(p)) for p in below):
+                started = below
+            time.sleep(0.5)
+        assert started, "the stage never started"
+        servers = [p for p in started if "uvicorn" in _cmdline(p)]
+        assert servers, "no temporary server started"
+        flow.send_signal(signum)
+        assert flow.wait(timeout=120) == (128 + signum if signum != signal.SIGKILL else -signum)
+    finally:
+        if flow.poll() is None:
+            flow.kill()
+    expected_gone = (
+        started if signum != signal.SIGKILL else [p for p in started if p not in servers]
+    )
+    _, alive = psutil.wait_procs(expected_gone, timeout=60)
+    for server in servers:  # a SIGKILLed flow's server is left to us
+        with contextlib.suppress(psutil.Error):
+            server.kill()
+    assert not [p for p in alive if _running(p)], alive
+
+
+def _running(process) -> bool:
+    """Alive and not a zombie awaiting its reaper."""
+    import psutil
+
+    try:
+        return process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def _cmdline(process) -> list[str]:
+    import psutil
+
+    try:
+        return process.cmdline()
+    except psutil.Error:
+        return []

@@ -32,7 +32,13 @@ PACKAGE = "emotions"
 # one of `allowed` (name prefixes). Modules a rule's source covers must be listed to import
 # each other. A new top-level module needs a line here (test_every_module_has_a_layer_rule).
 # ---------------------------------------------------------------------------------------------
-ATOMS = ("emotions.atomic", "emotions.layout", "emotions.errors", "emotions.corpus.labels")
+ATOMS = (
+    "emotions.atomic",
+    "emotions.layout",
+    "emotions.errors",
+    "emotions.diskspace",
+    "emotions.corpus.labels",
+)
 SETTINGS = (*ATOMS, "emotions.models.settings")
 LOW = (
     "emotions.media",
@@ -43,6 +49,7 @@ LOW = (
     "emotions.atomic",
     "emotions.layout",
     "emotions.errors",
+    "emotions.diskspace",
 )
 MID = (*LOW, "emotions.models", "emotions.training", "emotions.evaluation")
 APP = (*MID, "emotions.model_folder")
@@ -66,6 +73,8 @@ RULES: tuple[Rule, ...] = (
     Rule("emotions.layout", ATOMS),  # (same leaf rule)
     Rule("emotions.errors", ATOMS),  # (same leaf rule)
     Rule("emotions.corpus.labels", ATOMS),  # (same leaf rule)
+    Rule("emotions.lifetime", ATOMS),  # a stage process's lifetime and output lock: a leaf
+    Rule("emotions.diskspace", ATOMS),  # free space and disk-full errors: a leaf
     Rule("emotions.config", SETTINGS),  # config: the leaves and the model's settings
     Rule("emotions.params_overlay", (*SETTINGS, "emotions.config")),  # config's overlay: as config
     Rule("emotions.media", LOW),  # data layer: each other, config, overlay, atomic, layout

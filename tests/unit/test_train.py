@@ -10,10 +10,13 @@ from __future__ import annotations
 import json
 import math
 import signal
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pandas as pd
+import psutil
 import pytest
 import torch
 from smallcorpus import (
@@ -27,7 +30,7 @@ from smallcorpus import (
 )
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
-from emotions.layout import BEST, LAST, META
+from emotions.layout import BEST, LAST, META, Layout
 from emotions.model_folder import load as load_trained_model
 from emotions.serve.predictor import Predictor
 from emotions.training.checkpoints import load_checkpoint
@@ -51,6 +54,35 @@ def count(optimizer, args, kwargs):
 register_optimizer_step_post_hook(count)
 from emotions.cli import main
 sys.exit(main(["--params", "params.yaml", "train", "--run", sys.argv[2]]))
+"""
+
+
+# A `emotions train` process that SIGKILLs itself halfway through writing the end-of-epoch
+# checkpoint of epoch N: the temporary holds half of it, the previous last.pt stands.
+KILL_IN_CHECKPOINT_WRITE = """
+import os, signal, sys
+import torch
+
+kill_epoch, real_save = int(sys.argv[1]), torch.save
+
+def save(obj, f, *args, **kwargs):
+    real_save(obj, f, *args, **kwargs)
+    if isinstance(obj, dict) and "optimizer" in obj and obj["epoch"] == kill_epoch:
+        os.truncate(f, os.path.getsize(f) // 2)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+torch.save = save
+from emotions.cli import main
+sys.exit(main(["--params", "params.yaml", "train", "--run", sys.argv[2]]))
+"""
+
+
+# `dvc repro` in miniature: runs `emotions train` as its child and is SIGKILLed by the test.
+PARENT_OF_TRAIN = """
+import subprocess, sys, time
+child = subprocess.Popen([sys.executable, "-m", "emotions", "train", "--run", sys.argv[1]])
+print(child.pid, flush=True)
+time.sleep(600)
 """
 
 
@@ -188,15 +220,98 @@ def test_model_folder_stays_loadable_when_a_fresh_run_of_another_architecture_di
     assert model.fusion is not None
 
 
-def test_finished_run_is_trained_again_not_resumed(corpus: SmallCorpus, tmp_path, capsys):
+def test_finished_run_is_reused_not_retrained(corpus: SmallCorpus, tmp_path, capsys):
+    """A kill after training but before DVC recorded it: the rerun reuses the finished
+    checkpoint (same params, data and code) instead of training again; --no-resume retrains."""
     model_dir = tmp_path / "model"
     first = train_here(corpus, model_dir, epochs=2)
     assert load_checkpoint(model_dir / LAST)["finished"]
+    written = (model_dir / LAST).stat().st_mtime_ns
+    logs = dvclive_plots(model_dir, timing=True)
     capsys.readouterr()
     second = train_here(corpus, model_dir, epochs=2)
-    assert "resuming" not in capsys.readouterr().out
-    assert second["epochs"] == 2
-    assert second["history"] == first["history"]  # retrained from scratch, same seed
+    assert "reusing it" in capsys.readouterr().out
+    assert second["history"] == first["history"]
+    assert (model_dir / LAST).stat().st_mtime_ns == written
+    assert dvclive_plots(model_dir, timing=True) == logs
+    with keep_torch_threads():
+        again = train_run(
+            corpus.params(epochs=2),
+            RUN,
+            paths=corpus.paths(model_dir),
+            resume=False,
+            progress=False,
+        )
+    out = capsys.readouterr().out
+    assert "reusing" not in out and "resuming" not in out
+    assert again["history"] == first["history"]  # retrained from scratch, same seed
+    assert (model_dir / LAST).stat().st_mtime_ns != written
+
+
+def test_kill_while_saving_a_checkpoint_leaves_no_temporary_and_logs_each_epoch_once(
+    corpus: SmallCorpus, tmp_path
+):
+    epochs = 3
+    work = corpus.workdir(tmp_path / "killed", epochs=epochs)
+    model_dir = corpus.model_dir(work)
+    killed = run_python(["-c", KILL_IN_CHECKPOINT_WRITE, "2", RUN], work)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    assert list(model_dir.glob(f".{LAST}.*.tmp")), "the kill must land inside the write"
+    assert load_checkpoint(model_dir / LAST)["epoch"] == 1
+
+    resumed = run_python(["-m", "emotions", "train", "--run", RUN], work)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "resuming after epoch 1" in resumed.stdout
+    assert not list(model_dir.rglob("*.tmp")), "the killed write's temporary must be gone"
+    reference = tmp_path / "reference"
+    train_here(corpus, reference, epochs=epochs)
+    assert dvclive_plots(model_dir) == dvclive_plots(reference)
+    curves = Layout(work).train_curves("emotions", "full")
+    for name in ("val_weighted_f1.tsv", "lr.tsv", "train/train_loss.tsv"):
+        rows = (curves / name).read_text(encoding="utf-8").splitlines()[1:]
+        assert [row.split("\t")[0] for row in rows] == ["0", "1", "2"], name
+
+
+def test_train_dies_with_its_parent_and_refuses_a_second_writer(corpus: SmallCorpus, tmp_path):
+    """Killing `dvc repro` used to leave the stage training on, and a rerun resumed in the
+    same folder while the orphan still wrote into it."""
+    work = corpus.workdir(tmp_path / "orphan", epochs=1000, patience=1000)
+    model_dir = corpus.model_dir(work)
+    parent = subprocess.Popen(
+        [sys.executable, "-c", PARENT_OF_TRAIN, RUN],
+        cwd=work,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert parent.stdout is not None
+        child = int(parent.stdout.readline())
+        deadline = time.monotonic() + 300
+        while not (model_dir / LAST).is_file() and time.monotonic() < deadline:
+            time.sleep(0.2)  # until the child has trained an epoch: it is writing
+        assert (model_dir / LAST).is_file(), "the child never trained"
+        second = run_python(["-m", "emotions", "train", "--run", RUN], work)
+        assert second.returncode == 2, second.stderr[-2000:]
+        assert second.stderr.count("\n") == 1 and f"pid {child} (" in second.stderr
+        assert "is being written by" in second.stderr
+    finally:
+        parent.kill()
+        parent.wait()
+    assert exited(child), "the train process outlived its SIGKILLed parent"
+
+
+def exited(pid: int, wait_s: float = 60) -> bool:
+    """Whether ``pid`` exits within ``wait_s`` (a zombie awaiting its reaper has exited)."""
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        try:
+            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+                return True
+        except psutil.NoSuchProcess:
+            return True
+        time.sleep(0.1)
+    return False
 
 
 @pytest.mark.slow

@@ -119,8 +119,11 @@ class ShardWriter:
                 self.reused += 1
             else:
                 partial = target.with_suffix(f".tmp-{os.getpid()}")
-                partial.write_bytes(data)
-                os.replace(partial, target)
+                try:
+                    partial.write_bytes(data)
+                    os.replace(partial, target)
+                finally:
+                    partial.unlink(missing_ok=True)  # a full disk leaves no partial shard
                 self.written += 1
         for position in self._pending:
             location = self.locations[position]

@@ -32,6 +32,7 @@ import torch
 from emotions import model_folder
 from emotions.atomic import atomic_write, atomic_write_json
 from emotions.config import Params
+from emotions.errors import StageError
 from emotions.evaluation.calibration import fit_temperature
 from emotions.evaluation.metrics import (
     SUMMARY_KEYS,
@@ -132,7 +133,7 @@ def evaluate_run(
     temperature = float(fit["temperature"])
     test = run_split("test")
     if len(test["labels"]) == 0:
-        raise RuntimeError(f"run {run}: the test split of {paths.split} is empty")
+        raise StageError(f"run {run}: the test split of {paths.split} is empty")
     raw_probs = softmax(test["logits"])
     probs = softmax(test["logits"], temperature)
     labels, predicted = test["labels"], probs.argmax(1)
@@ -186,7 +187,7 @@ def protocol_scores(paths: RunPaths, metrics: dict[str, Any]) -> dict[str, Any]:
     summary = json.loads(summary_path.read_text(encoding="utf-8")) if summary_path.is_file() else {}
     theirs = authors_protocol(summary.get("history") or [])
     if theirs is None:
-        raise RuntimeError(
+        raise StageError(
             f"evaluate.protocol 'authors' needs the per-epoch test scores training records "
             f"with it, and {summary_path} has none: train the run again with the protocol set"
         )

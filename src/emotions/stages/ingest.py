@@ -456,10 +456,14 @@ def _reason_counts(reasons: pd.Series) -> dict[str, int]:
 # Output
 
 
+class OutputInsideRootError(StageError, ValueError):
+    """``--out`` lies inside ``--root``."""
+
+
 def _refuse_output_inside(root: Path, out: Path) -> None:
     """The root is read-only to this stage; writing outputs into it would change the next run."""
     if Path(os.path.abspath(out)).resolve().is_relative_to(Path(os.path.abspath(root)).resolve()):
-        raise ValueError(
+        raise OutputInsideRootError(
             f"the output folder {out} lies inside the dataset root {root}; pick another"
         )
 

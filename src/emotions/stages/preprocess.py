@@ -59,6 +59,7 @@ from emotions.cache.format import (
 )
 from emotions.cache.shards import ShardWriter, encode_frames
 from emotions.config import Params, PreprocessConfig
+from emotions.diskspace import disk_full_errors, require_space
 from emotions.errors import StageError
 from emotions.layout import Layout
 from emotions.media.decode import DEFAULT_MAX_DECODE_PIXELS, DecodedClip, decode_clip
@@ -227,17 +228,42 @@ def write_cache(
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     _remove_stale(out)
+    need = len(clips) * row_bytes(config)
+    require_space(out.parent, need)
     tmp = out.with_name(f"{out.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     try:
-        counts, write_s = _fill(tmp, outcomes, clips, train_ids, config, meta, previous=out)
-        (tmp / COMPLETE).write_text("ok\n", encoding="utf-8")
-        _swap_in(tmp, out)
+        with disk_full_errors(tmp, need):
+            counts, write_s = _fill(tmp, outcomes, clips, train_ids, config, meta, previous=out)
+            (tmp / COMPLETE).write_text("ok\n", encoding="utf-8")
+            _swap_in(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return counts, write_s
+
+
+def row_bytes(config: PreprocessConfig) -> int:
+    """Bytes one clip takes in the memory-mapped arrays: the fbank, and the frames of a raw
+    cache (a jpeg cache's shards have no size known up front)."""
+    a = config.audio
+    fbank = a.target_frames * a.n_mels * np.dtype(FBANK_DTYPE).itemsize
+    if config.cache_format == "jpeg":
+        return fbank
+    t, r = SnippetLayout.of(config).cached_frames, config.resize
+    return fbank + t * r * r * 3
+
+
+def reserve(path: Path) -> None:
+    """Give a memory-mapped file all its blocks now: a write into a sparse map on a full disk
+    is a SIGBUS (exit 135, no message), a failed allocation here an ENOSPC to report."""
+    if not hasattr(os, "posix_fallocate"):
+        return
+    with open(path, "r+b") as handle:
+        size = os.fstat(handle.fileno()).st_size
+        if size:
+            os.posix_fallocate(handle.fileno(), 0, size)
 
 
 def _fill(
@@ -259,7 +285,9 @@ def _fill(
         frames = None
     else:
         frames = np.lib.format.open_memmap(tmp / FRAMES, "w+", np.uint8, (total, *frames_shape))
+        reserve(tmp / FRAMES)
     fbank = np.lib.format.open_memmap(tmp / FBANK, "w+", FBANK_DTYPE, (total, *fbank_shape))
+    reserve(tmp / FBANK)
     labels = dict(zip(clips["clip_id"], clips["label"], strict=True))
     rows: list[dict[str, Any]] = []
     failures: list[dict[str, str]] = []

@@ -38,7 +38,7 @@ import pandas as pd
 
 from emotions.atomic import atomic_write
 from emotions.config import OfficialVariantConfig, Params, SplitShares, VariantsConfig
-from emotions.errors import StageError
+from emotions.errors import StageError, require_input
 from emotions.layout import SPLIT, Layout
 
 log = logging.getLogger(__name__)
@@ -435,7 +435,7 @@ def main(params: Params, *, dataset: str) -> None:
     """`emotions variants`: the dataset's variants from its manifest, one line per variant."""
     layout = Layout()
     entry = params.dataset(dataset)
-    manifest = pd.read_parquet(layout.manifest(dataset))
+    manifest = pd.read_parquet(require_input(layout.manifest(dataset), "emotions ingest"))
     try:
         variants = make_variants(
             manifest, list(entry.variants), config=params.variants, seed=params.seed

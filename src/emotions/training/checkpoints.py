@@ -16,8 +16,11 @@ import numpy as np
 import torch
 
 from emotions.atomic import atomic_write, atomic_write_json
+from emotions.diskspace import disk_full_errors, require_space
+from emotions.errors import StageError, require_input
 
 __all__ = [
+    "CheckpointError",
     "atomic_torch_save",
     "atomic_write_json",
     "capture_rng",
@@ -26,18 +29,50 @@ __all__ = [
 ]
 
 
+# The zip container's headers and the pickled non-tensor values, beyond the tensors' bytes.
+SAVE_OVERHEAD = 1 << 20
+
+
+def tensor_bytes(obj: Any) -> int:
+    """Bytes of the tensors in ``obj`` (nested dicts, lists and tuples): what a save writes."""
+    if isinstance(obj, torch.Tensor):
+        return obj.numel() * obj.element_size()
+    if isinstance(obj, dict):
+        return sum(tensor_bytes(value) for value in obj.values())
+    if isinstance(obj, list | tuple):
+        return sum(tensor_bytes(value) for value in obj)
+    return 0
+
+
 def atomic_torch_save(obj: Any, path: Path) -> None:
-    atomic_write(path, lambda tmp: torch.save(obj, tmp))
+    """Save ``obj`` atomically after checking the disk can hold it; a full disk met while
+    writing is a NoSpaceError, not torch's ``unexpected pos``."""
+    need = tensor_bytes(obj) + SAVE_OVERHEAD
+    path.parent.mkdir(parents=True, exist_ok=True)
+    require_space(path.parent, need)
+
+    def write(tmp: Path) -> None:
+        with disk_full_errors(tmp, need):  # judged while the partial temporary still exists
+            torch.save(obj, tmp)
+
+    with disk_full_errors(path, need):
+        atomic_write(path, write)
+
+
+class CheckpointError(StageError, ValueError):
+    """A checkpoint that cannot be loaded (truncated, corrupt or foreign)."""
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
     """Load a checkpoint with the safe unpickler; a clear error if it is missing or foreign."""
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
+    require_input(path, "emotions train")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
-        raise ValueError(f"{path}: not a loadable checkpoint ({error})") from error
+        first = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise CheckpointError(
+            f"{path}: not a loadable checkpoint ({first}); train again (`emotions train`)"
+        ) from None
 
 
 def capture_rng() -> dict[str, Any]:

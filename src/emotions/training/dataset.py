@@ -42,6 +42,7 @@ from emotions.cache.format import (
 )
 from emotions.cache.shards import ShardReader
 from emotions.config import Params
+from emotions.errors import StageError, require_input
 from emotions.layout import RunPaths
 from emotions.training.transforms import (
     Spatial,
@@ -59,6 +60,10 @@ def collate_deferred(samples: list[dict[str, Any]]) -> dict[str, Any]:
     batch = default_collate([{k: v for k, v in s.items() if k != "jpeg"} for s in samples])
     batch["jpeg"] = [s["jpeg"] for s in samples]
     return batch
+
+
+class SplitFileError(StageError, ValueError):
+    """A split file that does not fit the run (unknown labels, an empty split)."""
 
 
 @dataclass
@@ -116,15 +121,18 @@ class CachedClipDataset(Dataset):
         if crop > cached_size:
             raise ValueError(f"crop {crop} exceeds the cached frame size {cached_size}")
 
+        require_input(split_file, "emotions variants")
         table = pd.read_parquet(split_file, columns=["clip_id", "label", "split"])
         self.classes = list(classes) if classes is not None else sorted(table["label"].unique())
         unknown = sorted(set(table["label"]) - set(self.classes))
         if unknown:
-            raise ValueError(f"{split_file}: labels {unknown} are not in classes {self.classes}")
+            raise SplitFileError(
+                f"{split_file}: labels {unknown} are not in classes {self.classes}"
+            )
         table["clip_id"] = table["clip_id"].astype(str)
         chosen = table[table["split"] == split]
         if chosen.empty:
-            raise ValueError(f"{split_file}: no clips in split '{split}'")
+            raise SplitFileError(f"{split_file}: no clips in split '{split}'")
         columns = ["clip_id", "row", "audio_frames"]
         if self.cache_format == "jpeg":
             columns += ["shard", "offset", "jpeg_bytes"]

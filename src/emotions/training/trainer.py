@@ -37,14 +37,17 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, default_collate
 from tqdm.auto import tqdm
 
+from emotions.atomic import remove_leftovers
 from emotions.cache.format import INDEX, STATS
 from emotions.config import Params
+from emotions.errors import StageError
 from emotions.evaluation.metrics import AUTHORS_TEST, classification_summary
 from emotions.layout import BEST, LAST, LIVE, META, TRAIN_SUMMARY, RunPaths
 from emotions.models.avcanet import AVCANet, estimate_flops
 from emotions.models.losses import build_criterion
 from emotions.models.objective import objective
 from emotions.training.checkpoints import (
+    CheckpointError,
     atomic_torch_save,
     atomic_write_json,
     capture_rng,
@@ -70,6 +73,17 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+def code_digest() -> str:
+    """The package's source: a finished checkpoint is reused only by the code that trained it
+    (DVC reruns train when its code changes; that rerun must train, not reuse)."""
+    digest = hashlib.sha256()
+    package = Path(__file__).resolve().parents[1]  # src/emotions
+    for path in sorted(package.rglob("*.py")):
+        digest.update(path.relative_to(package).as_posix().encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
 
 
 def fingerprint(params: Params, paths: RunPaths) -> str:
@@ -273,6 +287,9 @@ class TrainState:
     bad_epochs: int = 0
     finished: bool = False
     history: list[dict[str, float]] | None = None
+    # Exactly what DVCLive got per epoch (history plus lr and perf/): a resume rewrites the
+    # logs from these, so the logs never hold an epoch the checkpoint does not.
+    logged: list[dict[str, float]] = field(default_factory=list)
     # Mid-epoch checkpoints: optimizer steps done in epoch `epoch` and their losses.
     step_in_epoch: int = 0
     epoch_losses: list[float] = field(default_factory=list)
@@ -300,13 +317,30 @@ def _train(
     params: Params, run: str, paths: RunPaths, runtime: Runtime, *, resume: bool, progress: bool
 ) -> dict[str, Any]:
     cfg = params.train
+    if runtime.is_main:
+        remove_leftovers(paths.model_dir)  # temporaries of a write a kill interrupted
+    print_fingerprint, code = fingerprint(params, paths), code_digest()
+    last_path = paths.model_dir / LAST
+    checkpoint = None
+    if resume and last_path.is_file():
+        try:
+            checkpoint = load_checkpoint(last_path)
+        except CheckpointError as error:
+            raise CheckpointError(f"{error} (or --no-resume: start over)") from None
+        if checkpoint.get("fingerprint") != print_fingerprint:
+            checkpoint = None  # another run's past: start fresh
+        elif checkpoint["finished"]:
+            trained = all((paths.model_dir / name).is_file() for name in (BEST, META))
+            if checkpoint.get("code") == code and trained:
+                return _reuse_finished(run, paths, runtime, checkpoint)
+            checkpoint = None  # finished by other code: train again
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     seed_everything(params.seed)
     train_set = build_dataset(params, run, paths, "train", train=True)
     val_set = build_dataset(params, run, paths, "val", train=False)
     if len(train_set) == 0:
-        raise RuntimeError(f"run {run}: the train split of {paths.split} is empty")
+        raise StageError(f"run {run}: the train split of {paths.split} is empty")
     classes = list(params.taxonomy_for(params.run(run).dataset))
     model, criterion = build_training_modules(
         params,
@@ -355,27 +389,24 @@ def _train(
         steps_per_epoch=steps_per_epoch,
     )
     state = TrainState(history=[])
-    print_fingerprint = fingerprint(params, paths)
-    last_path = paths.model_dir / LAST
-    if resume and last_path.is_file():
-        checkpoint = load_checkpoint(last_path)
-        if checkpoint.get("fingerprint") == print_fingerprint and not checkpoint["finished"]:
-            model.load_state_dict(checkpoint["model"])
-            optimizer.load_state_dict(checkpoint["optimizer"])
-            scheduler.load_state_dict(checkpoint["scheduler"])
-            restore_rng(checkpoint["rng"])
-            state = TrainState(
-                epoch=checkpoint["epoch"],
-                best_score=checkpoint["best_score"],
-                best_epoch=checkpoint["best_epoch"],
-                bad_epochs=checkpoint["bad_epochs"],
-                history=list(checkpoint["history"]),
-                step_in_epoch=checkpoint.get("step_in_epoch", 0),
-                epoch_losses=list(checkpoint.get("epoch_losses", [])),
-            )
-            if runtime.is_main:
-                where = f" at step {state.step_in_epoch}" if state.step_in_epoch else ""
-                print(f"train {run}: resuming after epoch {state.epoch}{where} from {last_path}")
+    if checkpoint is not None and not checkpoint["finished"]:
+        model.load_state_dict(checkpoint["model"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        scheduler.load_state_dict(checkpoint["scheduler"])
+        restore_rng(checkpoint["rng"])
+        state = TrainState(
+            epoch=checkpoint["epoch"],
+            best_score=checkpoint["best_score"],
+            best_epoch=checkpoint["best_epoch"],
+            bad_epochs=checkpoint["bad_epochs"],
+            history=list(checkpoint["history"]),
+            step_in_epoch=checkpoint.get("step_in_epoch", 0),
+            epoch_losses=list(checkpoint.get("epoch_losses", [])),
+            logged=list(checkpoint.get("logged", [])),
+        )
+        if runtime.is_main:
+            where = f" at step {state.step_in_epoch}" if state.step_in_epoch else ""
+            print(f"train {run}: resuming after epoch {state.epoch}{where} from {last_path}")
     wrapped: nn.Module = model
     if runtime.distributed:
         wrapped = DistributedDataParallel(
@@ -385,9 +416,7 @@ def _train(
         )
     if resolve_compile(cfg.compile, runtime.device):
         wrapped = torch.compile(wrapped, backend=cfg.compile_backend, mode=cfg.compile_mode)
-    live = _open_live(paths.model_dir, resumed=state.epoch > 0) if runtime.is_main else None
-    if live is not None:
-        live.step = state.epoch
+    live = _open_live(paths.model_dir, state) if runtime.is_main else None
     metadata = model_metadata(params, run, paths)
     peak = peak_tflops(runtime.device, runtime.bf16, cfg.peak_tflops)
     flops = forward_flops_per_clip(model, train_set, runtime) if peak else None
@@ -411,7 +440,9 @@ def _train(
                 "bad_epochs": state.bad_epochs,
                 "finished": state.finished,
                 "history": state.history,
+                "logged": state.logged,
                 "fingerprint": print_fingerprint,
+                "code": code,
             },
             last_path,
         )
@@ -497,16 +528,13 @@ def _train(
         else:
             state.bad_epochs += 1
         state.finished = state.bad_epochs >= cfg.patience or state.epoch >= cfg.epochs
-        if live is not None:
-            for key, value in record.items():
-                if key != "epoch":
-                    plain = key.startswith(("val_", AUTHORS_TEST))
-                    live.log_metric(key if plain else f"train/{key}", value)
-            for key, value in perf.items():
-                live.log_metric(key, value)
-            live.log_metric("lr", scheduler.get_last_lr()[0])
-            live.next_step()
+        row = live_row(record, perf, scheduler.get_last_lr()[0])
+        state.logged.append(row)
+        # Save, then log: a kill between the two leaves an epoch the checkpoint has and the
+        # logs lack, which the resume writes from the checkpoint (never one logged twice).
         save_last()
+        if live is not None:
+            log_row(live, row)
         if runtime.is_main:
             shown = {key: round(value, 4) for key, value in record.items()}
             print(f"train {run}: " + json.dumps(shown) + " " + json.dumps(_rounded(perf)))
@@ -528,17 +556,82 @@ def _train(
     return summary
 
 
+def _reuse_finished(
+    run: str, paths: RunPaths, runtime: Runtime, checkpoint: dict[str, Any]
+) -> dict[str, Any]:
+    """The summary of a run whose finished checkpoint matches (params, data and code): a kill
+    after training but before DVC recorded it must not cost a retraining."""
+    history = list(checkpoint["history"])
+    summary_path = paths.model_dir / TRAIN_SUMMARY
+    summary: dict[str, Any] = {}
+    if summary_path.is_file():
+        summary = json.loads(summary_path.read_text(encoding="utf-8"))
+    if summary.get("history") != history:
+        summary = {
+            "run": run,
+            "epochs": checkpoint["epoch"],
+            "best_epoch": checkpoint["best_epoch"],
+            "best_val_weighted_f1": checkpoint["best_score"],
+            "seconds": 0.0,
+            "device": str(runtime.device),
+            "world_size": runtime.world_size,
+            "bf16": runtime.bf16,
+            "history": history,
+        }
+    if runtime.is_main:
+        print(
+            f"train {run}: {paths.model_dir / LAST} already finished (epoch "
+            f"{checkpoint['epoch']}) with these params, data and code; reusing it "
+            "(--no-resume trains again)"
+        )
+        if checkpoint.get("logged") is not None and len(checkpoint["logged"]) == len(history):
+            state = TrainState(epoch=checkpoint["epoch"], logged=list(checkpoint["logged"]))
+            _open_live(paths.model_dir, state).end()
+        atomic_write_json(summary, summary_path)
+    return summary
+
+
 def _rounded(perf: dict[str, float]) -> dict[str, float]:
     return {key.removeprefix("perf/"): round(value, 4) for key, value in perf.items()}
 
 
-def _open_live(model_dir: Path, resumed: bool):
+def live_row(record: dict[str, float], perf: dict[str, float], lr: float) -> dict[str, float]:
+    """One epoch's DVCLive metrics by logged name (val_ and the authors' test scores plain,
+    the others under train/)."""
+    row = {}
+    for key, value in record.items():
+        if key != "epoch":
+            plain = key.startswith(("val_", AUTHORS_TEST))
+            row[key if plain else f"train/{key}"] = value
+    return {**row, **perf, "lr": lr}
+
+
+def log_row(live: Any, row: dict[str, float]) -> None:
+    for key, value in row.items():
+        live.log_metric(key, value)
+    live.next_step()
+
+
+def _open_live(model_dir: Path, state: TrainState):
+    """DVCLive in the model folder, holding exactly the checkpoint's epochs: rewritten from
+    ``state.logged`` (a checkpoint from before it was kept: appended to, as then)."""
+    import shutil
+
     from dvclive import Live
 
-    return Live(
+    legacy = state.epoch > 0 and len(state.logged) != state.epoch
+    if not legacy:
+        shutil.rmtree(model_dir / LIVE, ignore_errors=True)
+    live = Live(
         dir=str(model_dir / LIVE),
-        resume=resumed,
+        resume=legacy,
         save_dvc_exp=False,
         dvcyaml=None,
         report=None,
     )
+    if legacy:
+        live.step = state.epoch
+        return live
+    for row in state.logged:
+        log_row(live, row)
+    return live
