@@ -49,6 +49,7 @@ from emotions.atomic import atomic_write_json
 from emotions.config import Params, load_params
 from emotions.layout import Layout
 from emotions.monitor.drift import DriftSummary, NotEnoughDataError, check_log
+from flows.dvc_run import end_children_on_signals
 from flows.events import DRIFT_EVENT, emit_drift
 
 RETRAIN = "retrain"
@@ -248,6 +249,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--no-retrain", action="store_true", help="same as --on-drift report")
     args = parser.parse_args(argv)
+    if argv is None:  # a process of its own: a kill stops its Prefect server and stages too
+        end_children_on_signals()
     on_drift = "report" if args.no_retrain else (args.on_drift or default_on_drift())
     result = monitor(repo=args.repo, log=args.log, threshold=args.threshold, on_drift=on_drift)
     summary = {

@@ -62,7 +62,7 @@ from prefect.states import Failed, State
 from emotions.config import ConfigError, FlowConfig, Params, load_params
 from emotions.layout import Layout
 from flows.dvc_graph import data_sources, load_graph
-from flows.dvc_run import StageFailedError, dvc, failure, stream
+from flows.dvc_run import StageFailedError, dvc, end_children_on_signals, failure, stream
 from flows.lock import RepoBusyError, repo_lock, repo_slot
 from flows.pipeline import current_attempt, flow_config, retry_transient
 from flows.registry import (
@@ -526,6 +526,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--margin", type=float, default=None, help="default: flow.promote_margin")
     parser.add_argument("--serve", action="store_true", help="serve on flow.retrain_cron")
     args = parser.parse_args(argv)
+    if argv is None:  # a process of its own: a kill stops its Prefect server and stages too
+        end_children_on_signals()
     try:
         if args.serve:
             serve_retrain(args.repo)

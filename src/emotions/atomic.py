@@ -34,7 +34,9 @@ def atomic_write(path: str | Path, write: Callable[[Path], object]) -> Path:
         with contextlib.suppress(OSError):
             _fsync(path.parent, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
     except OSError as error:
-        if error.filename is None:  # e.g. a writer's flush on a full disk: say which file
+        # e.g. a writer's flush on a full disk: say which file (only on errors from the OS,
+        # whose message str() rebuilds from errno and filename; others keep their text).
+        if error.filename is None and error.errno is not None:
             error.filename = str(path)
         raise
     finally:
