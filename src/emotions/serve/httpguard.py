@@ -1,0 +1,288 @@
+"""Limits on the connection itself, below ASGI: request heads, half-open clients, closing.
+
+Some attacks never become an ASGI request, so no middleware can see them: uvicorn's httptools
+protocol (what BentoML 1.4 runs, with no way to configure it) accepts a request head of any
+size (a 100 MB header was read to the end), never times out a head that stops half-way (a
+thousand half-open sockets stayed open until the file limit broke the server), and closes a
+``Connection: close`` request whose body it did not read, so the client gets a reset instead of
+the 413 already sent (Python's urllib). :class:`GuardedHttpToolsProtocol` is that protocol with:
+
+- head limits: more than ``serve.max_header_kb`` of request line and headers, or more than
+  ``serve.max_headers`` headers, is answered 431 and closed, counted as the bytes arrive, so an
+  endless header costs at most the limit;
+- a head timeout: a head not complete within ``serve.header_timeout_s`` of the connection (or of
+  the previous answer, on a kept-alive one) is answered 408 and closed (silently when nothing
+  was sent at all);
+- a per-client bound: more than ``serve.max_connections_per_client`` open connections from one
+  address are closed on arrival;
+- a lingering close: a connection closed while the client is still sending a body is first
+  half-closed (the answer and a FIN go out) and read to its end or for ``LINGER_S``, as nginx
+  does, so the client reads the answer instead of a reset.
+
+Refusals made here are logged through the service's :class:`~emotions.serve.accounting.Accountant`.
+
+:func:`install` points uvicorn's ``http: auto`` at this class: BentoML builds uvicorn's
+``Config`` itself, after importing the service, and passes no ``http`` choice, so uvicorn's
+registry of protocol names is the one place to choose the protocol from inside a service.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import httptools
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+
+from emotions.serve.accounting import Accountant
+from emotions.serve.limits import Rejection, head_timeout, headers_too_large
+
+LINGER_S = 5.0
+_PROTOCOL = "emotions.serve.httpguard:GuardedHttpToolsProtocol"
+
+
+@dataclass(frozen=True)
+class ConnectionLimits:
+    max_head_bytes: int
+    max_headers: int
+    header_timeout_s: float
+    max_connections_per_client: int
+
+
+def install(limits: ConnectionLimits, accountant: Accountant | None) -> None:
+    """Make uvicorn (in this process) serve HTTP/1.1 with :class:`GuardedHttpToolsProtocol`."""
+    from uvicorn import config
+
+    GuardedHttpToolsProtocol.limits = limits
+    GuardedHttpToolsProtocol.accountant = accountant
+    config.HTTP_PROTOCOLS["auto"] = _PROTOCOL
+    config.HTTP_PROTOCOLS["httptools"] = _PROTOCOL
+
+
+class _TooManyHeaders(Exception):
+    pass
+
+
+class _GentleTransport:
+    """The real transport, except that ``close()`` lingers while a request body is arriving."""
+
+    def __init__(self, transport: asyncio.Transport, protocol: GuardedHttpToolsProtocol) -> None:
+        self._transport = transport
+        self._protocol = protocol
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+    def close(self) -> None:
+        self._protocol.close_gently()
+
+    def is_closing(self) -> bool:
+        return self._protocol.lingering or self._transport.is_closing()
+
+
+class GuardedHttpToolsProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with head limits, a head timeout and a lingering close."""
+
+    limits: ClassVar[ConnectionLimits | None] = None
+    accountant: ClassVar[Accountant | None] = None
+    _open: ClassVar[Counter[str]] = Counter()
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.lingering = False
+        self._raw: asyncio.Transport | None = None
+        self._host: str | None = None
+        self._in_head = True
+        self._in_body = False
+        self._head_bytes = 0
+        self._header_count = 0
+        self._head_timer: asyncio.TimerHandle | None = None
+        self._linger_timer: asyncio.TimerHandle | None = None
+
+    # -- connection ------------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        self._raw = transport
+        super().connection_made(_GentleTransport(transport, self))  # type: ignore[arg-type]
+        limits = self.limits
+        host = self.client[0] if self.client else None
+        if limits is not None and host is not None:
+            if self._open[host] >= limits.max_connections_per_client:
+                self._refuse_connection(host, limits.max_connections_per_client)
+                return
+            self._open[host] += 1
+            self._host = host
+        self._arm_head_timer()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._host is not None:
+            self._open[self._host] -= 1
+            if self._open[self._host] <= 0:
+                del self._open[self._host]
+            self._host = None
+        for timer in (self._head_timer, self._linger_timer):
+            if timer is not None:
+                timer.cancel()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self.lingering:
+            return  # the answer is out; the rest of the body is read and dropped
+        self._unset_keepalive_if_required()
+        limits = self.limits
+        while data:
+            if self._in_head and limits is not None:
+                allowance = limits.max_head_bytes - self._head_bytes
+                if allowance <= 0:
+                    self._refuse_head(headers_too_large(self._too_large(limits)))
+                    return
+                piece, data = data[:allowance], data[allowance:]
+                self._head_bytes += len(piece)
+            else:
+                piece, data = data, b""
+            if not self._feed(piece):
+                return
+
+    def _feed(self, data: bytes) -> bool:
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserCallbackError as error:
+            if isinstance(error.__context__, _TooManyHeaders) or self._too_many():
+                limit = self.limits.max_headers if self.limits else 0
+                self._refuse_head(
+                    headers_too_large(f"more than {limit} headers (serve.max_headers)")
+                )
+            else:
+                self._refuse_head(Rejection(400, "malformed_request", "invalid HTTP request"))
+            return False
+        except httptools.HttpParserError:
+            self._refuse_head(Rejection(400, "malformed_request", "invalid HTTP request"))
+            return False
+        except httptools.HttpParserUpgrade:
+            if self._should_upgrade():
+                self.handle_websocket_upgrade()
+            else:
+                self._unsupported_upgrade_warning()
+            return False
+        return True
+
+    def _too_many(self) -> bool:
+        return self.limits is not None and self._header_count > self.limits.max_headers
+
+    def _too_large(self, limits: ConnectionLimits) -> str:
+        return f"the request head exceeds {limits.max_head_bytes // 1024} KiB (serve.max_header_kb)"
+
+    # -- parser callbacks ------------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        self._header_count = 0
+        super().on_message_begin()
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._header_count += 1
+        if self._too_many():
+            raise _TooManyHeaders
+        super().on_header(name, value)
+
+    def on_headers_complete(self) -> None:
+        self._in_head, self._in_body = False, True
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        self._in_head, self._in_body, self._head_bytes = True, False, 0
+        super().on_message_complete()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if self._in_head and not self.transport.is_closing():
+            self._arm_head_timer()
+
+    # -- refusals and closing ----------------------------------------------------------------
+
+    def _arm_head_timer(self) -> None:
+        if self.limits is None:
+            return
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+        self._head_timer = self.loop.call_later(self.limits.header_timeout_s, self._head_late)
+
+    def _head_late(self) -> None:
+        self._head_timer = None
+        if not self._in_head or self.transport.is_closing():
+            return
+        if self._head_bytes == 0:
+            self.close_gently()  # an idle connection: nothing was asked, nothing to answer
+            return
+        self._refuse_head(head_timeout(self.limits.header_timeout_s if self.limits else 0.0))
+
+    def _refuse_head(self, rejection: Rejection) -> None:
+        """Answer a refused head (no ASGI request exists), log it, and close gently."""
+        if self._raw is None or self._raw.is_closing() or self.lingering:
+            return
+        body = json.dumps(rejection.body(), separators=(",", ":")).encode("utf-8")
+        self._raw.write(
+            b"".join(
+                [
+                    STATUS_LINE[rejection.status],
+                    b"content-type: application/json\r\n",
+                    b"content-length: " + str(len(body)).encode("ascii") + b"\r\n",
+                    b"connection: close\r\n\r\n",
+                    body,
+                ]
+            )
+        )
+        self._log(rejection)
+        self._in_body = True  # whatever the client still sends is read and dropped
+        self.close_gently()
+
+    def _refuse_connection(self, host: str, limit: int) -> None:
+        self._log(
+            Rejection(
+                503,
+                "too_many_connections",
+                f"{host} holds {limit} open connections (serve.max_connections_per_client)",
+            )
+        )
+        if self._raw is not None:
+            self._raw.close()
+
+    def _log(self, rejection: Rejection) -> None:
+        if self.accountant is None:
+            return
+        try:
+            client = self.client[0] if self.client else None
+            self.accountant.refusal(rejection, client=client)
+        except Exception:
+            self.logger.exception("could not log a refused connection")
+
+    def close_gently(self) -> None:
+        """Close now, or, while a request body is still arriving, half-close and drain."""
+        raw = self._raw
+        if raw is None or raw.is_closing():
+            return
+        if not self._in_body or self.lingering:
+            raw.close()
+            return
+        self.lingering = True
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+        try:
+            if raw.can_write_eof():
+                raw.write_eof()
+            raw.resume_reading()
+        except (OSError, RuntimeError):
+            raw.close()
+            return
+        self._linger_timer = self.loop.call_later(LINGER_S, raw.close)
+
+    def eof_received(self) -> bool | None:
+        if self.lingering and self._raw is not None:
+            self._raw.close()
+        return None
