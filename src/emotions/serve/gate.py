@@ -122,7 +122,16 @@ class Gate:
             await self.app(scope, receive, send)
             return
         account, token = accounting.begin()
-        response = _Response(send)
+        logged = False
+
+        def log_once() -> None:
+            # Before the last byte leaves: a client that has its answer finds it logged.
+            nonlocal logged
+            if not logged:
+                logged = True
+                self._account(scope, account, response)
+
+        response = _Response(send, log_once)
         try:
             await self._handle(scope, receive, response, account)
         except _Refused as refused:
@@ -140,7 +149,7 @@ class Gate:
                 await response.refuse(Rejection(500, "internal_error", "internal error"))
         finally:
             accounting.end(token)
-            self._account(scope, account, response)
+            log_once()
 
     async def _handle(
         self, scope: Scope, receive: Receive, response: _Response, account: RequestAccount
@@ -257,8 +266,9 @@ class _ClientGone(Exception):
 class _Response:
     """The gate's view of the response: its status, and every error body in our shape."""
 
-    def __init__(self, send: Send) -> None:
+    def __init__(self, send: Send, before_end: Callable[[], None]) -> None:
         self._send = send
+        self._before_end = before_end
         self.status: int | None = None
         self.started = False
         self.rejection: Rejection | None = None
@@ -281,6 +291,8 @@ class _Response:
             held, self._held = self._held, None
             await self._send_error(held, self._body)
             return
+        if message["type"] == "http.response.body" and not message.get("more_body", False):
+            self._before_end()
         await self._send(message)
 
     async def _send_error(self, start: Message, body: bytes) -> None:
@@ -297,6 +309,7 @@ class _Response:
         self.rejection = rejection
         headers.append((b"content-length", str(len(body)).encode("ascii")))
         await self._send({**start, "headers": headers})
+        self._before_end()
         await self._send({"type": "http.response.body", "body": body})
 
     async def json(self, status: int, payload: Any, headers=()) -> None:
@@ -318,8 +331,8 @@ class _Response:
         extra = list(headers) + ([(b"connection", b"close")] if close else [])
         # Without "connection: close" the server reads and drops the rest of a body, so a
         # client still sending gets this answer instead of a reset.
-        await self.json(rejection.status, rejection.body(), extra)
         self.rejection = rejection
+        await self.json(rejection.status, rejection.body(), extra)
 
 
 def _shaped(body: bytes) -> dict[str, str] | None:

@@ -13,8 +13,12 @@ the 413 already sent (Python's urllib). :class:`GuardedHttpToolsProtocol` is tha
 - a head timeout: a head not complete within ``serve.header_timeout_s`` of the connection (or of
   the previous answer, on a kept-alive one) is answered 408 and closed (silently when nothing
   was sent at all);
-- a per-client bound: more than ``serve.max_connections_per_client`` open connections from one
-  address are closed on arrival;
+- a connection bound: at ``serve.max_connections`` open connections (per worker, and never
+  within 256 of the file limit, which :func:`install` raises to its hard maximum), a new
+  connection first closes the oldest one still waiting for its head, so half-open sockets
+  cannot take the descriptors that good clients, the log and the decoders need (one limit per
+  client address would refuse every client behind one proxy, and a test's good client on
+  loopback);
 - a lingering close: a connection closed while the client is still sending a body is first
   half-closed (the answer and a FIN go out) and read to its end or for ``LINGER_S``, as nginx
   does, so the client reads the answer instead of a reset.
@@ -30,7 +34,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections import Counter
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -44,18 +47,43 @@ LINGER_S = 5.0
 _PROTOCOL = "emotions.serve.httpguard:GuardedHttpToolsProtocol"
 
 
+FD_RESERVE = 256  # descriptors kept for the log, uploads, decoder pipes, the model
+
+
 @dataclass(frozen=True)
 class ConnectionLimits:
     max_head_bytes: int
     max_headers: int
     header_timeout_s: float
-    max_connections_per_client: int
+    max_connections: int
+
+
+def file_limit(wanted: int) -> int:
+    """Raise this process's soft descriptor limit towards ``wanted`` (as far as the hard limit
+    allows) and return the connections it leaves room for."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted + FD_RESERVE
+    if soft != resource.RLIM_INFINITY and soft < target:
+        new = target if hard == resource.RLIM_INFINITY else min(target, hard)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
+            soft = new
+        except (OSError, ValueError):
+            pass
+    if soft == resource.RLIM_INFINITY:
+        return wanted
+    return max(1, min(wanted, soft - FD_RESERVE))
 
 
 def install(limits: ConnectionLimits, accountant: Accountant | None) -> None:
     """Make uvicorn (in this process) serve HTTP/1.1 with :class:`GuardedHttpToolsProtocol`."""
+    from dataclasses import replace
+
     from uvicorn import config
 
+    limits = replace(limits, max_connections=file_limit(limits.max_connections))
     GuardedHttpToolsProtocol.limits = limits
     GuardedHttpToolsProtocol.accountant = accountant
     config.HTTP_PROTOCOLS["auto"] = _PROTOCOL
@@ -88,13 +116,13 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     limits: ClassVar[ConnectionLimits | None] = None
     accountant: ClassVar[Accountant | None] = None
-    _open: ClassVar[Counter[str]] = Counter()
+    # Open connections of this process, oldest first; the value says "still in its head".
+    _open: ClassVar[dict[GuardedHttpToolsProtocol, None]] = {}
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.lingering = False
         self._raw: asyncio.Transport | None = None
-        self._host: str | None = None
         self._in_head = True
         self._in_body = False
         self._head_bytes = 0
@@ -108,21 +136,17 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._raw = transport
         super().connection_made(_GentleTransport(transport, self))  # type: ignore[arg-type]
         limits = self.limits
-        host = self.client[0] if self.client else None
-        if limits is not None and host is not None:
-            if self._open[host] >= limits.max_connections_per_client:
-                self._refuse_connection(host, limits.max_connections_per_client)
+        if limits is not None and len(self._open) >= limits.max_connections:
+            waiting = next((c for c in self._open if c._in_head), None)
+            if waiting is None:
+                self._refuse_connection(limits.max_connections)
                 return
-            self._open[host] += 1
-            self._host = host
+            waiting._shed(limits.max_connections)
+        self._open[self] = None
         self._arm_head_timer()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if self._host is not None:
-            self._open[self._host] -= 1
-            if self._open[self._host] <= 0:
-                del self._open[self._host]
-            self._host = None
+        self._open.pop(self, None)
         for timer in (self._head_timer, self._linger_timer):
             if timer is not None:
                 timer.cancel()
@@ -221,8 +245,9 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             return
         self._refuse_head(head_timeout(self.limits.header_timeout_s if self.limits else 0.0))
 
-    def _refuse_head(self, rejection: Rejection) -> None:
-        """Answer a refused head (no ASGI request exists), log it, and close gently."""
+    def _refuse_head(self, rejection: Rejection, *, linger: bool = True) -> None:
+        """Answer a refused head (no ASGI request exists), log it, and close: gently (the
+        client may still be sending it) unless ``linger`` is off."""
         if self._raw is None or self._raw.is_closing() or self.lingering:
             return
         body = json.dumps(rejection.body(), separators=(",", ":")).encode("utf-8")
@@ -238,19 +263,22 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             )
         )
         self._log(rejection)
+        if not linger:
+            self._raw.close()
+            return
         self._in_body = True  # whatever the client still sends is read and dropped
         self.close_gently()
 
-    def _refuse_connection(self, host: str, limit: int) -> None:
-        self._log(
-            Rejection(
-                503,
-                "too_many_connections",
-                f"{host} holds {limit} open connections (serve.max_connections_per_client)",
-            )
-        )
+    def _refuse_connection(self, limit: int) -> None:
+        """Every open connection is busy with a request: this one is closed unanswered."""
+        self._log(_too_many(limit))
         if self._raw is not None:
             self._raw.close()
+
+    def _shed(self, limit: int) -> None:
+        """Make room: this connection has waited longest for its head; answer 503 and close."""
+        self._open.pop(self, None)
+        self._refuse_head(_too_many(limit), linger=False)  # its descriptor is needed now
 
     def _log(self, rejection: Rejection) -> None:
         if self.accountant is None:
@@ -286,3 +314,12 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if self.lingering and self._raw is not None:
             self._raw.close()
         return None
+
+
+def _too_many(limit: int) -> Rejection:
+    return Rejection(
+        503,
+        "too_many_connections",
+        f"{limit} connections open in this worker (serve.max_connections); the oldest one "
+        "still sending its request head is closed first",
+    )

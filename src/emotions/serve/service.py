@@ -95,7 +95,7 @@ httpguard.install(
         max_head_bytes=int(SETTINGS.config.max_header_kb * 1024),
         max_headers=SETTINGS.config.max_headers,
         header_timeout_s=SETTINGS.config.header_timeout_s,
-        max_connections_per_client=SETTINGS.config.max_connections_per_client,
+        max_connections=SETTINGS.config.max_connections,
     ),
     ACCOUNTANT,
 )
