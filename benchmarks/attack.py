@@ -5,7 +5,8 @@ except ``max_upload_mb``, see ``--max-upload-mb``), then, in one run:
 
 - idle: a good client sends a small phone clip again and again for ``--seconds``; its median
   latency is the baseline (measured again at the end; the baseline is the median of both);
-- each attack, one at a time: the attack is started, and after ``--warmup-s`` the same good
+- each attack, one at a time (rows 2-8, then 1, whose killed decoders restart afterwards): one
+  untimed good upload, then the attack is started, and after ``--warmup-s`` the same good
   client measures for ``--seconds``; then the attack stops and its in-flight requests are
   waited for (bounded by their client timeouts) before the next one. Reported: what the
   attacker got (status counts), the good client's median latency during the attack, its ratio
@@ -31,6 +32,10 @@ The attacks (issue 21's rows), each with a bounded count:
     .venv/bin/python benchmarks/attack.py                       # 8 s per attack
     .venv/bin/python benchmarks/attack.py --seconds 4 --half-open 300 --only 2,3,4
     .venv/bin/python benchmarks/attack.py --model artifacts/models/emotions/full
+
+Every request-sending attacker keeps ``--client-rps`` requests/s (25; ``0``: as fast as it
+can): on a 2-core machine an unpaced Python client spends a core of its own, and the good
+client's latency then measures the attacker's CPU as much as the service.
 
 The model: ``--model`` (a trained folder), else an untrained one from params.yaml's ``model:``
 (serving cost does not depend on the weights). Clients and server share this machine's cores,
@@ -133,14 +138,27 @@ def good_latencies(server: Server, clip: Path, seconds: float) -> tuple[list[flo
 
 
 class Attack:
-    """Attacking threads that run until ``stop`` is set; ``statuses`` counts what they got."""
+    """Attacking threads that run until ``stop`` is set; ``statuses`` counts what they got.
+    ``rps``: each request-sending client's pace (0: as fast as it can)."""
 
-    def __init__(self) -> None:
+    def __init__(self, rps: float = 0.0) -> None:
+        self.rps = rps
         self.stop = threading.Event()
         self.statuses: Counter = Counter()
         self.notes: dict[str, Any] = {}
         self.threads: list[threading.Thread] = []
         self.lock = threading.Lock()
+
+    def pacer(self) -> Callable[[], None]:
+        """Called before each request: sleeps to keep one client at ``rps``."""
+        next_at = [time.monotonic()]
+
+        def wait() -> None:
+            if self.rps > 0:
+                next_at[0] += 1.0 / self.rps
+                time.sleep(max(0.0, next_at[0] - time.monotonic()))
+
+        return wait
 
     def count(self, status: int | str) -> None:
         with self.lock:
@@ -175,7 +193,9 @@ def _posting(attack: Attack, url: str, make: Callable[[int], dict[str, Any]]) ->
     counter = iter(range(10**9))
 
     def client() -> None:
+        pace = attack.pacer()
         while not attack.stop.is_set():
+            pace()
             try:
                 status: int | str = requests.post(
                     url, timeout=ATTACK_TIMEOUT_S, **make(next(counter))
@@ -313,8 +333,10 @@ def refused_flood(server: Server, ctx: dict[str, Any], attack: Attack) -> None:
     counter = iter(range(10**9))
 
     def client() -> None:
+        pace = attack.pacer()
         with requests.Session() as session:
             while not attack.stop.is_set():
+                pace()
                 try:
                     status: int | str = session.get(
                         f"{server.url}/attack-flood-{next(counter)}", timeout=30
@@ -330,7 +352,9 @@ def urllib_over_limit(server: Server, ctx: dict[str, Any], attack: Attack) -> No
     body = b"\0" * int((ctx["max_upload_mb"] + 1) * 2**20)
 
     def client() -> None:
+        pace = attack.pacer()
         while not attack.stop.is_set():
+            pace()
             request = urllib.request.Request(
                 f"{server.url}/predict",
                 data=body,
@@ -360,8 +384,9 @@ def tiny_images(server: Server, ctx: dict[str, Any], attack: Attack) -> None:
     attack.spawn(_posting(attack, f"{server.url}/predict", make), 4)
 
 
+# The decode bomb last: the decoders it ties up are killed and restarted after it, which
+# would otherwise slow the first good requests of the next attack.
 ATTACKS: list[tuple[int, str, Callable[[Server, dict[str, Any], Attack], None]]] = [
-    (1, "decode_bomb", decode_bomb),
     (2, "stalled_bodies", stalled_bodies),
     (3, "huge_headers", huge_headers),
     (4, "half_open", half_open),
@@ -369,6 +394,7 @@ ATTACKS: list[tuple[int, str, Callable[[Server, dict[str, Any], Attack], None]]]
     (6, "refused_flood", refused_flood),
     (7, "urllib_over_limit", urllib_over_limit),
     (8, "tiny_images", tiny_images),
+    (1, "decode_bomb", decode_bomb),
 ]
 
 
@@ -400,7 +426,8 @@ def run_attack(
     start: Callable[[Server, dict[str, Any], Attack], None],
     args: argparse.Namespace,
 ) -> dict[str, Any]:
-    attack = Attack()
+    good_latencies(server, ctx["good"], 0.01)  # one answered upload: the server has settled
+    attack = Attack(args.client_rps)
     start(server, ctx, attack)
     time.sleep(args.warmup_s)
     latencies, good = good_latencies(server, ctx["good"], args.seconds)
@@ -456,6 +483,7 @@ def main(argv: list[str] | None = None) -> int:
             if only is None or row in only:
                 print(f"attack {row} {name} ...", file=sys.stderr, flush=True)
                 rows.append(run_attack(server, ctx, row, name, start, args))
+        good_latencies(server, good, 0.01)  # settled after the last attack
         idle_end, _ = good_latencies(server, good, args.seconds)
     finally:
         server.stop()
@@ -472,6 +500,7 @@ def main(argv: list[str] | None = None) -> int:
         "idle_statuses": {str(k): v for k, v in idle_statuses.items()},
         "bomb": {"side": args.bomb_side, "frames": args.bomb_frames, "write_s": round(bomb_s, 1)},
         "seconds": args.seconds,
+        "client_rps": args.client_rps,
         "attacks": rows,
         "scratch": str(scratch),
     }
@@ -513,6 +542,12 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--stalled", type=int, default=32)
     parser.add_argument("--half-open", type=int, default=1000)
     parser.add_argument("--header-mb", type=float, default=100.0)
+    parser.add_argument(
+        "--client-rps",
+        type=float,
+        default=25.0,
+        help="pace of each request-sending attacker (rows 1, 5-8); 0: as fast as it can",
+    )
     return parser.parse_args(argv)
 
 

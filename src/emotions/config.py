@@ -508,8 +508,8 @@ class ServeConfig(Strict):
     max_header_kb: float = Field(32.0, gt=0)
     max_headers: int = Field(100, ge=1)
     header_timeout_s: float = Field(10.0, gt=0)
-    # Open connections per worker (kept 256 under the file limit, which is raised to its hard
-    # maximum); a new one beyond closes the oldest connection still sending its head.
+    # Open connections per worker (kept 256 under the file limit, raised at start as far as
+    # the hard limit allows); a new one beyond closes the oldest one still sending its head.
     max_connections: int = Field(4096, ge=1)
     # Refused requests logged per second (a burst of refused_log_burst is always taken);
     # beyond that they are counted, and the count is logged as one "dropped" record.

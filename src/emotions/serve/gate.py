@@ -7,7 +7,7 @@ itself (the service gives BentoML no ``max_concurrency``), in this order:
 
 1. ``GET /docs.json``: the service's OpenAPI document, completed (:mod:`emotions.serve.openapi`).
 2. The body: a declared ``Content-Length`` over ``serve.max_upload_mb`` is 413 at once; the body
-   is otherwise read into a spooled temporary file (memory up to 1 MiB, then an unnamed file)
+   is otherwise read into a spooled temporary file (memory up to 64 KiB, then an unnamed file)
    within ``serve.body_timeout_s`` of the request start (408 and close), and cut off at the
    limit (413). Waiting costs a parked coroutine, never a slot.
 3. ``POST /predict``: the form must be one file field ``video`` (:mod:`emotions.serve.formcheck`),
@@ -55,7 +55,7 @@ logger = logging.getLogger("emotions.serve")
 
 PROBES = frozenset({"/healthz", "/livez", "/readyz", "/metrics"})
 READS = frozenset({"GET", "HEAD", "OPTIONS"})
-SPOOL_MEMORY = 1 << 20
+SPOOL_MEMORY = 64 << 10  # per body in memory; beyond it an unnamed temporary file
 REPLAY_CHUNK = 1 << 20
 MAX_DETAIL = 500
 

@@ -14,14 +14,15 @@ the 413 already sent (Python's urllib). :class:`GuardedHttpToolsProtocol` is tha
   the previous answer, on a kept-alive one) is answered 408 and closed (silently when nothing
   was sent at all);
 - a connection bound: at ``serve.max_connections`` open connections (per worker, and never
-  within 256 of the file limit, which :func:`install` raises to its hard maximum), a new
+  within 256 of the file limit, which :func:`install` raises as far as needed and allowed), a new
   connection first closes the oldest one still waiting for its head, so half-open sockets
   cannot take the descriptors that good clients, the log and the decoders need (one limit per
   client address would refuse every client behind one proxy, and a test's good client on
   loopback);
 - a lingering close: a connection closed while the client is still sending a body is first
-  half-closed (the answer and a FIN go out) and read to its end or for ``LINGER_S``, as nginx
-  does, so the client reads the answer instead of a reset.
+  half-closed (the answer and a FIN go out) and read to its end, for at most ``LINGER_S`` and
+  ``BODY_LINGER_BYTES`` (``HEAD_LINGER_BYTES`` after a refused head), as nginx does, so the
+  client reads the answer instead of a reset.
 
 Refusals made here are logged through the service's :class:`~emotions.serve.accounting.Accountant`.
 
@@ -44,6 +45,10 @@ from emotions.serve.accounting import Accountant
 from emotions.serve.limits import Rejection, head_timeout, headers_too_large
 
 LINGER_S = 5.0
+# Bytes read and dropped while lingering: after a refused head (431, 408) a client that still
+# sends is hostile, so 1 MiB; after an answered request, enough for an over-limit upload.
+HEAD_LINGER_BYTES = 1 << 20
+BODY_LINGER_BYTES = 256 << 20
 _PROTOCOL = "emotions.serve.httpguard:GuardedHttpToolsProtocol"
 
 
@@ -122,6 +127,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.lingering = False
+        self._linger_budget = BODY_LINGER_BYTES
         self._raw: asyncio.Transport | None = None
         self._in_head = True
         self._in_body = False
@@ -154,7 +160,11 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def data_received(self, data: bytes) -> None:
         if self.lingering:
-            return  # the answer is out; the rest of the body is read and dropped
+            # The answer is out; the rest of the body is read and dropped, up to a budget.
+            self._linger_budget -= len(data)
+            if self._linger_budget < 0 and self._raw is not None:
+                self._raw.close()
+            return
         self._unset_keepalive_if_required()
         limits = self.limits
         while data:
@@ -267,6 +277,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self._raw.close()
             return
         self._in_body = True  # whatever the client still sends is read and dropped
+        self._linger_budget = HEAD_LINGER_BYTES
         self.close_gently()
 
     def _refuse_connection(self, limit: int) -> None:
