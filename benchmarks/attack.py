@@ -436,7 +436,7 @@ def run_attack(
         "row": row,
         "attack": name,
         "attacker": {str(k): v for k, v in attack.statuses.most_common()},
-        "good_p50_ms": statistics.median(latencies) * 1000 if latencies else None,
+        "good_p50_ms": _median_ms(latencies),
         "good_n": len(latencies),
         "good_failed": sum(n for status, n in good.items() if status != 200),
         "good_statuses": {str(k): v for k, v in good.items()},
@@ -487,16 +487,13 @@ def main(argv: list[str] | None = None) -> int:
         idle_end, _ = good_latencies(server, good, args.seconds)
     finally:
         server.stop()
-    baseline = statistics.median(idle + idle_end) * 1000
+    baseline = _median_ms(idle + idle_end) or float("nan")
     for result in rows:
         p50 = result["good_p50_ms"]
         result["ratio"] = None if p50 is None else round(p50 / baseline, 2)
     report = {
         "idle_p50_ms": round(baseline, 1),
-        "idle_p50_ms_start_end": [
-            round(statistics.median(idle) * 1000, 1),
-            round(statistics.median(idle_end) * 1000, 1),
-        ],
+        "idle_p50_ms_start_end": [_median_ms(idle), _median_ms(idle_end)],
         "idle_statuses": {str(k): v for k, v in idle_statuses.items()},
         "bomb": {"side": args.bomb_side, "frames": args.bomb_frames, "write_s": round(bomb_s, 1)},
         "seconds": args.seconds,
@@ -509,6 +506,10 @@ def main(argv: list[str] | None = None) -> int:
     worst = [r["ratio"] for r in rows if r["ratio"] is not None]
     ok = all(r["good_failed"] == 0 for r in rows) and all(x <= TARGET_RATIO for x in worst)
     return 0 if ok else 1
+
+
+def _median_ms(latencies: list[float]) -> float | None:
+    return round(statistics.median(latencies) * 1000, 1) if latencies else None
 
 
 def _print_table(report: dict[str, Any]) -> None:

@@ -274,6 +274,8 @@ class _Response:
         self.rejection: Rejection | None = None
         self._held: Message | None = None
         self._body = b""
+        self._length: int | None = None  # the declared Content-Length of a passed-on answer
+        self._sent = 0
 
     async def send(self, message: Message) -> None:
         if message["type"] == "http.response.start":
@@ -282,6 +284,9 @@ class _Response:
             if self.status >= 400:
                 self._held = message  # rewritten once its body is known
                 return
+            for name, value in message.get("headers", []):
+                if name.lower() == b"content-length":
+                    self._length = int(value)
             await self._send(message)
             return
         if message["type"] == "http.response.body" and self._held is not None:
@@ -291,8 +296,12 @@ class _Response:
             held, self._held = self._held, None
             await self._send_error(held, self._body)
             return
-        if message["type"] == "http.response.body" and not message.get("more_body", False):
-            self._before_end()
+        if message["type"] == "http.response.body":
+            self._sent += len(message.get("body", b""))
+            last = not message.get("more_body", False)
+            # With a Content-Length the client is done at its last byte, whatever follows.
+            if last or (self._length is not None and self._sent >= self._length):
+                self._before_end()
         await self._send(message)
 
     async def _send_error(self, start: Message, body: bytes) -> None:
