@@ -86,7 +86,9 @@ def complete(spec: dict[str, Any], predict_path: str = "/predict") -> dict[str, 
     """BentoML's document with the service's title, answer schema and statuses."""
     spec = copy.deepcopy(spec)
     info = spec.setdefault("info", {})
-    info.update(title=TITLE, description=DESCRIPTION)
+    # BentoML's Swagger page hides info.title (its stylesheet), so the title also heads the
+    # description, which the page shows.
+    info.update(title=TITLE, description=f"# {TITLE}\n\n{DESCRIPTION}", version=_version())
     info.pop("contact", None)
     schemas = spec.setdefault("components", {}).setdefault("schemas", {})
     prediction = Prediction.model_json_schema(ref_template="#/components/schemas/{model}")
@@ -116,6 +118,15 @@ def complete(spec: dict[str, Any], predict_path: str = "/predict") -> dict[str, 
                     }
                 }
     return spec
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("emotions")
+    except PackageNotFoundError:
+        return "dev"
 
 
 def completed(source: Callable[[], dict[str, Any]]) -> Callable[[], dict[str, Any]]:
