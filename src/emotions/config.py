@@ -506,10 +506,29 @@ class ServeConfig(Strict):
     # The whole request body must arrive within this, else 408 and the connection is closed:
     # a stalled or trickling (slowloris) client holds a request slot no longer than this.
     body_timeout_s: float = Field(30.0, gt=0)
-    # BentoML: worker processes, request timeout, requests in flight before 503.
+    # BentoML worker processes; a request not answered within timeout_s gets 504.
     workers: int = Field(1, ge=1)
     timeout_s: float = Field(60.0, gt=0)
+    # Requests being processed at once per service (split over the workers) before 503 with
+    # Retry-After: retry_after_s. A slot is taken only once the whole body has arrived, so
+    # slow or stalled uploads never hold one.
     max_concurrency: int = Field(32, ge=1)
+    retry_after_s: int = Field(2, ge=1)
+    # Request heads (request line + headers): larger than max_header_kb or with more than
+    # max_headers headers get 431; a head not complete within header_timeout_s of the
+    # connection (or of the previous answer) gets 408 and the connection is closed.
+    max_header_kb: float = Field(32.0, gt=0)
+    max_headers: int = Field(100, ge=1)
+    header_timeout_s: float = Field(10.0, gt=0)
+    # Open connections per worker (kept 256 under the file limit, raised at start as far as
+    # the hard limit allows); a new one beyond closes the oldest one still sending its head.
+    max_connections: int = Field(4096, ge=1)
+    # Refused requests logged per second (a burst of refused_log_burst is always taken);
+    # beyond that they are counted, and the count is logged as one "dropped" record.
+    refused_log_per_s: float = Field(20.0, gt=0)
+    refused_log_burst: int = Field(200, ge=1)
+    # GET /model shows absolute paths (model folder, calibration, prediction log) only when on.
+    show_paths: bool = False
     # The append-only prediction log (JSON lines); `~` expands to the serving user's home.
     log_path: str = str(ArtifactLayout().serve_dir / "predictions.jsonl")
     # Keep every answered upload for the re-annotation queue (`emotions queue`), stored by its

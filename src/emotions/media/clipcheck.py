@@ -159,6 +159,10 @@ def check_clip(
             return Refusal(
                 f"still image ({facts.codec} codec, {frames} frame{plural})", kind=NOT_VIDEO
             )
+        if frames is None:
+            # A picture codec whose frames are not counted yet (a PNG's header): whether it is
+            # a still image decides first (415), so its bounds wait for the counted facts.
+            return None
     if bounds is None:
         return None
     if facts.width > 0 and facts.height > 0 and max(facts.width, facts.height) > bounds.max_side:

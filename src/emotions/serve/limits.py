@@ -31,6 +31,26 @@ UNDECODABLE_VIDEO = "undecodable_video"
 CLIP_OUT_OF_BOUNDS = "clip_out_of_bounds"
 REQUEST_TIMEOUT = "request_timeout"
 INTERNAL_ERROR = "internal_error"
+MALFORMED_REQUEST = "malformed_request"
+HEADERS_TOO_LARGE = "headers_too_large"
+OVERLOADED = "overloaded"
+TIMEOUT = "timeout"
+CLIENT_CLOSED = "client_closed"
+# The codes of refusals the service makes from a status alone (the framework's own 404, 405).
+STATUS_CODES = {
+    400: MALFORMED_REQUEST,
+    404: "not_found",
+    405: "method_not_allowed",
+    408: REQUEST_TIMEOUT,
+    413: PAYLOAD_TOO_LARGE,
+    415: UNSUPPORTED_MEDIA_TYPE,
+    422: MALFORMED_REQUEST,
+    431: HEADERS_TOO_LARGE,
+    499: CLIENT_CLOSED,
+    500: INTERNAL_ERROR,
+    503: OVERLOADED,
+    504: TIMEOUT,
+}
 
 
 @dataclass(frozen=True)
@@ -56,6 +76,53 @@ def missing_video() -> Rejection:
         "no video: send the clip as the multipart/form-data file field 'video' "
         "(curl -F video=@clip.mp4 ...)",
     )
+
+
+def malformed(detail: str) -> Rejection:
+    """A request /predict cannot read (not multipart, no boundary, a broken body)."""
+    return Rejection(400, MALFORMED_REQUEST, detail)
+
+
+def wrong_fields(detail: str) -> Rejection:
+    """A readable form without exactly one file field ``video``: the 400 names that field."""
+    return Rejection(
+        400,
+        MISSING_VIDEO,
+        f"{detail}; send the clip as the one file field 'video' (curl -F video=@clip.mp4 ...)",
+    )
+
+
+def headers_too_large(what: str) -> Rejection:
+    return Rejection(431, HEADERS_TOO_LARGE, what)
+
+
+def head_timeout(limit_s: float) -> Rejection:
+    """The request head (line and headers) did not arrive in time (a half-open client)."""
+    return Rejection(
+        408,
+        REQUEST_TIMEOUT,
+        f"the request head did not arrive within {limit_s:g} s (serve.header_timeout_s)",
+    )
+
+
+def overloaded(limit: int) -> Rejection:
+    return Rejection(
+        503,
+        OVERLOADED,
+        f"{limit} request(s) already being processed by this worker (serve.max_concurrency); "
+        "retry after the Retry-After seconds",
+    )
+
+
+def timed_out(limit_s: float) -> Rejection:
+    return Rejection(
+        504, TIMEOUT, f"the request was not answered within {limit_s:g} s (serve.timeout_s)"
+    )
+
+
+def client_closed() -> Rejection:
+    """The client went away before an answer (nginx's 499): logged, never sent."""
+    return Rejection(499, CLIENT_CLOSED, "the client closed the connection before the answer")
 
 
 def too_large(size: int | None, limit: int) -> Rejection:

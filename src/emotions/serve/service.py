@@ -6,21 +6,27 @@ One code path with the command line: the upload is decoded by ``decode_clip`` an
 :class:`emotions.serve.predictor.Predictor`, so a served answer equals `emotions predict` on the same
 file (``path`` is the name the client uploaded). Around it:
 
-- limits: request bodies over ``serve.max_upload_mb`` get 413 before they are read, bodies
-  slower than ``serve.body_timeout_s`` 408 (:mod:`emotions.serve.bodylimit`); other file
-  types, still images and sound-only files 415; a clip outside ingest's bounds or a file that
-  does not decode 422, judged from its header before decoding (:mod:`emotions.serve.limits`);
-  no ``video`` field 400; every refusal is ``{"error": code, "detail": text}``;
+- hostile clients: request heads over ``serve.max_header_kb`` / ``serve.max_headers`` get 431,
+  heads slower than ``serve.header_timeout_s`` 408 (:mod:`emotions.serve.httpguard`, below
+  ASGI); bodies over ``serve.max_upload_mb`` 413 before they are read, bodies slower than
+  ``serve.body_timeout_s`` 408, a form that is not one file field ``video`` 400, all before a
+  concurrency slot is taken; no free slot 503 with ``Retry-After``; no answer within
+  ``serve.timeout_s`` 504 (:mod:`emotions.serve.gate`);
+- content: other file types, still images and sound-only files 415; a clip outside ingest's
+  bounds or a file that does not decode 422, judged from its header before decoding
+  (:mod:`emotions.serve.limits`); every refusal is ``{"error": code, "detail": text}``;
 - throughput: decoding runs in a pool of killable processes (:mod:`emotions.serve.decoding`),
   and concurrent requests share forward passes: the service's own micro-batcher
   (:mod:`emotions.serve.batcher`), or with ``serve.batcher: bentoml`` BentoML's adaptive batching
   of the inner batchable API ``forward_batch`` the endpoint calls;
-- monitoring: every request, answered or refused, is one line of the prediction log with the
-  input statistics and the clip embedding (:mod:`emotions.serve.prediction_log`);
+- monitoring: every request to ``/predict`` and every refusal anywhere is one line of the
+  prediction log, answered ones with the input statistics and the clip embedding, refused ones
+  rate-limited with the count of those not written (:mod:`emotions.serve.accounting`);
 - with ``serve.keep_uploads``, answered uploads are kept by content hash for the re-annotation
   queue, bounded by a quota and a retention age (:mod:`emotions.serve.upload_store`);
-- ``GET /model`` describes the loaded model; BentoML answers ``/healthz``, ``/livez``,
-  ``/readyz`` and ``/metrics``.
+- ``GET /model`` describes the loaded model (no absolute paths unless ``serve.show_paths``);
+  BentoML answers ``/healthz``, ``/livez``, ``/readyz`` (503 while no slot is free) and
+  ``/metrics``; ``/docs.json`` is the completed OpenAPI document (:mod:`emotions.serve.openapi`).
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import os
 import time
 from pathlib import Path
@@ -41,9 +48,11 @@ from starlette.responses import JSONResponse
 from emotions import model_folder
 from emotions.layout import Layout
 from emotions.media.decode import DecodedClip
+from emotions.serve import accounting, httpguard, openapi
+from emotions.serve.accounting import Accountant
 from emotions.serve.batcher import MicroBatcher
-from emotions.serve.bodylimit import BodySizeLimit, Scope
 from emotions.serve.decoding import DecodeFailed, DecoderPool
+from emotions.serve.gate import Admission, Gate
 from emotions.serve.limits import (
     INTERNAL_ERROR,
     Rejection,
@@ -54,7 +63,6 @@ from emotions.serve.model_store import METRICS_FILE
 from emotions.serve.prediction_log import (
     PredictionLog,
     error_record,
-    new_request_id,
     prediction_record,
 )
 from emotions.serve.predictor import Predictor, summarise_input
@@ -65,7 +73,7 @@ from emotions.serve.settings import (
     resolve_model,
     served_model_tag,
 )
-from emotions.serve.upload import UploadedVideo
+from emotions.serve.upload import UploadedVideo, clean_orphans
 from emotions.serve.upload_store import Kept, UploadStore, store_root
 
 logger = logging.getLogger("emotions.serve")
@@ -73,6 +81,24 @@ logger = logging.getLogger("emotions.serve")
 # Read at import: BentoML takes workers, timeouts and middleware from the class definition.
 SETTINGS = load_settings()
 PREDICTION_LOG = PredictionLog(SETTINGS.log_path)
+ACCOUNTANT = Accountant(
+    PREDICTION_LOG,
+    per_s=SETTINGS.config.refused_log_per_s,
+    burst=SETTINGS.config.refused_log_burst,
+)
+# This worker's share of serve.max_concurrency, as BentoML would split it.
+ADMISSION = Admission(math.ceil(SETTINGS.config.max_concurrency / SETTINGS.config.workers))
+# BentoML's own request timeout only backs ours up (the gate answers 504 in our shape first).
+BACKSTOP_S = 5.0
+httpguard.install(
+    httpguard.ConnectionLimits(
+        max_head_bytes=int(SETTINGS.config.max_header_kb * 1024),
+        max_headers=SETTINGS.config.max_headers,
+        header_timeout_s=SETTINGS.config.header_timeout_s,
+        max_connections=SETTINGS.config.max_connections,
+    ),
+    ACCOUNTANT,
+)
 # The BentoML model the service is built on (None: a plain folder, see served_model_tag).
 MODEL_TAG = served_model_tag(SETTINGS)
 BENTOML_BATCHING = SETTINGS.config.batcher == "bentoml"
@@ -90,11 +116,6 @@ UPLOAD_STORE = (
 Forwarded = tuple[dict[str, Any], np.ndarray, dict[str, Any]]
 
 info_app = FastAPI(title="emotions", docs_url=None, redoc_url=None, openapi_url=None)
-
-
-def _log_refused_body(rejection: Rejection, scope: Scope) -> None:
-    """The body-size middleware refuses before the service sees the request; log it too."""
-    PREDICTION_LOG.append(error_record(request_id=new_request_id(), rejection=rejection))
 
 
 def read_metrics(model_dir: Path, meta: dict[str, Any]) -> dict[str, Any] | None:
@@ -119,12 +140,12 @@ RESOURCES: dict[str, Any] = {"gpu": 1} if SETTINGS.config.device == "cuda" else 
 
 @bentoml.service(
     name="emotions",
+    description=openapi.DESCRIPTION,
     workers=SETTINGS.config.workers,
     **({"resources": RESOURCES} if RESOURCES else {}),
-    traffic={
-        "timeout": SETTINGS.config.timeout_s,
-        "max_concurrency": SETTINGS.config.max_concurrency,
-    },
+    # No max_concurrency here: BentoML's limit would sit in front of the body timeout, so
+    # stalled uploads would hold its slots; the gate takes a slot once a body is complete.
+    traffic={"timeout": SETTINGS.config.timeout_s + BACKSTOP_S},
 )
 @bentoml.asgi_app(info_app, path="/")
 class EmotionService:
@@ -140,6 +161,7 @@ class EmotionService:
         import torch
 
         config = SETTINGS.config
+        clean_orphans()  # uploads of a worker killed mid-request
         torch.set_num_threads(config.torch_threads)
         if MODEL_TAG:
             stored = self.served_model
@@ -175,7 +197,7 @@ class EmotionService:
             "variant": meta.get("variant"),
             "source": {
                 "origin": self.source.origin,
-                "path": str(self.source.path),
+                "path": _shown(self.source.path),
                 "tag": self.source.tag,
             },
             "checkpoint_sha256": model_folder.checkpoint_sha256(
@@ -184,7 +206,7 @@ class EmotionService:
             # The temperature the clip probabilities are divided by, and its file (None: T=1).
             "calibration": {
                 "temperature": self.predictor.temperature,
-                "source": self.predictor.calibration_source,
+                "source": _shown(self.predictor.calibration_source),
             },
             "classes": self.predictor.classes,
             "polarity": dict(zip(self.predictor.classes, self.predictor.polarity, strict=True)),
@@ -198,13 +220,18 @@ class EmotionService:
                 "max_upload_mb": config.max_upload_mb,
                 "extensions": config.extensions,
                 "content_types": config.content_types,
+                "body_timeout_s": config.body_timeout_s,
+                "timeout_s": config.timeout_s,
+                "max_concurrency": config.max_concurrency,
+                "max_header_kb": config.max_header_kb,
+                "max_headers": config.max_headers,
             },
             "batching": {
                 "batcher": config.batcher,
                 "batch_size": config.batch_size,
                 "max_latency_ms": config.max_latency_ms,
             },
-            "prediction_log": str(SETTINGS.log_path),
+            "prediction_log": _shown(SETTINGS.log_path),
         }
         logger.info(
             "serving %s from %s (%s)", self.model_name, self.source.path, self.source.origin
@@ -262,6 +289,21 @@ class EmotionService:
         embedding = np.asarray(answer["embedding"], dtype=np.float32)
         return (answer["result"], embedding, answer["views"]), int(answer["batch_size"])
 
+    def __is_ready__(self) -> bool:
+        """/readyz: 200 only while an upload would be taken now (a slot is free)."""
+        return ADMISSION.free > 0
+
+    def _record(self, record: dict[str, Any]) -> None:
+        """Leave the request's log record to the gate (which writes one per request); outside
+        a gated request (a direct call), write it here."""
+        account = accounting.current()
+        if account is not None:
+            account.record = record
+        elif record.get("status") == "ok":
+            ACCOUNTANT.answered(record)
+        else:
+            ACCOUNTANT.refused(record)
+
     def _refuse(
         self,
         rejection: Rejection,
@@ -269,7 +311,7 @@ class EmotionService:
         started: float,
         video: UploadedVideo | None = None,
     ) -> JSONResponse:
-        self.log.append(
+        self._record(
             error_record(
                 request_id=request_id,
                 rejection=rejection,
@@ -286,8 +328,8 @@ class EmotionService:
         uploaded video (multipart field ``video``), as `emotions predict` prints it."""
         # `video` defaults to None (not Optional[...]) so the schema stays a plain file field
         # for BentoML's UI and client, and a missing field becomes our 400, not a schema error.
-        started = time.perf_counter()
-        request_id = new_request_id()
+        account = accounting.current() or accounting.RequestAccount()
+        started, request_id = account.started, account.request_id
         if video is None:
             return self._refuse(missing_video(), request_id, started)
         try:
@@ -315,7 +357,7 @@ class EmotionService:
         finally:
             video.discard()
         answer = {"path": video.filename, **result}
-        self.log.append(
+        self._record(
             prediction_record(
                 request_id=request_id,
                 filename=video.filename,
@@ -349,12 +391,24 @@ class EmotionService:
     def shutdown(self) -> None:
         self.batcher.close()
         self.decoder.close()
+        ACCOUNTANT.close()
         self.log.close()
 
 
+def _shown(path: str | Path | None) -> str | None:
+    """A path as /model shows it: its last part only, unless serve.show_paths."""
+    if path is None:
+        return None
+    return str(path) if SETTINGS.config.show_paths else Path(path).name
+
+
 EmotionService.add_asgi_middleware(
-    BodySizeLimit,
+    Gate,
+    accountant=ACCOUNTANT,
+    admission=ADMISSION,
     max_bytes=SETTINGS.max_upload_bytes,
-    on_reject=_log_refused_body,
     body_timeout_s=SETTINGS.config.body_timeout_s,
+    timeout_s=SETTINGS.config.timeout_s,
+    retry_after_s=SETTINGS.config.retry_after_s,
+    openapi=openapi.completed(lambda: EmotionService.openapi_spec.asdict()),
 )

@@ -7,6 +7,10 @@ declared content type, but the response must name the file the client sent (``pa
 it streams the part into a request-private folder, without reading it into memory, and
 remembers the name, the declared type and the size.
 
+Where: ``<tmp>/emotions-uploads/<worker pid>/``, not BentoML's shared request folder, so a
+worker killed mid-request leaves its uploads in a folder named after a dead process, which
+:func:`clean_orphans` removes when a worker starts (a crash used to leave them for good).
+
 The client's file name is data, never a path: it is reduced to a base name with no folders
 and no control or invisible format characters (a ``\r\n`` or an ANSI escape would forge log
 lines, a right-to-left override would disguise the extension), and that sanitised name is what
@@ -16,6 +20,8 @@ the answer's ``path``, the prediction log and error details show. On disk the up
 
 from __future__ import annotations
 
+import logging
+import os
 import re
 import shutil
 import tempfile
@@ -26,6 +32,9 @@ from typing import Any
 from pydantic import GetCoreSchemaHandler, GetJsonSchemaHandler
 from pydantic_core import core_schema
 
+logger = logging.getLogger("emotions.serve")
+
+UPLOAD_ROOT = "emotions-uploads"  # under the system's temporary folder
 _COPY_CHUNK = 1024 * 1024
 _MAX_NAME = 200
 _SAFE_SUFFIX = re.compile(r"\.[a-z0-9]{1,15}")
@@ -58,14 +67,48 @@ def stored_name(filename: str) -> str:
     return "video" + (suffix if _SAFE_SUFFIX.fullmatch(suffix) else "")
 
 
-def _request_dir() -> str | None:
-    """BentoML's per-request temporary folder (emptied when the request ends), if in one."""
-    import bentoml
+def upload_root() -> Path:
+    return Path(tempfile.gettempdir()) / UPLOAD_ROOT
 
+
+def worker_folder() -> Path:
+    """This process's folder of uploads in progress."""
+    folder = upload_root() / str(os.getpid())
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def _alive(pid: int) -> bool:
     try:
-        return bentoml.Context().temp_dir
-    except LookupError:  # not inside a request (e.g. validated directly in a test)
-        return None
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's live process
+    return True
+
+
+def clean_orphans(root: Path | None = None) -> tuple[int, int]:
+    """Remove the upload folders of processes that are gone (and any left under this
+    process's id by an earlier one): ``(files, bytes)`` removed."""
+    root = upload_root() if root is None else root
+    files = size = 0
+    if not root.is_dir():
+        return 0, 0
+    for folder in root.iterdir():
+        if not folder.is_dir() or not folder.name.isdigit():
+            continue
+        pid = int(folder.name)
+        if pid != os.getpid() and _alive(pid):
+            continue
+        for path in folder.rglob("*"):
+            if path.is_file():
+                files += 1
+                size += path.stat().st_size
+        shutil.rmtree(folder, ignore_errors=True)
+    if files:
+        logger.warning("removed %d orphaned upload(s), %d bytes, under %s", files, size, root)
+    return files, size
 
 
 class UploadedVideo(type(Path())):  # PosixPath: Path itself cannot be subclassed before 3.12
@@ -105,7 +148,7 @@ class UploadedVideo(type(Path())):  # PosixPath: Path itself cannot be subclasse
         if isinstance(value, UploadedVideo):
             return value
         if isinstance(value, UploadFile):
-            return cls.save(value.file, value.filename, value.content_type, _request_dir())
+            return cls.save(value.file, value.filename, value.content_type, str(worker_folder()))
         raise ValueError("'video' must be a file upload (multipart/form-data)")
 
     @classmethod
