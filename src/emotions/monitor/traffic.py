@@ -19,6 +19,9 @@ from typing import Any
 import pandas as pd
 
 REFUSED = "error"  # the ``status`` of a refused or failed request (serve.prediction_log)
+# The ``status`` of the record in which the service counts refused requests it did not log one
+# by one (serve.accounting: a flood is rate-limited); it stands for ``dropped`` refused rows.
+DROPPED = "dropped"
 TRAFFIC_TAG = "traffic"
 DRIFT_TAG = "drift"
 
@@ -42,6 +45,7 @@ def request_row(record: Mapping[str, Any]) -> dict[str, Any]:
         "time": _parse_time(record.get("time")),
         "status": str(record.get("status") or "unknown"),
         "model": str(record.get("model") or ""),
+        "count": int(record.get("dropped") or 0) if record.get("status") == DROPPED else 1,
     }
 
 
@@ -51,8 +55,13 @@ def request_table(records: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
 
 
 def requests_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
-    """:func:`request_table` of rows already made by :func:`request_row`."""
-    return pd.DataFrame(rows, columns=["time", "status", "model"])
+    """:func:`request_table` of rows already made by :func:`request_row`; a count of dropped
+    records becomes that many refused rows, so a flood weighs in the refused share as it came."""
+    frame = pd.DataFrame(rows, columns=["time", "status", "model", "count"])
+    frame = frame.loc[frame.index.repeat(frame["count"].fillna(1).astype(int))]
+    frame = frame.drop(columns="count").reset_index(drop=True)
+    frame.loc[frame["status"] == DROPPED, "status"] = REFUSED
+    return frame
 
 
 def read_requests(path: str | Path, torn: Any = None) -> pd.DataFrame:
