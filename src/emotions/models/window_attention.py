@@ -347,7 +347,9 @@ def flex(q: Tensor, k: Tensor, v: Tensor, score_mod: ScoreMod) -> Tensor:
     """FlexAttention as the context allows: traced when compiling, its own compiled kernel
     when eager on a GPU, its eager reference on the CPU (where compiled training is not
     supported)."""
-    if q.device.type == "cpu" or torch.compiler.is_compiling():
+    if torch.compiler.is_compiling():
+        return flex_attention(q, k, v, score_mod=score_mod)
+    if q.device.type == "cpu":
         with warnings.catch_warnings():
             # The eager reference's "use torch.compile" advice: on the CPU there is no choice.
             warnings.filterwarnings("ignore", message="flex_attention called without")
