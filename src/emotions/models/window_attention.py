@@ -256,10 +256,10 @@ class FlexWindowAttention3d(SdpaWindowAttention3d):
 
     FlexAttention is fast only compiled: under ``torch.compile`` (``train.compile``) it is
     traced into the model's graph; called eagerly on a GPU it goes through a compiled
-    ``flex_attention`` of its own; on the CPU, where torch 2.9's compiled FlexAttention does
-    inference only, it runs FlexAttention's eager reference (scores materialised), a
-    correctness path. Attention dropout, which FlexAttention lacks, falls back to the SDPA
-    path (Swin3d's default is 0).
+    ``flex_attention`` of its own. On the CPU, where torch 2.9's compiled FlexAttention does
+    inference only, the same score_mod becomes an additive mask for the SDPA path's composite
+    (``flex_cpu_kernel``), so ``flex`` costs there what ``sdpa`` does. Attention dropout,
+    which FlexAttention lacks, falls back to the SDPA path (Swin3d's default is 0).
     """
 
     def __init__(self, *args, **kwargs) -> None:
