@@ -14,8 +14,10 @@ Rows, each pair that a ratio compares measured back to back:
   Swin-T on 32×224², AST-base on 1024×128, stride 10) on CUDA; and ``--overlay PATH``, a params
   overlay such as params/ours-closest.yaml applied on params.yaml with its weight files stripped,
   named after the file. On a CPU the last two run only with ``--allow-slow`` (minutes a step);
-- ``--attention torchvision|sdpa|both``: the Video Swin blocks' attention
-  (``model.video.attention``); ``both`` gives the fused/torchvision step-time ratio;
+- ``--attention``: the Video Swin blocks' attention (``model.video.attention``), a
+  comma-separated list of torchvision, sdpa, flex, or ``both`` (torchvision,sdpa) or ``all``
+  (all three); the sdpa and flex rows get their step-time ratio against torchvision, the flex
+  rows against sdpa too (on a CPU flex runs its composite; FlexAttention's kernel is a GPU's);
 - eager and compiled (``torch.compile`` as the train stage calls it; inductor on CUDA,
   aot_eager on a CPU, where inductor's C++ build of the whole model takes over ten minutes on
   two cores), with the compile warm-up reported apart from the steady-state step;
@@ -33,6 +35,7 @@ Ready as-is for a one-GPU, 16-core machine (workers default to the train stage's
 cores − 1, at most 16):
 
     python benchmarks/train.py --attention both                 # the table, on this device
+    python benchmarks/train.py --attention all --presets tiny   # + FlexAttention
     python benchmarks/train.py --attention both --no-loader --overlay params/ours-closest.yaml \\
         --overlay-batch 32 --presets overlay --profile 15 --json reports/bench_train.json
 """
@@ -68,7 +71,9 @@ from emotions.training.throughput import EpochThroughput, ThroughputMeter, mfu, 
 from emotions.training.trainer import build_training_modules, make_loader, move_batch, training_loss
 
 REPO = Path(__file__).resolve().parents[1]
-ATTENTIONS = {"torchvision": ["torchvision"], "sdpa": ["sdpa"], "both": ["torchvision", "sdpa"]}
+ATTENTION_CHOICES = ("torchvision", "sdpa", "flex")
+# Shorthands for --attention: "both" is the fused/torchvision pair, "all" adds FlexAttention.
+ATTENTION_ALIASES = {"both": ["torchvision", "sdpa"], "all": list(ATTENTION_CHOICES)}
 
 
 @dataclass(frozen=True)
@@ -401,19 +406,22 @@ def _ratio(rows: list[dict[str, Any]], row: dict[str, Any], vary: str, base: str
 
 
 def table(rows: list[dict[str, Any]]) -> str:
-    """The rows, with three same-run ratios of median step times: fused vs torchvision
-    attention, bf16 vs fp32, compiled vs eager (each > 1 means the setting is faster)."""
+    """The rows, with same-run ratios of median step times: sdpa or flex vs torchvision
+    attention, flex vs sdpa, bf16 vs fp32, compiled vs eager (each > 1 means the setting is
+    faster)."""
     head = (
         "| preset | attention | mode | precision | batch | input | step (mean) | step (median) "
-        "| clips/s | data wait | MFU | warm-up | sdpa speed-up | bf16 speed-up "
+        "| clips/s | data wait | MFU | warm-up | vs torchvision | vs sdpa | bf16 speed-up "
         "| compile speed-up |"
     )
-    lines = [head, "|" + "---|" * 15]
+    lines = [head, "|" + "---|" * 16]
     for r in rows:
         utilisation = "n/a" if r["mfu"] is None else f"{r['mfu']:.1%}"
         source = "synthetic" if r["input"] == "synthetic" else f"loader ({r['workers']} w)"
         mode = r["mode"] if r["mode"] == "eager" else f"compiled ({r['compile_backend']})"
-        sdpa = _ratio(rows, r, "attention", "torchvision") if r["attention"] == "sdpa" else ""
+        fused = r["attention"] != "torchvision"
+        torchvision = _ratio(rows, r, "attention", "torchvision") if fused else ""
+        sdpa = _ratio(rows, r, "attention", "sdpa") if r["attention"] == "flex" else ""
         bf16 = _ratio(rows, r, "precision", "fp32") if r["precision"] == "bf16" else ""
         compiled = _ratio(rows, r, "mode", "eager") if r["mode"] == "compiled" else ""
         lines.append(
@@ -421,7 +429,7 @@ def table(rows: list[dict[str, Any]]) -> str:
             f"{source} | {r['step_time_s'] * 1e3:.1f} ms | {r['step_time_median_s'] * 1e3:.1f} ms"
             f" | {r['clips_per_s']:.1f} | "
             f"{r['data_wait_share']:.1%} | {utilisation} | {r['warmup_s']:.1f} s | "
-            f"{sdpa} | {bf16} | {compiled} |"
+            f"{torchvision} | {sdpa} | {bf16} | {compiled} |"
         )
     return "\n".join(lines)
 
@@ -485,7 +493,7 @@ def main(argv: list[str] | None = None) -> int:
                 Setting(attention, mode == "compiled", precision == "bf16")
                 for mode in args.modes
                 for precision in precisions
-                for attention in ATTENTIONS[args.attention]
+                for attention in args.attention
             ]
             for row in measure(preset, pool, device, settings, args):
                 rows.append(row)
@@ -530,14 +538,22 @@ def _choices(allowed: tuple[str, ...]):
     return parse_list
 
 
+def _attentions(text: str) -> list[str]:
+    """``both``, ``all``, or a comma-separated list of attentions, in the order given."""
+    if text in ATTENTION_ALIASES:
+        return ATTENTION_ALIASES[text]
+    return _choices(ATTENTION_CHOICES)(text)
+
+
 def parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--params", type=Path, default=REPO / "params.yaml")
     parser.add_argument(
         "--attention",
-        choices=sorted(ATTENTIONS),
-        default="both",
-        help="Video Swin attention (model.video.attention); both: the before/after ratio",
+        type=_attentions,
+        default=ATTENTION_ALIASES["both"],
+        help="Video Swin attentions (model.video.attention), comma-separated from "
+        "torchvision,sdpa,flex; both = torchvision,sdpa; all = the three",
     )
     parser.add_argument(
         "--overlay",

@@ -1,11 +1,15 @@
-"""The fused window attention computes torchvision's ``ShiftedWindowAttention3d``, on the CPU.
+"""The fused window attentions compute torchvision's ``ShiftedWindowAttention3d``, on the CPU.
 
-``model.video.attention: sdpa`` is only a speed setting if it changes nothing else: the same
+``model.video.attention: sdpa`` (and ``flex``) is only a speed setting if it changes nothing
+else: the same
 outputs and gradients (of the input, the bias table and every weight) as torchvision's module
 for shifted and unshifted windows, inputs that need padding and inputs smaller than a window;
 the same state-dict keys and shapes, so the weight loaders and checkpoints are shared; and a
 shift mask built once per shape rather than per forward. Both of its paths are checked on the
-CPU: the SDPA call (math backend here; memory-efficient on CUDA) and the CPU's composite.
+CPU: the SDPA call (math backend here; memory-efficient on CUDA) and the CPU's composite. The
+FlexAttention module likewise on both of its CPU paths: FlexAttention's eager reference (the
+score_mod that gathers the bias from its table and compares region ids, as the GPU kernel
+runs it) and the composite that evaluates the same score_mod into an additive mask.
 """
 
 from __future__ import annotations
@@ -22,12 +26,14 @@ from emotions.models.settings import VideoAttention, VideoSettings
 from emotions.models.video import VideoBackbone, build_swin3d
 from emotions.models.window_attention import (
     ATTENTION_LAYERS,
+    FlexWindowAttention3d,
     SdpaWindowAttention3d,
     window_and_shift,
 )
 
 DIM, HEADS = 48, 3
 KERNELS = ["composite", "sdpa"]
+FLEX_KERNELS = ["composite", "flex"]
 WINDOW = [2, 4, 4]
 # (input T, H, W; shift): multiples of the window; sizes that need padding; an input smaller
 # than the window along some dimensions (the window shrinks and does not shift there); and an
@@ -55,6 +61,18 @@ def pair(
     fused.load_state_dict(reference.state_dict())
     fused.cpu_kernel = kernel
     return reference, fused
+
+
+def flex_pair(
+    shift: list[int], kernel: str = "flex"
+) -> tuple[ShiftedWindowAttention3d, FlexWindowAttention3d]:
+    """torchvision's module and the FlexAttention one (on the CPU path ``kernel``), same weights."""
+    torch.manual_seed(0)
+    reference = ShiftedWindowAttention3d(DIM, list(WINDOW), list(shift), HEADS)
+    flex = FlexWindowAttention3d(DIM, list(WINDOW), list(shift), HEADS)
+    flex.load_state_dict(reference.state_dict())
+    flex.flex_cpu_kernel = kernel
+    return reference, flex
 
 
 def run(
@@ -129,6 +147,71 @@ def test_unshifted_blocks_need_no_mask_cache() -> None:
     assert fused.mask_builds == 0 and not fused._shift_masks
 
 
+@pytest.mark.parametrize("kernel", FLEX_KERNELS)
+@pytest.mark.parametrize(("size", "shift"), CASES.values(), ids=CASES.keys())
+def test_flex_fp32_output_and_gradients_equal_torchvision(size, shift, kernel: str) -> None:
+    """The bias table's gradient comes through the score_mod (FlexAttention's backward on the
+    "flex" path), not through a dense mask."""
+    reference, flex = flex_pair(shift, kernel)
+    x, upstream = inputs(size)
+    expected, actual = run(reference, x, upstream), run(flex, x, upstream)
+    assert expected.keys() == actual.keys()
+    assert "grad relative_position_bias_table" in actual
+    for name, value in expected.items():
+        torch.testing.assert_close(actual[name], value, msg=lambda m, n=name: f"{n}: {m}")
+
+
+@pytest.mark.parametrize(
+    ("size", "shift"),
+    [CASES["unshifted"], CASES["shifted-padded"]],
+    ids=["unshifted", "shifted-padded"],
+)
+@pytest.mark.parametrize("kernel", FLEX_KERNELS)
+def test_flex_bf16_autocast_stays_within_bf16_tolerance_of_fp32(size, shift, kernel: str) -> None:
+    reference, flex = flex_pair(shift, kernel)
+    x, upstream = inputs(size)
+    exact = run(reference, x, upstream)
+    actual = run(flex, x, upstream, bf16=True)
+    for name in ("output", "grad input", "grad relative_position_bias_table"):
+        tolerance = BF16_SHARE * exact[name].abs().max().item()
+        error = (actual[name].float() - exact[name]).abs().max().item()
+        assert error <= tolerance, f"{name}: bf16 error {error:.3g} > {tolerance:.3g}"
+
+
+def test_flex_caches_region_ids_not_a_dense_mask() -> None:
+    """Per shape one (windows, N) int tensor of region ids; no (windows, heads, N, N) mask."""
+    _, flex = flex_pair([1, 2, 2])
+    x, _ = inputs((4, 8, 8))
+    flex(x)
+    flex(torch.randn(3, 4, 8, 8, DIM))  # another batch size: the same regions
+    assert flex.mask_builds == 1 and not flex._shift_masks
+    (regions,) = flex._regions.values()
+    windows = (4 // 2) * (8 // 4) * (8 // 4)
+    assert regions.shape == (windows, 2 * 4 * 4) and regions.dtype == torch.int32
+    # Windows away from the wrap-around hold one region; the last window holds eight.
+    assert regions[0].unique().numel() == 1 and regions[-1].unique().numel() == 8
+    flex(torch.randn(1, 4, 12, 12, DIM))
+    assert flex.mask_builds == 2
+
+
+@pytest.mark.parametrize("shift", [[0, 0, 0], [1, 2, 2]], ids=["unshifted", "shifted"])
+def test_flex_on_meta_keeps_everything_on_the_device(shift) -> None:
+    """FlexAttention refuses the meta device; the composite runs the same score_mod there, so
+    the region ids it builds and the table's gradient stay on the module's device."""
+    _, flex = flex_pair(shift)
+    meta = torch.device("meta")
+    flex = flex.to(meta)
+    x = torch.randn(2, 5, 9, 10, DIM, device=meta, requires_grad=True)
+    out = flex(x)
+    assert out.device == meta and out.shape == x.shape
+    out.sum().backward()
+    table = flex.relative_position_bias_table
+    assert table.grad is not None and table.grad.device == meta
+    assert x.grad is not None and x.grad.device == meta
+    assert all(r.device == meta for r in flex._regions.values())
+    assert bool(flex._regions) == any(shift)
+
+
 def test_window_and_shift_follow_torchvision() -> None:
     assert window_and_shift((4, 8, 8), (2, 4, 4), (1, 2, 2)) == ((2, 4, 4), (1, 2, 2))
     assert window_and_shift((2, 3, 8), (2, 4, 4), (1, 2, 2)) == ((2, 3, 4), (0, 0, 2))
@@ -139,15 +222,17 @@ def test_the_attention_choices_match_the_settings() -> None:
     assert VideoSettings().attention == "sdpa"
 
 
+@pytest.mark.parametrize("attention", ["sdpa", "flex"])
 @pytest.mark.parametrize("arch", ["tiny", "swin3d_t"])
-def test_state_dict_and_initial_weights_equal_torchvision(arch: str) -> None:
+def test_state_dict_and_initial_weights_equal_torchvision(arch: str, attention: str) -> None:
     built = {}
-    for attention in ("torchvision", "sdpa"):
+    for name in ("torchvision", attention):
         torch.manual_seed(0)
-        built[attention] = build_swin3d(VideoSettings(arch=arch, attention=attention))
-    reference, fused = built["torchvision"], built["sdpa"]
+        built[name] = build_swin3d(VideoSettings(arch=arch, attention=name))
+    reference, fused = built["torchvision"], built[attention]
     attention_layers = [m for m in fused.modules() if isinstance(m, ShiftedWindowAttention3d)]
-    assert attention_layers and all(isinstance(m, SdpaWindowAttention3d) for m in attention_layers)
+    layer = ATTENTION_LAYERS[attention]
+    assert attention_layers and all(type(m) is layer for m in attention_layers)
     expected, actual = reference.state_dict(), fused.state_dict()
     assert list(actual) == list(expected)
     for key, value in expected.items():
@@ -156,16 +241,21 @@ def test_state_dict_and_initial_weights_equal_torchvision(arch: str) -> None:
         assert torch.equal(actual[key], value), key
 
 
-@pytest.mark.parametrize("arch", ["tiny", "swin3d_t"])
+@pytest.mark.parametrize(
+    ("arch", "attention"),
+    [("tiny", "sdpa"), ("swin3d_t", "sdpa"), ("tiny", "flex")],
+)
 def test_a_torchvision_weights_file_loads_and_gives_the_same_output(
-    arch: str, tmp_path: Path
+    arch: str, attention: str, tmp_path: Path
 ) -> None:
     torch.manual_seed(3)
     source = VideoBackbone(VideoSettings(arch=arch, attention="torchvision")).eval()
     path = tmp_path / "swin3d.pth"
     torch.save(source.swin.state_dict(), path)
     loaded = VideoBackbone(
-        VideoSettings(arch=arch, attention="sdpa", weights=str(path), weights_layout="torchvision")
+        VideoSettings(
+            arch=arch, attention=attention, weights=str(path), weights_layout="torchvision"
+        )
     ).eval()
     # 8 frames of 64²: the swin3d_t window (8, 7, 7) is larger than the 4 × 16² token grid in
     # time and needs padding in space.
@@ -213,3 +303,19 @@ def test_the_sdpa_call_uses_the_chosen_kernel_and_matches_torchvision(device: st
         tolerance = BF16_SHARE * exact[name].abs().max().item()
         error = (actual[name].float() - exact[name]).abs().max().item()
         assert error <= tolerance, f"{name}: bf16 error {error:.3g} > {tolerance:.3g}"
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("shift", [[0, 0, 0], [1, 2, 2]], ids=["unshifted", "shifted"])
+def test_flex_kernel_on_cuda_matches_torchvision(shift) -> None:
+    """On CUDA the module runs FlexAttention's compiled kernel (its score_mod backward gives
+    the table its gradient); bf16 stays within bf16 tolerance of torchvision in fp32."""
+    reference, flex = (m.to("cuda") for m in flex_pair(shift))
+    x, upstream = (t.to("cuda") for t in inputs((5, 9, 10)))
+    exact = run(reference, x, upstream)
+    for bf16 in (False, True):
+        actual = run(flex, x, upstream, bf16=bf16)
+        for name in ("output", "grad input", "grad relative_position_bias_table"):
+            tolerance = (BF16_SHARE if bf16 else 1e-3) * exact[name].abs().max().item()
+            error = (actual[name].float() - exact[name]).abs().max().item()
+            assert error <= tolerance, f"{name} (bf16={bf16}): error {error:.3g} > {tolerance:.3g}"

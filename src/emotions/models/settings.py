@@ -28,7 +28,7 @@ AudioArch = Literal["ast", "resnet18", "resnet34", "authors_resnet34"]
 # Linear on [audio; video] whose halves give the modality logits (the authors' ConcatFusion).
 Head = Literal["separate", "shared"]
 # How the Video Swin blocks compute window attention (emotions.models.window_attention).
-VideoAttention = Literal["sdpa", "torchvision"]
+VideoAttention = Literal["sdpa", "flex", "torchvision"]
 
 
 class _Strict(BaseModel):
@@ -49,8 +49,11 @@ class VideoSettings(_Strict):
     spatial_pool: int = Field(2, ge=1)
     drop_path: float = Field(0.1, ge=0.0, lt=1.0)
     # sdpa: one fused scaled_dot_product_attention per block with the bias and shift mask folded
-    # into one cached mask; torchvision: its attention as written (the benchmark's baseline).
-    # Same parameters either way, so weights and checkpoints move between them.
+    # into one cached mask; flex: one FlexAttention call per block, the bias gathered from its
+    # table and the shift mask applied inside the kernel (no dense mask; fast only on a GPU
+    # under train.compile, the CPU runs it as sdpa's composite); torchvision: its attention as
+    # written (the benchmark's baseline). Same parameters for all three, so weights and
+    # checkpoints move between them.
     attention: VideoAttention = "sdpa"
     # Pixels in [0, 1] become (x − mean) / std. Default: ImageNet's. The authors' AVNet.forward
     # computes x / 255 − 100 / 255 (VisualStream._init_norm_val): mean 100/255 per channel,
