@@ -319,3 +319,22 @@ def test_flex_kernel_on_cuda_matches_torchvision(shift) -> None:
             tolerance = (BF16_SHARE if bf16 else 1e-3) * exact[name].abs().max().item()
             error = (actual[name].float() - exact[name]).abs().max().item()
             assert error <= tolerance, f"{name} (bf16={bf16}): error {error:.3g} > {tolerance:.3g}"
+
+
+def test_flex_counts_its_flops_like_sdpa_under_the_flop_counter() -> None:
+    """benchmarks/train.py counts FLOPs under FlopCounterMode, for which FlexAttention's eager
+    op has no rule: the flex module takes its additive-mask path there, the same math."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    _, flex = flex_pair([1, 2, 2], kernel="flex")
+    sdpa = SdpaWindowAttention3d(DIM, list(WINDOW), [1, 2, 2], HEADS)
+    sdpa.load_state_dict(flex.state_dict())
+    x = torch.randn(1, 4, 8, 8, DIM)
+    counts = []
+    for module in (flex, sdpa):
+        counter = FlopCounterMode(display=False)
+        with torch.no_grad(), counter:
+            out = module(x)
+        counts.append(counter.get_total_flops())
+    assert counts[0] == counts[1] > 0
+    torch.testing.assert_close(out, flex(x))

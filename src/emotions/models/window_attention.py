@@ -46,6 +46,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.nn.attention.flex_attention import flex_attention
+from torch.utils._python_dispatch import _get_current_dispatch_mode
 from torchvision.models.swin_transformer import SwinTransformerBlock
 from torchvision.models.video.swin_transformer import ShiftedWindowAttention3d
 
@@ -312,8 +313,10 @@ class FlexWindowAttention3d(SdpaWindowAttention3d):
             def score_mod(score: Tensor, b: Tensor, h: Tensor, q_idx: Tensor, kv_idx: Tensor):
                 return score + table[index[q_idx, kv_idx], h % heads]
 
-        if q.device.type not in FLEX_DEVICES or (
-            q.device.type == "cpu" and self.flex_cpu_kernel == "composite"
+        if (
+            q.device.type not in FLEX_DEVICES
+            or (q.device.type == "cpu" and self.flex_cpu_kernel == "composite")
+            or _dispatch_mode_active()
         ):
             if not any(geometry.shift):
                 # The same mask for every window: (B·windows, heads) against (1, heads, N, N).
@@ -322,6 +325,15 @@ class FlexWindowAttention3d(SdpaWindowAttention3d):
         else:
             out = flex(q, k, v, score_mod)
         return self.merge_windows(out.view(b, windows, heads, n, d), geometry)
+
+
+def _dispatch_mode_active() -> bool:
+    """Whether eager code runs under a dispatch mode such as FlopCounterMode: FlexAttention's
+    eager op has no rule for one (a TypeError on CUDA), so the same score_mod goes through the
+    additive-mask path, whose FLOPs the counter knows."""
+    if torch.compiler.is_compiling():
+        return False
+    return _get_current_dispatch_mode() is not None
 
 
 def additive_mask(score_mod: ScoreMod, heads: int, n: int, like: Tensor) -> Tensor:
