@@ -77,6 +77,13 @@ class IngestConfig(Strict):
     # bigger picture is refused before anything is decoded).
     min_side: int = Field(32, ge=1)
     max_side: int = Field(8192, ge=1)
+    # Pixels × frames one clip may cost to decode, counting every frame a seek decodes from
+    # the keyframe before a sampled one (emotions.media.clipcheck.check_decode_cost): the
+    # cache, `serve` (422) and `emotions predict` refuse a clip over it before decoding it.
+    # 8 Gpx: about 3900 frames of 1080p, so a 2-minute 1080p30 download encoded with x264's
+    # default keyframe interval (250 frames), which decodes nearly whole, still passes; the
+    # 4096² one-keyframe attack (57 Gpx) does not. Lower it on a public endpoint.
+    max_decode_pixels: int = Field(8_000_000_000, ge=1)
 
     @model_validator(mode="after")
     def _ordered_bounds(self) -> IngestConfig:
@@ -132,10 +139,15 @@ class VariantsConfig(Strict):
 
 
 class AudioFeatures(Strict):
+    # log_mel (ours): Kaldi log-mel on the clip's time base, aligned with the frames.
+    # looped_mfcc: VAANet's input, which the authors' audio layers' shapes fit (inferred,
+    # emotions.media.mfcc): n_mels MFCCs (32) at sample_rate (44100), hop 512, the clip's
+    # sound looped from its start to target_frames rows (4096), not aligned with the frames.
+    features: Literal["log_mel", "looped_mfcc"] = "log_mel"
     sample_rate: int = 16000
-    n_mels: int = Field(128, ge=8)
-    frame_shift_ms: float = 10.0
-    frame_length_ms: float = 25.0
+    n_mels: int = Field(128, ge=8)  # looped_mfcc: the MFCC count
+    frame_shift_ms: float = 10.0  # log_mel only
+    frame_length_ms: float = 25.0  # log_mel only
     # Log-mel rows per clip: the whole clip's log-mel (10 ms shift) resampled along time onto
     # these equal steps of its duration (emotions.media.decode), the frames' time base.
     target_frames: int = Field(400, ge=16)

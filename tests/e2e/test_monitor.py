@@ -8,8 +8,6 @@ the corpus files themselves (no drift), one from the same clips made much darker
 
 import dataclasses
 import json
-import os
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -275,7 +273,7 @@ def test_the_dashboard_shows_three_monitor_runs_through_the_evidently_ui(
     loopback: its API holds the panels, and each panel's series has three points in time."""
     import requests
     from evidently.core.report import Snapshot
-    from liveserver import free_port, start_server
+    from liveserver import start_evidently_ui
 
     from emotions.monitor.dashboard import PROJECT, panels
 
@@ -301,18 +299,7 @@ def test_the_dashboard_shows_three_monitor_runs_through_the_evidently_ui(
     loaded = Snapshot.load(out / "traffic.json")  # the last run's traffic, Evidently's format
     assert loaded.dict()["metrics"][0]["value"] == 24
 
-    port = free_port()
-    evidently = Path(sys.executable).parent / "evidently"
-    loopback = ["--port", str(port), "--host", "127.0.0.1"]
-    server = start_server(
-        [str(evidently), "ui", "--workspace", str(workspace), *loopback],
-        port=port,
-        cwd=tmp_path,
-        env={**os.environ, "DO_NOT_TRACK": "1"},
-        output=tmp_path / "ui.log",
-        timeout_s=120,
-        health="/api/version",
-    )
+    server = start_evidently_ui(workspace, tmp_path)
     try:
         api = f"{server.url}/api"
         (project,) = requests.get(f"{api}/projects/search/{PROJECT}", timeout=30).json()
@@ -340,13 +327,15 @@ def test_the_dashboard_shows_three_monitor_runs_through_the_evidently_ui(
         server.stop()
         print(server.tail(5))
 
-    (share,) = series["Drift share"]
+    share, line = sorted(series["Drift share"], key=lambda s: "check" in s["params"])
     assert share["values"] == [pytest.approx(s.drift_share, abs=1e-4) for s in summaries]
+    assert line["values"] == [0.3] * 3  # the threshold the monitor retrains at
     scores = {
-        s["params"].get("column", "embedding"): s["values"]
-        for s in series["Per-check drift scores"]
+        s["params"].get("column", "threshold"): s["values"]
+        for s in series["Input drift (p-values)"]
     }
     assert scores["brightness"][1] < 0.05 < scores["brightness"][0]  # the shifted run drifted
+    assert scores["threshold"] == [0.05] * 3
     labels = series["Predicted labels"]
     assert len(labels) >= 2 and all(len(s["values"]) == 3 for s in labels)
     for i in range(3):  # the class shares of each run add up to one

@@ -203,6 +203,26 @@ def test_a_log_without_kept_uploads_queues_nothing(tmp_path):
     assert not (tmp_path / "q").exists()
 
 
+def test_a_log_line_naming_a_file_outside_the_store_is_not_queued(tmp_path):
+    """``stored`` comes from the log: a key leading out of the store is no kept upload."""
+    store = UploadStore(tmp_path / "store", quota_mb=10, retention_days=1)
+    uploads = tmp_path / "uploads"
+    uploads.mkdir()
+    honest = record(0, store, uploads, confidence=0.35)
+    secret = tmp_path / "secret.mp4"
+    secret.write_bytes(b"not an upload")
+    crafted = [
+        {**honest, "id": f"evil{i}", "stored": key, "sha256": f"{i:x}" * 64}
+        for i, key in enumerate((str(secret), "../secret.mp4", "../../secret.mp4"), start=1)
+    ]
+    result = build_queue(
+        [honest, *crafted], store.root, config(), labelled=set(), out_root=tmp_path / "q"
+    )
+    assert result.clips == 1 and result.missing_files == 3
+    queued = [p.read_bytes() for p in Path(result.queue_dir).rglob("*.mp4")]
+    assert b"not an upload" not in queued and len(queued) == 1
+
+
 def test_read_queue_refuses_a_broken_folder(tmp_path):
     with pytest.raises(QueueFormatError, match=r"no queue\.csv"):
         read_queue(tmp_path)
@@ -210,6 +230,12 @@ def test_read_queue_refuses_a_broken_folder(tmp_path):
         ",".join(COLUMNS) + "\n" + "a,videos/a.mp4,ff,guess,1,Joy,0.5,r,t\n"
     )
     with pytest.raises(QueueFormatError, match="unknown reason"):
+        read_queue(tmp_path)
+    (tmp_path.parent / "elsewhere.mp4").write_bytes(b"x")
+    (tmp_path / "queue.csv").write_text(
+        ",".join(COLUMNS) + "\n" + "a,../elsewhere.mp4,ff,random_control,1,Joy,0.5,r,t\n"
+    )
+    with pytest.raises(QueueFormatError, match="leads out of the queue folder"):
         read_queue(tmp_path)
 
 

@@ -94,3 +94,19 @@ def start_server(
         server.stop()
         raise
     return server
+
+
+def start_evidently_ui(workspace: Path, where: Path) -> LiveServer:
+    """`evidently ui` over ``workspace`` on a free loopback port (its output in ``where``)."""
+    port = free_port()
+    evidently = Path(sys.executable).parent / "evidently"
+    argv = [str(evidently), "ui", "--workspace", str(workspace)]
+    return start_server(
+        [*argv, "--port", str(port), "--host", "127.0.0.1"],
+        port=port,
+        cwd=where,
+        env={**os.environ, "DO_NOT_TRACK": "1"},
+        output=where / "evidently-ui.log",
+        timeout_s=120,
+        health="/api/version",
+    )

@@ -158,3 +158,28 @@ def test_write_keeps_every_comment_and_changes_only_the_overlay_values(tmp_path:
     keys_before = [line.split(":")[0] for line in old_lines if line and not line[0].isspace()]
     keys_after = [line.split(":")[0] for line in new_lines if line and not line[0].isspace()]
     assert keys_after == keys_before  # top-level order kept
+
+
+@pytest.mark.parametrize("preset", PRESETS, ids=lambda p: p.stem)
+def test_each_preset_declares_an_emotions_run_on_the_official_lists(preset: Path) -> None:
+    """Part 4: the release layout at a root a user fills, the official lists, one run; its
+    stages exist beside the sample corpus's (which the preset leaves as they are)."""
+    params, _ = apply_overlay(REPO / "params.yaml", preset)
+    release = params.datasets["emotions-release"]
+    assert (release.layout, release.taxonomy, release.variants) == (
+        "release",
+        "emotions6",
+        ["official"],
+    )
+    assert Path(release.root).is_absolute() and release.split_index == 1
+    assert params.runs["emotions-release-official"].model_dump() == {
+        "dataset": "emotions-release",
+        "variant": "official",
+    }
+    base = load_params(REPO / "params.yaml")
+    assert (
+        set(base.runs) < set(params.runs)
+        and base.datasets["emotions"] == params.datasets["emotions"]
+    )
+    # The command the preset's header prints names this run's stage as dvc.yaml spells it.
+    assert "evaluate@emotions-release-official" in preset.read_text(encoding="utf-8")

@@ -45,6 +45,20 @@ def test_five_squares_of_the_full_short_side() -> None:
     assert square_box(8, 8, "br") == (0, 0, 8)  # a square picture: every position is itself
 
 
+def test_on_cached_squares_every_position_is_the_centre_square() -> None:
+    """The approximation docs/model.md and the presets state: the cache keeps the centre
+    square, so a drawn corner gives the same pixels as the centre (the draw is still made)."""
+    cached = portrait()[..., 2:8, :]  # what the cache keeps of a portrait picture
+    centre = authors_view(cached, 6, None)
+    positions = set()
+    for seed in range(40):
+        positions.add(draw_authors(np.random.default_rng(seed)).position)
+        view = authors_view(cached, 6, np.random.default_rng(seed), augment=False)
+        assert torch.equal(view, centre)
+    assert positions == set(AUTHORS_POSITIONS)
+    assert not torch.equal(portrait()[..., :6, :], portrait()[..., 2:8, :])  # theirs differ
+
+
 def test_evaluation_is_the_centre_square() -> None:
     frames = portrait()
     view = authors_view(frames, 6, None)

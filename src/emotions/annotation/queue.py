@@ -37,6 +37,7 @@ from emotions.annotation.queue_format import (
 from emotions.annotation.rules import DriftSlice, candidate_table, select
 from emotions.atomic import atomic_write_json
 from emotions.config import Params, QueueConfig
+from emotions.corpus.confine import is_under
 from emotions.corpus.manifest import clip_id_for
 from emotions.layout import Layout
 
@@ -123,7 +124,11 @@ def build_queue(
     total = len(candidates)
     known = candidates["sha256"].isin(labelled).astype(bool)
     candidates = candidates.loc[~known]
-    present = [key_path(store, str(key)).is_file() for key in candidates["stored"]]
+    # The key comes from a log line: a path it names outside the store is no kept upload.
+    present = [
+        is_under(store, key_path(store, str(key))) and key_path(store, str(key)).is_file()
+        for key in candidates["stored"]
+    ]
     missing = present.count(False)
     if missing:
         logger.info("%d kept upload(s) no longer in %s (evicted): not queued", missing, store)

@@ -40,6 +40,7 @@ from pathlib import Path
 import pandas as pd
 
 from emotions.atomic import atomic_write
+from emotions.corpus.confine import is_under
 
 QUEUE_CSV = "queue.csv"
 QUEUE_JSON = "queue.json"
@@ -86,7 +87,8 @@ def write_queue_csv(rows: pd.DataFrame, queue_dir: str | Path) -> Path:
 
 
 def read_queue(queue_dir: str | Path) -> pd.DataFrame:
-    """``queue.csv`` of a queue folder, typed, checked: columns, reasons, videos present."""
+    """``queue.csv`` of a queue folder, typed, checked: columns, reasons, videos present and
+    inside the folder."""
     queue_dir = Path(queue_dir)
     path = queue_dir / QUEUE_CSV
     if not path.is_file():
@@ -100,6 +102,9 @@ def read_queue(queue_dir: str | Path) -> pd.DataFrame:
     unknown = sorted(set(table["reason"]) - set(REASONS))
     if unknown:
         raise QueueFormatError(f"{path}: unknown reason(s) {', '.join(unknown)}")
+    escaping = [p for p in table["path"] if not is_under(queue_dir, p)]
+    if escaping:
+        raise QueueFormatError(f"{path}: path {escaping[0]!r} leads out of the queue folder")
     absent = [p for p in table["path"] if not (queue_dir / p).is_file()]
     if absent:
         raise QueueFormatError(f"{path}: {len(absent)} video(s) missing, e.g. {absent[0]}")

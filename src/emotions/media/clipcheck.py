@@ -7,6 +7,14 @@ about the video stream against the bounds in params.yaml (``ingest.duration_s``,
 ``ingest.fps``, ``ingest.min_frames``, ``ingest.min_side``, ``ingest.max_side``) and returns a
 :class:`Refusal` with a stable, specific reason, or None.
 
+A clip inside every one of those bounds can still cost minutes to decode: a 4096×4096 h264
+file of 3600 black frames is 170 KB, and reaching its last sampled frame means decoding every
+frame since its only keyframe. :func:`check_decode_cost` bounds that work
+(``ingest.max_decode_pixels``): the pixels of every frame a decoder must decode to reach the
+sampled ones, counted from the keyframe index before anything is decoded
+(:func:`frames_to_decode`). ``emotions.media.decode.decode_clip`` applies it, so the cache, the
+service and ``emotions predict`` refuse the same clips for the same reason.
+
 It is called twice on the same file: once on the header alone (right after opening, before a
 single picture is decoded, so an enormous declared frame or duration costs nothing) with the
 facts the header does not give left as None, and once more on the measured facts after the
@@ -28,6 +36,8 @@ worker must start fast.
 
 from __future__ import annotations
 
+from bisect import bisect_right
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -53,6 +63,7 @@ class BoundsConfig(Protocol):
     min_frames: int
     min_side: int
     max_side: int
+    max_decode_pixels: int
 
 
 @dataclass(frozen=True)
@@ -64,6 +75,9 @@ class ClipBounds:
     min_frames: int
     min_side: int
     max_side: int
+    # Frames × pixels a decode may cost (check_decode_cost); None: params.yaml's default
+    # (emotions.media.decode.decode_limit).
+    max_decode_pixels: int | None = None
 
     @classmethod
     def of(cls, config: BoundsConfig) -> ClipBounds:
@@ -73,6 +87,7 @@ class ClipBounds:
             min_frames=int(config.min_frames),
             min_side=int(config.min_side),
             max_side=int(config.max_side),
+            max_decode_pixels=int(config.max_decode_pixels),
         )
 
 
@@ -172,7 +187,43 @@ def check_clip(
     return None
 
 
-# Reason prefixes of check_clip, for counting them (emotions.media.probe.REASON_PREFIXES).
+def frames_to_decode(keyframes: Sequence[int], targets: Iterable[int]) -> int:
+    """How many frames a decoder decodes to deliver ``targets`` (frame indices, display
+    order), given the indices of the keyframes.
+
+    The targets are read in ascending order (``decode_clip`` asks for them so); each is reached
+    by decoding forward from the frame last delivered when no keyframe lies between them, else
+    from the last keyframe at or before it (a seek). That is the union of the spans
+    [keyframe before t, t]: what any decoder must decode, since a frame needs its whole chain
+    of references back to a keyframe. A target before the first keyframe counts from frame 0.
+    """
+    keys = sorted(set(keyframes))
+    total, previous = 0, -1
+    for target in sorted(set(int(t) for t in targets)):
+        at = bisect_right(keys, target) - 1
+        key = keys[at] if at >= 0 else 0
+        total += target - max(key - 1, previous)
+        previous = target
+    return total
+
+
+def check_decode_cost(
+    width: int, height: int, frames: int, limit: int | None, *, what: str = "sampled"
+) -> Refusal | None:
+    """A refusal when decoding ``frames`` frames of ``width``×``height`` pixels would cost more
+    than ``limit`` pixels (``ingest.max_decode_pixels``; None: no limit), else None."""
+    pixels = int(width) * int(height) * int(frames)
+    if limit is None or pixels <= limit:
+        return None
+    return Refusal(
+        f"too costly to decode: {frames} frames of {width}×{height} px to reach the {what} "
+        f"ones, {pixels / 1e9:.3g} Gpx over {_num(limit / 1e9)} Gpx "
+        "(ingest.max_decode_pixels)"
+    )
+
+
+# Reason prefixes of check_clip and check_decode_cost, for counting them
+# (emotions.media.probe.REASON_PREFIXES).
 REASON_PREFIXES = (
     "still image",
     "animated image",
@@ -181,4 +232,5 @@ REASON_PREFIXES = (
     "duration",
     "frame rate",
     "too small",
+    "too costly to decode",
 )

@@ -18,6 +18,18 @@ Frames
     segment centre. Only keyframes are decoded, about 15× cheaper on phone clips (GOP ~2 s),
     but positions snap to keyframes and a short clip with one keyframe repeats it T times.
 
+Decode cost
+    Before any frame is decoded, the frames the sampling needs, plus every frame a seek
+    decodes from the keyframe before each of them, times the frame's pixels, must stay within
+    ``max_decode_pixels`` (``ingest.max_decode_pixels``,
+    :func:`emotions.media.clipcheck.check_decode_cost`), else :class:`DecodeTooCostly`. A small
+    file can hold thousands of huge frames after one keyframe, which would hold a decoder for
+    minutes while every bound on size, duration and rate is kept. The count comes from the
+    video packets, read (not decoded) when the file is first opened: their number and their
+    keyframe flags. The PyAV fallback, which decodes from the start, checks its own plan, and
+    the PyAV paths count the frames they decode and stop at the limit. (decord's own keyframe
+    list is not asked for: asking slows its next read by about a seventh.)
+
 Every frame is resized so that its short side is ``resize`` and the centre square is kept; the
 loader crops ``crop`` out of that square (randomly when training).
 
@@ -45,14 +57,17 @@ from __future__ import annotations
 
 import contextlib
 import math
+from bisect import bisect_right
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import av
 import numpy as np
 
-from emotions.config import AudioFeatures, PreprocessConfig
+from emotions.config import AudioFeatures, IngestConfig, PreprocessConfig
 from emotions.media import framefolder
+from emotions.media.clipcheck import ClipBounds, check_decode_cost, frames_to_decode
 from emotions.media.snippets import SnippetLayout
 
 # swscale filter used whenever we scale ourselves; ffmpeg's `scale` filter (which decord uses
@@ -62,9 +77,30 @@ INTERPOLATION = "BICUBIC"
 # Output widths decord failed to produce in this process (see the module docstring).
 _DECORD_BAD_WIDTHS: set[int] = set()
 
+# What decode_clip allows when its caller passes no limit: params.yaml's default, so a caller
+# that forgets the setting is bounded all the same.
+DEFAULT_MAX_DECODE_PIXELS: int = IngestConfig.model_fields["max_decode_pixels"].default
+
+
+def decode_limit(bounds: ClipBounds | None) -> int:
+    """The decode budget the clip bounds set (``ingest.max_decode_pixels``), or the default
+    when there are none: every decode is bounded, inside a project folder or not."""
+    if bounds is None or bounds.max_decode_pixels is None:
+        return DEFAULT_MAX_DECODE_PIXELS
+    return bounds.max_decode_pixels
+
 
 class DecodeError(ValueError):
     """The file cannot be turned into frames: not a video, no video stream, or undecodable."""
+
+
+class DecodeTooCostly(DecodeError):
+    """The clip is a readable video whose decoding would cost more than allowed; ``reason`` is
+    :func:`emotions.media.clipcheck.check_decode_cost`'s, without the file name."""
+
+    def __init__(self, path: Path, reason: str) -> None:
+        super().__init__(f"{path.name}: {reason}")
+        self.reason = reason
 
 
 @dataclass(frozen=True, eq=False)
@@ -100,26 +136,38 @@ class _Probe:
 
 
 def decode_clip(
-    path: str | Path, config: PreprocessConfig, *, threads: int = 1, fps: float | str = 30.0
+    path: str | Path,
+    config: PreprocessConfig,
+    *,
+    threads: int = 1,
+    fps: float | str = 30.0,
+    max_decode_pixels: int | None = DEFAULT_MAX_DECODE_PIXELS,
 ) -> DecodedClip:
     """Decode ``path`` into T frames and a fixed-size log-mel, as configured.
 
     ``threads`` is the decoder's thread count: 1 in worker processes (they already fill the
     cores), more for a single request being served. Raises :class:`DecodeError` when the file
-    has no decodable video; missing or broken audio is not an error (``has_audio`` is False).
-    A folder is a frame folder (layout ``frames``); ``fps`` is then its frame rate.
+    has no decodable video, :class:`DecodeTooCostly` when reaching the sampled frames would
+    decode more than ``max_decode_pixels`` (None: no limit); missing or broken audio is not an
+    error (``has_audio`` is False). A folder is a frame folder (layout ``frames``); ``fps`` is
+    then its frame rate.
     """
     path = Path(path)
     if path.is_dir():
         return _frame_folder_clip(path, config, fps)
     if not path.is_file():
         raise DecodeError(f"{path}: no such file")
-    probe = _probe(path, need_rotation=config.frame_sampling == "exact")
+    budget = _Budget(path, max_decode_pixels)
+    probe = _probe(
+        path,
+        need_rotation=config.frame_sampling == "exact",
+        check=None if max_decode_pixels is None else lambda index: budget.check_plan(index, config),
+    )
     if config.frame_sampling == "keyframe":
-        frames, times = _keyframe_frames(path, probe, config.num_frames, config.resize)
+        frames, times = _keyframe_frames(path, probe, config.num_frames, config.resize, budget)
     else:
         layout = SnippetLayout.of(config)
-        frames, times = _exact_frames(path, probe, layout, config.resize, threads)
+        frames, times = _exact_frames(path, probe, layout, config.resize, threads, budget)
     fbank, valid, skipped, audio_s = log_mel(path, config.audio, span_s=probe.duration_s)
     return DecodedClip(
         frames=frames,
@@ -143,11 +191,14 @@ def _open(path: Path) -> av.container.InputContainer:
         raise DecodeError(f"{path.name}: cannot open as a media file ({error})") from None
 
 
-def _probe(path: Path, *, need_rotation: bool) -> _Probe:
+def _probe(
+    path: Path, *, need_rotation: bool, check: Callable[[_Index], None] | None = None
+) -> _Probe:
     """Size, rotation, duration and rate of the first video stream.
 
     FFmpeg exposes the display matrix only on decoded frames, so the rotation costs decoding
     the first frame (a few ms); keyframe sampling reads it from its own frames instead.
+    ``check`` gets the packet index first, before that frame is decoded.
     """
     with _open(path) as container:
         if not container.streams.video:
@@ -155,6 +206,12 @@ def _probe(path: Path, *, need_rotation: bool) -> _Probe:
         stream = container.streams.video[0]
         width, height = stream.codec_context.width, stream.codec_context.height
         duration = _duration_s(container, stream)
+        if check is not None:
+            check(_packet_index(container, stream))
+            try:
+                container.seek(0)
+            except av.error.FFmpegError:  # not seekable: read the first frame afresh
+                return _probe(path, need_rotation=need_rotation)
         rotation = 0
         if need_rotation:
             try:
@@ -170,6 +227,79 @@ def _probe(path: Path, *, need_rotation: bool) -> _Probe:
     if rotation % 180:
         width, height = height, width
     return _Probe(width, height, rotation, duration)
+
+
+@dataclass(frozen=True)
+class _Index:
+    """What the packets say before anything is decoded."""
+
+    width: int
+    height: int
+    n_frames: int
+    keyframes: tuple[int, ...]  # frame indices (display order) of the keyframes
+
+
+def _packet_index(
+    container: av.container.InputContainer, stream: av.video.stream.VideoStream
+) -> _Index:
+    """Frame count and keyframe positions of ``stream``, from its packets alone.
+
+    Frames are numbered in display order (packets sorted by pts, as decord numbers them); a
+    stream without timestamps keeps the packets' order. A damaged tail ends the index.
+    """
+    packets: list[tuple[int | None, bool]] = []
+    try:
+        for packet in container.demux(stream):
+            if packet.size:
+                packets.append((packet.pts, bool(packet.is_keyframe)))
+    except av.error.FFmpegError:
+        pass  # a cut file: the decoders stop where the packets stop too
+    width, height = stream.codec_context.width, stream.codec_context.height
+    if all(pts is not None for pts, _ in packets):
+        order = sorted(range(len(packets)), key=lambda i: (packets[i][0], i))
+    else:
+        order = list(range(len(packets)))
+    keyframes = tuple(rank for rank, i in enumerate(order) if packets[i][1])
+    return _Index(int(width or 0), int(height or 0), len(packets), keyframes)
+
+
+class _Budget:
+    """The pixels a clip may cost to decode (``max_decode_pixels``), judged before decoding
+    from an index and counted while a PyAV path decodes."""
+
+    def __init__(self, path: Path, limit: int | None) -> None:
+        self.path = path
+        self.limit = limit
+        self.spent = 0
+
+    def check(self, width: int, height: int, frames: int, what: str = "sampled") -> None:
+        refusal = check_decode_cost(width, height, frames, self.limit, what=what)
+        if refusal is not None:
+            raise DecodeTooCostly(self.path, refusal.reason)
+
+    def check_plan(self, index: _Index, config: PreprocessConfig) -> None:
+        """Refuse before decoding when the sampling's frames, with what their seeks decode
+        from the keyframe before each, are over the limit."""
+        if index.n_frames == 0:
+            return  # nothing to decode: the decoder says what is wrong
+        if config.frame_sampling == "keyframe":
+            frames = _keyframes_read(index.keyframes, index.n_frames, config.num_frames)
+        else:
+            targets = SnippetLayout.of(config).indices(index.n_frames).reshape(-1)
+            frames = frames_to_decode(index.keyframes, targets.tolist())
+        self.check(index.width, index.height, frames)
+
+    def spend(self, frame: av.VideoFrame) -> None:
+        """Count one decoded frame; stop the decoder once the clip is over the limit."""
+        self.spent += 1
+        self.check(frame.width, frame.height, self.spent, what="decoded")
+
+
+def _keyframes_read(keyframes: tuple[int, ...], n_frames: int, num: int) -> int:
+    """Keyframes the keyframe sampling decodes: every one up to the last segment centre, and
+    the first after it (where it stops)."""
+    last_centre = (num - 0.5) / num * n_frames
+    return min(len(keyframes), bisect_right(keyframes, last_centre) + 1) or 1
 
 
 def _duration_s(
@@ -220,7 +350,7 @@ def _resize_rgb(image: np.ndarray, size: int) -> np.ndarray:
 
 
 def _exact_frames(
-    path: Path, probe: _Probe, layout: SnippetLayout, size: int, threads: int
+    path: Path, probe: _Probe, layout: SnippetLayout, size: int, threads: int, budget: _Budget
 ) -> tuple[np.ndarray, np.ndarray]:
     try:
         return _decord_frames(path, probe, layout, size, threads)
@@ -228,7 +358,9 @@ def _exact_frames(
         raise
     except Exception as decord_error:  # decord raises DECORDError and RuntimeErrors
         try:
-            return _pyav_exact_frames(path, layout, size, threads)
+            return _pyav_exact_frames(path, layout, size, threads, budget)
+        except DecodeTooCostly:
+            raise
         except DecodeError as pyav_error:
             raise DecodeError(f"{pyav_error}; decord: {_first_line(decord_error)}") from None
 
@@ -244,7 +376,7 @@ def _decord_frames(
     reader = decord.VideoReader(str(path), width=out_w, height=out_h, num_threads=threads)
     indices = _decord_indices(path, reader, layout)
     try:
-        batch = reader.get_batch(indices).asnumpy()
+        batch = _decord_batch(reader, indices)
     except decord.DECORDError as error:
         if "size must exactly match" not in str(error):
             raise
@@ -262,7 +394,7 @@ def _decord_native(
 
     reader = decord.VideoReader(str(path), num_threads=threads)
     indices = _decord_indices(path, reader, layout)
-    batch = reader.get_batch(indices).asnumpy()
+    batch = _decord_batch(reader, indices)
     frames = np.stack([_resize_rgb(image, size) for image in batch])
     return frames, _decord_times(reader, indices)
 
@@ -273,15 +405,25 @@ def _decord_indices(path: Path, reader, layout: SnippetLayout) -> list[int]:
     return layout.indices(len(reader)).reshape(-1).tolist()
 
 
+def _decord_batch(reader, indices: list[int]) -> np.ndarray:
+    """The frames at ``indices``, read in ascending order: decord seeks back for an index
+    below the last one, so the J views of a cache (each spanning the clip) would decode the
+    clip J times over."""
+    unique, inverse = np.unique(np.asarray(indices, dtype=np.int64), return_inverse=True)
+    return reader.get_batch(unique.tolist()).asnumpy()[inverse]
+
+
 def _decord_times(reader, indices: list[int]) -> np.ndarray:
     stamps = reader.get_frame_timestamp(indices)[:, 0].astype(np.float64)
     return stamps - float(reader.get_frame_timestamp(0)[0])
 
 
 def _pyav_exact_frames(
-    path: Path, layout: SnippetLayout, size: int, threads: int
+    path: Path, layout: SnippetLayout, size: int, threads: int, budget: _Budget
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Snippet sampling with PyAV alone: count packets, then decode and keep the chosen frames."""
+    """Snippet sampling with PyAV alone: count packets, then decode and keep the chosen frames.
+
+    It decodes every frame up to the last one it keeps (no seeks), so that is its plan."""
     with _open(path) as container:
         stream = container.streams.video[0]
         count = sum(1 for packet in container.demux(stream) if packet.size)
@@ -289,12 +431,15 @@ def _pyav_exact_frames(
             raise DecodeError(f"{path.name}: video stream has no frames")
         wanted = layout.indices(count).reshape(-1)
         wanted_set, last_wanted = set(wanted.tolist()), int(wanted.max())
+        context = stream.codec_context
+        budget.check(context.width, context.height, last_wanted + 1)
         container.seek(0)
         stream.thread_count = threads
         chosen: dict[int, tuple[np.ndarray, float]] = {}
         start: float | None = None
         try:
             for index, frame in enumerate(container.decode(stream)):
+                budget.spend(frame)
                 start = frame.time if start is None else start
                 if index in wanted_set:
                     chosen[index] = (
@@ -327,7 +472,7 @@ def _upright_rgb(frame: av.VideoFrame, size: int) -> np.ndarray:
 
 
 def _keyframe_frames(
-    path: Path, probe: _Probe, num: int, size: int
+    path: Path, probe: _Probe, num: int, size: int, budget: _Budget
 ) -> tuple[np.ndarray, np.ndarray]:
     """The keyframe nearest each segment centre, decoding keyframes only.
 
@@ -346,6 +491,7 @@ def _keyframe_frames(
         best: list[tuple[np.ndarray, float] | None] = [None] * num
         try:
             for frame in container.decode(stream):
+                budget.spend(frame)
                 time = (frame.time if frame.time is not None else 0.0) - start
                 gaps = np.abs(centres - time)
                 closer = gaps < best_gap
@@ -429,10 +575,15 @@ def log_mel(
     window = round(audio.sample_rate * audio.frame_length_ms / 1000)
     if wave is None or wave.size < window:
         return fbank, 0, skipped, 0.0
+    audio_s = wave.size / audio.sample_rate
+    if audio.features == "looped_mfcc":  # looped: every row holds sound (emotions.media.mfcc)
+        from emotions.media.mfcc import looped_mfcc
+
+        fbank[:] = looped_mfcc(wave, audio.sample_rate, target, audio.n_mels)
+        return fbank, target, skipped, audio_s
     import torch
     from torchaudio.compliance import kaldi
 
-    audio_s = wave.size / audio.sample_rate
     features = kaldi.fbank(
         torch.from_numpy(wave)[None],
         num_mel_bins=audio.n_mels,

@@ -112,3 +112,42 @@ def _audio_frame(chunk: np.ndarray, fmt: str, pts: int, sample_rate: int) -> av.
     frame.pts = pts
     frame.time_base = Fraction(1, sample_rate)
     return frame
+
+
+def write_blank_clip(
+    path: str | Path, side: int, n_frames: int, fps: int = 30, *, gop: int | None = None
+) -> Path:
+    """A silent h264 clip of ``n_frames`` black ``side``×``side`` frames; ``gop`` None puts a
+    single keyframe at the start.
+
+    The shape of a cheap attack on a decoder: a few hundred KB that holds thousands of huge
+    frames behind one keyframe, inside every bound on size, duration and rate. Frames are
+    built in the encoder's own pixel format, so even 4096² frames encode quickly.
+    """
+    path = Path(path)
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    interval = str(gop or n_frames + 1)
+    try:
+        with av.open(str(tmp), mode="w") as container:
+            video = container.add_stream("libx264", rate=fps)
+            video.width = video.height = side
+            video.pix_fmt = "yuv420p"
+            video.codec_context.options = {
+                "preset": "ultrafast",
+                "crf": "51",
+                "g": interval,
+                "keyint_min": interval,
+                "sc_threshold": "0",
+            }
+            frame = av.VideoFrame(side, side, "yuv420p")
+            for plane, value in zip(frame.planes, (16, 128, 128), strict=True):
+                np.frombuffer(plane, dtype=np.uint8)[:] = value
+            for index in range(n_frames):
+                frame.pts = index
+                container.mux(video.encode(frame))
+            container.mux(video.encode(None))
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path

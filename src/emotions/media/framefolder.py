@@ -9,14 +9,21 @@ audio is, and what the folder's content hash is.
 Pictures are decoded with PyAV (FFmpeg's mjpeg/png decoders), the same library and the same
 scaler (swscale, bicubic) the video path uses, so a frame folder extracted from a video gives
 the model the same arrays as the video, up to the JPEG error.
+
+Every file read here (pictures, ``n_frames``, the sound) must stay under the layout's root
+(the folder holding ``imgs/``) once its symlinks are resolved; one that leads out makes the
+whole clip a ``FrameFolderError`` (``outside root (...)``), never a clip built from it.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 
 import av
+
+from emotions.corpus.confine import escape_reason
 
 PICTURE_SUFFIXES = (".jpg", ".jpeg", ".png")
 AUDIO_SUFFIXES = (".mp3", ".wav", ".m4a")
@@ -32,20 +39,37 @@ class FrameFolderError(ValueError):
     """A frame folder that cannot become a clip; the message is the quarantine reason."""
 
 
+def layout_root(folder: Path) -> Path:
+    """The root of the layout a frame folder ``<root>/imgs/<Class>/<id>`` belongs to."""
+    parents = Path(folder).parents
+    return parents[min(2, len(parents) - 1)]
+
+
+def confined(folder: Path, path: Path, what: str) -> Path:
+    """``path`` (a file of ``folder``'s clip), or FrameFolderError when it leads out of the
+    layout root."""
+    reason = escape_reason(layout_root(folder), path, what=what)
+    if reason is not None:
+        raise FrameFolderError(reason)
+    return path
+
+
 def frame_files(folder: Path) -> list[Path]:
     """The pictures of ``folder`` in frame order (sorted by name; hidden files never count)."""
-    return sorted(
+    pictures = sorted(
         path
         for path in folder.iterdir()
-        if not path.name.startswith(".")
-        and path.suffix.lower() in PICTURE_SUFFIXES
-        and path.is_file()
+        if not path.name.startswith(".") and path.suffix.lower() in PICTURE_SUFFIXES
     )
+    return [path for path in pictures if confined(folder, path, f"frame {path.name}").is_file()]
 
 
 def declared_count(folder: Path) -> int | None:
     """The count in the folder's ``n_frames`` file, or None when there is none (or it is junk)."""
     path = folder / COUNT_FILE
+    if not os.path.lexists(path):
+        return None
+    confined(folder, path, COUNT_FILE)
     if not path.is_file():
         return None
     try:
@@ -61,8 +85,10 @@ def audio_for(folder: Path) -> Path | None:
     for suffix in AUDIO_SUFFIXES:
         for spelled in (suffix, suffix.upper()):
             candidate = base / f"{folder.name}{spelled}"
-            if candidate.is_file():
-                return candidate
+            if os.path.lexists(candidate):
+                what = f"audio {AUDIO_DIR}/{class_dir.name}/{candidate.name}"
+                if confined(folder, candidate, what).is_file():
+                    return candidate
     return None
 
 

@@ -9,7 +9,10 @@ can count them.
 
 Cost is kept close to a container read: the whole file is hashed and demuxed (no video decode
 beyond the first picture), audio packets are decoded one by one (cheap, and the only way to
-find a broken one), and one seek fetches a picture near the middle for the near-duplicate hash.
+find a broken one), and one seek fetches a picture near the middle for the near-duplicate hash;
+the frames decoded after that seek stay within ``ingest.max_decode_pixels`` (a clip of huge
+frames after one keyframe would otherwise cost hundreds of them), past which the last one
+decoded stands in for the middle.
 
 A frame folder (``ProbeTask.frames``, layout ``frames``) is probed as one clip at the same cost:
 every picture hashed and its signature checked, the first and the middle one decoded, and its
@@ -398,7 +401,10 @@ def _probe_container(
     width = int(ctx.width or scan.first_frame.width)
     height = int(ctx.height or scan.first_frame.height)
     duration, fps, n_frames = _check_measured(container, video, scan, width, height, bounds)
-    middle = _middle_frame(container, video, duration) or scan.first_frame
+    limit = bounds.max_decode_pixels if bounds is not None else None
+    most = MAX_PACKETS_AFTER_SEEK if limit is None else limit // max(1, width * height)
+    middle = _middle_frame(container, video, duration, max(1, min(MAX_PACKETS_AFTER_SEEK, most)))
+    middle = middle or scan.first_frame
     grey = middle.reformat(width=36, height=32, format="gray").to_ndarray()
     return ClipInfo(
         size_bytes=size,
@@ -558,8 +564,11 @@ def _rotation(video, frame: av.VideoFrame) -> int:
     return degrees % 360
 
 
-def _middle_frame(container, video, duration: float) -> av.VideoFrame | None:
-    """The picture at (or just after) the middle of the clip, or None when seeking fails."""
+def _middle_frame(
+    container, video, duration: float, max_packets: int = MAX_PACKETS_AFTER_SEEK
+) -> av.VideoFrame | None:
+    """The picture at (or just after) the middle of the clip, decoding at most ``max_packets``
+    after the seek (then the last one decoded), or None when seeking fails."""
     if duration <= 0 or not video.time_base:
         return None
     base = video.start_time or 0
@@ -568,7 +577,7 @@ def _middle_frame(container, video, duration: float) -> av.VideoFrame | None:
         container.seek(base + int(Fraction(target_s) / video.time_base), stream=video)
         chosen = None
         for count, packet in enumerate(container.demux(video)):
-            if count >= MAX_PACKETS_AFTER_SEEK:
+            if count >= max_packets:
                 break
             try:
                 frames = video.decode(packet)

@@ -1,11 +1,14 @@
 """One drift check: the prediction log against the reference, as an Evidently 0.7 report.
 
-Checks, each drifted or not by Evidently's own test (method and threshold chosen by Evidently
-from the column type and size: K-S for numbers, chi-square or z-test for labels):
+Checks, each drifted or not by Evidently's own test:
 
 - value drift of each input statistic (brightness, motion, loudness, duration) and of the
   predicted label and the confidence: Evidently's ``DataDriftPreset`` over these columns, whose
-  ``DriftedColumnsCount`` gives the drifted count and share;
+  ``DriftedColumnsCount`` gives the drifted count and share. The tests are fixed p-value tests
+  (K-S for numbers, chi-square for the label, drifted below
+  :data:`~emotions.monitor.dashboard.VALUE_DRIFT_P`): left to itself Evidently switches to
+  distances (drifted above 0.1) once the reference passes 1,000 rows, and one score would then
+  mean two things on the dashboard and in ``summary.json``;
 - embedding drift (``EmbeddingsDrift``, the share of embedding components that drifted,
   Evidently's ``ratio`` method, drifted above 0.2), reported beside the value checks.
 
@@ -38,7 +41,12 @@ import pandas as pd
 from threadpoolctl import threadpool_limits
 
 from emotions.atomic import atomic_write, atomic_write_json, atomic_write_text
-from emotions.monitor.dashboard import PROJECT, add_to_workspace
+from emotions.monitor.dashboard import (
+    PROJECT,
+    VALUE_DRIFT_P,
+    add_to_workspace,
+    threshold_metrics,
+)
 from emotions.monitor.reference import INPUT_COLUMNS, MonitorDataError, embedding_columns
 from emotions.monitor.traffic import (
     DRIFT_TAG,
@@ -52,6 +60,8 @@ __all__ = ["PROJECT", "DriftSummary", "NotEnoughDataError", "check_log", "drift_
 
 VALUE_COLUMNS = (*INPUT_COLUMNS, "label", "confidence")
 EMBEDDINGS = "embedding"
+# The value checks' p-value tests (Evidently's names): numbers, the predicted label.
+NUM_METHOD, CAT_METHOD = "ks", "chisquare"
 # The embedding check: the share of components that drifted (per-component Wasserstein
 # distance above 0.1) and the share above which the embeddings count as drifted.
 EMBEDDING_DRIFT_SHARE = 0.2
@@ -173,12 +183,21 @@ def drift_report(
         embeddings={EMBEDDINGS: embeddings} if embeddings else None,
     )
     # The preset's share test fails at share >= drift_share: the same verdict as `drifted`.
-    metrics: list[Any] = [DataDriftPreset(columns=values, drift_share=threshold)] if values else []
+    preset = DataDriftPreset(
+        columns=values,
+        drift_share=threshold,
+        num_method=NUM_METHOD,
+        cat_method=CAT_METHOD,
+        threshold=VALUE_DRIFT_P,
+    )
+    metrics: list[Any] = [preset] if values else []
     if "label" in values:
         metrics.append(UniqueValueCount(column="label"))  # the predicted-label distribution
     if embeddings:
         method = ratio(threshold=EMBEDDING_DRIFT_SHARE)
         metrics.append(EmbeddingsDrift(embeddings_name=EMBEDDINGS, drift_method=method))
+    # The thresholds ride in the snapshot: the dashboard draws them beside the scores.
+    metrics += threshold_metrics(threshold, EMBEDDING_DRIFT_SHARE if embeddings else None)
     window = window or LogWindow("", None, None, len(current), 0, "")
     report = Report(metrics, include_tests=True)
     with _embedding_plot_sample(plot_rows), threadpool_limits(limits=threads):
@@ -246,6 +265,9 @@ def _drifted_share(snapshot: dict[str, Any]) -> float:
 def _checks(snapshot: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """Per check: Evidently's score, method and threshold, and whether it drifted (the value
     drift test's verdict; for embeddings, the drifted-component share above its threshold)."""
+    from evidently.legacy.calculations.stattests import chi_stat_test, ks_stat_test
+
+    names = {test.name: test.display_name for test in (ks_stat_test, chi_stat_test)}
     verdicts = {
         test["metric_config"]["metric_id"]: test["status"] != "SUCCESS"
         for test in snapshot.get("tests", [])
@@ -268,7 +290,7 @@ def _checks(snapshot: dict[str, Any]) -> dict[str, dict[str, Any]]:
             continue
         checks[config["column"]] = {
             "kind": "value",
-            "method": config.get("method"),
+            "method": names.get(config.get("method"), config.get("method")),
             "score": None if math.isnan(score) else score,
             "stattest_threshold": config.get("threshold"),
             "drifted": bool(verdicts.get(metric["id"], False)),

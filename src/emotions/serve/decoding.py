@@ -9,7 +9,11 @@ R×R×3 bytes plus a log-mel), so sending it back costs about a millisecond.
 Before decoding, the worker screens the file with ingest's own checks
 (:func:`emotions.media.probe.screen_file`: header and packet count, nothing decoded), so a still
 image, an audio file or a header declaring a 16000×16000 frame or ten hours never reaches the
-decoder; :class:`DecodeFailed` then carries the 415/422 refusal to answer with.
+decoder; :class:`DecodeFailed` then carries the 415/422 refusal to answer with. A clip whose
+sampled frames would cost more than ``ingest.max_decode_pixels`` to decode is refused by
+``decode_clip`` from its keyframe index, before a frame is decoded: a small file of thousands of
+huge frames after one keyframe gets its 422 in milliseconds instead of holding a worker until
+``timeout_s``.
 """
 
 from __future__ import annotations
@@ -22,8 +26,14 @@ from pathlib import Path
 from pebble import ProcessExpired, ProcessPool
 
 from emotions.config import PreprocessConfig
-from emotions.media.clipcheck import ClipBounds
-from emotions.media.decode import DecodedClip, DecodeError, decode_clip
+from emotions.media.clipcheck import OUT_OF_BOUNDS, ClipBounds
+from emotions.media.decode import (
+    DecodedClip,
+    DecodeError,
+    DecodeTooCostly,
+    decode_clip,
+    decode_limit,
+)
 from emotions.media.probe import screen_file
 from emotions.serve.limits import UNDECODABLE_VIDEO, Rejection, refused_clip
 
@@ -56,7 +66,10 @@ def _decode(path: str, config: PreprocessConfig, bounds: ClipBounds | None) -> D
     refusal = screen_file(path, bounds)
     if refusal is not None:
         raise NotAClip(refusal.reason, refusal.kind)
-    return decode_clip(path, config, threads=1)
+    try:
+        return decode_clip(path, config, threads=1, max_decode_pixels=decode_limit(bounds))
+    except DecodeTooCostly as refused:
+        raise NotAClip(refused.reason, OUT_OF_BOUNDS) from None
 
 
 def _ready() -> bool:

@@ -24,7 +24,7 @@ from emotions import model_folder
 from emotions.cache.format import FBANK_DTYPE
 from emotions.config import PreprocessConfig
 from emotions.media.clipcheck import ClipBounds
-from emotions.media.decode import DecodedClip, DecodeError, decode_clip
+from emotions.media.decode import DecodedClip, DecodeError, decode_clip, decode_limit
 from emotions.media.probe import screen_file
 from emotions.media.snippets import SnippetLayout
 from emotions.serve.device import resolve_placement
@@ -67,7 +67,12 @@ class Predictor:
         )
 
     def decode(self, path: str | Path) -> DecodedClip:
-        return decode_clip(path, self.preprocess, threads=self.threads)
+        return decode_clip(
+            path,
+            self.preprocess,
+            threads=self.threads,
+            max_decode_pixels=decode_limit(self.bounds),
+        )
 
     def centre_view(self, frames: np.ndarray) -> np.ndarray:
         """The evaluation view (T frames) of a clip's frames: cached (J·T) or decoded (T)."""

@@ -17,6 +17,7 @@ split never shrinks unnoticed.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -28,6 +29,7 @@ import pandas as pd
 
 from emotions.atomic import atomic_write
 from emotions.config import IngestConfig, Params
+from emotions.corpus.confine import escape_reason, under
 from emotions.corpus.manifest import DTYPES, EXTRA_COLUMNS, MANIFEST_COLUMNS, clip_id_for
 from emotions.corpus.sources import Candidate, Reject, Source, SourceOptions, get_source
 from emotions.corpus.votes import aggregate_votes, annotation_stats, clean_votes
@@ -144,12 +146,19 @@ def ingest(
     if source.split_lists is not None:
         stats["official_split"] = _list_stats(source, root, manifest, rejected, listed)
 
-    write_csv_atomic(quarantine, quarantine_path)
     manifest_path, stats_path = out / MANIFEST_NAME, out / STATS_NAME
-    atomic_write(manifest_path, lambda tmp: manifest.to_parquet(tmp, index=False))
-    atomic_write(
-        stats_path,
-        lambda tmp: tmp.write_text(json.dumps(stats, indent=2, ensure_ascii=False) + "\n", "utf-8"),
+    publish(
+        out,
+        [
+            (quarantine_path, _csv_writer(quarantine)),
+            (
+                stats_path,
+                lambda tmp: tmp.write_text(
+                    json.dumps(stats, indent=2, ensure_ascii=False) + "\n", "utf-8"
+                ),
+            ),
+            (manifest_path, lambda tmp: manifest.to_parquet(tmp, index=False)),
+        ],
     )
     log.info("ingest: %d clips kept, %d quarantined", len(manifest), len(quarantine))
     return IngestResult(manifest, quarantine, stats, manifest_path, quarantine_path, stats_path)
@@ -268,16 +277,13 @@ def locate(root: Path, found: str, *, folder: bool = False) -> tuple[str, Path] 
     depth) that lead out of the root are all caught; nothing outside the root is ever opened.
     ``folder``: the clip is a frame folder, so a directory is expected instead of a file.
     """
+    reason = escape_reason(root, found)
+    if reason is not None:
+        return reason
     root_abs = Path(os.path.abspath(root))
     listed = Path(found)
     joined = Path(os.path.normpath(listed if listed.is_absolute() else root_abs / listed))
-    resolved = joined.resolve()
-    if not resolved.is_relative_to(root.resolve()):
-        if not joined.is_relative_to(root_abs):
-            how = "absolute path" if listed.is_absolute() else "'..' leads out"
-        else:
-            how = f"symlink to {resolved}"
-        return f"outside root ({how})"
+    resolved = under(root, found)
     if not resolved.exists():
         return "missing file"
     if folder and not resolved.is_dir():
@@ -467,17 +473,83 @@ def _failure_line(root: Path, layout: str, rejected: list[tuple[str, str]], wher
 
 
 def _fail(out: Path, rejected: list[tuple[str, str]], message: str) -> None:
-    """Write the quarantine, remove outputs of an earlier run (they no longer describe the root)."""
+    """Remove the outputs of an earlier run (they no longer describe the root; the manifest
+    first, so no kill leaves it beside the new quarantine), then write the quarantine."""
+    for stale in (out / MANIFEST_NAME, out / STATS_NAME):
+        stale.unlink(missing_ok=True)
     write_csv_atomic(
         pd.DataFrame(sorted(rejected), columns=["path", "reason"]), out / QUARANTINE_NAME
     )
-    for stale in (out / MANIFEST_NAME, out / STATS_NAME):
-        stale.unlink(missing_ok=True)
     raise NoUsableClipsError(" ".join(message.split()))
 
 
+def _csv_writer(frame: pd.DataFrame) -> Callable[[Path], object]:
+    return lambda tmp: frame.to_csv(tmp, index=False, encoding="utf-8")
+
+
 def write_csv_atomic(frame: pd.DataFrame, path: Path) -> Path:
-    return atomic_write(path, lambda tmp: frame.to_csv(tmp, index=False, encoding="utf-8"))
+    return atomic_write(path, _csv_writer(frame))
+
+
+def publish(out: Path, outputs: list[tuple[Path, Callable[[Path], object]]]) -> None:
+    """Put ``outputs`` in place as one generation; the last of them (the manifest) is the
+    commit mark.
+
+    Every file is written and synced under a hidden temporary first; then the previous
+    mark is removed, the others renamed in, and the mark renamed in last. A kill at any point
+    leaves either the whole previous set, or no manifest at all (DVC and every later stage
+    then see ingest as not done): never a new quarantine beside an old manifest.
+    """
+    for final, _ in outputs:
+        _remove_dead_temporaries(final)
+    staged: list[tuple[Path, Path]] = []
+    try:
+        for final, write in outputs:
+            tmp = final.with_name(f".{final.name}.{os.getpid()}.tmp")
+            staged.append((tmp, final))
+            write(tmp)
+            _fsync(tmp, os.O_RDONLY)
+        mark = outputs[-1][0]
+        mark.unlink(missing_ok=True)
+        _fsync_folder(out)
+        for tmp, final in staged:
+            os.replace(tmp, final)
+        _fsync_folder(out)
+    finally:
+        for tmp, _ in staged:
+            tmp.unlink(missing_ok=True)
+
+
+def _remove_dead_temporaries(final: Path) -> None:
+    """Temporaries of ``final`` that a killed run left (their process is gone)."""
+    for tmp in final.parent.glob(f".{final.name}.*.tmp"):
+        pid = tmp.name[len(final.name) + 2 : -len(".tmp")]
+        if pid.isdigit() and not _alive(int(pid)):
+            tmp.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _fsync(path: Path, flags: int) -> None:
+    fd = os.open(path, flags)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_folder(folder: Path) -> None:
+    # Some filesystems cannot sync a folder; the files themselves are on disk by then.
+    with contextlib.suppress(OSError):
+        _fsync(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
 
 
 def main(

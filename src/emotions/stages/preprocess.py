@@ -61,7 +61,7 @@ from emotions.cache.shards import ShardWriter, encode_frames
 from emotions.config import Params, PreprocessConfig
 from emotions.errors import StageError
 from emotions.layout import Layout
-from emotions.media.decode import DecodedClip, decode_clip
+from emotions.media.decode import DEFAULT_MAX_DECODE_PIXELS, DecodedClip, decode_clip
 from emotions.media.snippets import SnippetLayout
 from emotions.media.workers import Outcome, map_isolated, map_on_dask
 
@@ -113,6 +113,7 @@ def preprocess(
     progress: bool = True,
     cluster: Any = None,
     frames_fps: float | str = 30.0,
+    max_decode_pixels: int = DEFAULT_MAX_DECODE_PIXELS,
 ) -> PreprocessResult:
     """Decode every clip of every variant once and replace ``out`` with the new cache.
 
@@ -128,7 +129,13 @@ def preprocess(
     stats_split = variants[stats_name]
     train_ids = set(stats_split.loc[stats_split["split"] == STATS_SPLIT, "clip_id"].astype(str))
 
-    decode = partial(decode_for_cache, root=str(root), config=config, frames_fps=frames_fps)
+    decode = partial(
+        decode_for_cache,
+        root=str(root),
+        config=config,
+        frames_fps=frames_fps,
+        max_decode_pixels=max_decode_pixels,
+    )
     address = cluster if cluster is not None else config.dask_address
     if address is not None:
         runner = partial(map_on_dask, address=address, timeout_s=config.timeout_s)
@@ -182,17 +189,25 @@ def _default_dask_client(address: Any) -> Iterator[None]:
 
 
 def decode_for_cache(
-    item: Item, *, root: str, config: PreprocessConfig, frames_fps: float | str = 30.0
+    item: Item,
+    *,
+    root: str,
+    config: PreprocessConfig,
+    frames_fps: float | str = 30.0,
+    max_decode_pixels: int = DEFAULT_MAX_DECODE_PIXELS,
 ) -> DecodedClip:
     """The worker's job for one clip. One torch thread in a worker process: the pool already
     fills the cores (a thread-based Dask worker inside the caller's process is left alone).
-    ``frames_fps`` is the frame rate of frame-folder clips (the dataset's ``fps``)."""
+    ``frames_fps`` is the frame rate of frame-folder clips (the dataset's ``fps``);
+    ``max_decode_pixels`` is ingest's decode budget (a clip over it fails with the reason)."""
     if multiprocessing.parent_process() is not None:
         import torch
 
         torch.set_num_threads(1)
     _clip_id, path = item
-    return decode_clip(Path(root) / path, config, fps=frames_fps)
+    return decode_clip(
+        Path(root) / path, config, fps=frames_fps, max_decode_pixels=max_decode_pixels
+    )
 
 
 def write_cache(
@@ -446,6 +461,7 @@ def main(params: Params, *, dataset: str) -> None:
         Layout().cache(dataset),
         config=params.preprocess,
         frames_fps=entry.fps,
+        max_decode_pixels=params.ingest.max_decode_pixels,
     )
     print(
         f"preprocess: {result.clips} clips cached, {result.failed} failed "

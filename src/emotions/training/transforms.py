@@ -168,9 +168,11 @@ def authors_view(
     One draw per clip, as VAANet's VE8Dataset draws them (``randomize_parameters`` once per
     ``__getitem__``); the authors' own loader is not published, so per clip is inferred.
 
-    The decode-once cache keeps the centre square of the short side, so on cached frames all
-    five positions are that square; the corners differ only on frames that keep the whole
-    picture.
+    Approximated on cached frames: the decode-once cache keeps only the centre square of the
+    short side, so there every position is that square (their corners are the top and bottom
+    squares of a portrait frame, the left and right of a landscape one). The position is still
+    drawn, so the generator's stream and the 1-in-5 centre share match theirs; frames that
+    keep the whole picture get the exact corners.
 
     ``augment`` False keeps the random position but adds no flip, rotation or brightness: the
     view ``get_spatial_transform_val`` (Preprocessing(is_aug=False, center=False)) scores the

@@ -147,14 +147,13 @@ class LabelStudio:
         body = self.request("POST", f"/api/projects/{project_id}/import", json=list(tasks))
         return int(body.get("task_count", len(tasks)))
 
-    def export(self, project_id: int) -> list[dict[str, Any]]:
-        """Label Studio's JSON export of the project's finished tasks (with annotations)."""
-        return list(
-            self.request(
-                "GET",
-                f"/api/projects/{project_id}/export",
-                params={"exportType": "JSON", "download_all_tasks": "false"},
-            )
+    def export(self, project_id: int) -> Any:
+        """Label Studio's JSON export of the project's finished tasks (with annotations), as
+        the server sent it: the caller checks its shape (``pull.checked_export``)."""
+        return self.request(
+            "GET",
+            f"/api/projects/{project_id}/export",
+            params={"exportType": "JSON", "download_all_tasks": "false"},
         )
 
     def users(self) -> dict[int, str]:

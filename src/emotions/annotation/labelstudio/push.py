@@ -29,6 +29,7 @@ from emotions.annotation.labelstudio.labeling_config import (
     same_config,
 )
 from emotions.annotation.labelstudio.queue_folder import read_queues
+from emotions.corpus.confine import is_under
 from emotions.media.probe import header_frame_rate
 
 log = logging.getLogger(__name__)
@@ -62,7 +63,7 @@ def local_files_url(file: Path, document_root: Path, *, folder: bool = False) ->
     (with ``folder``: just the relative path)."""
     root = Path(os.path.abspath(document_root))
     target = Path(os.path.abspath(file))
-    if not target.is_relative_to(root) or target == root:
+    if not is_under(root, target) or target == root:
         raise ValueError(
             f"{target} is not below the Label Studio document root {root} "
             "(annotate.document_root, LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT)"

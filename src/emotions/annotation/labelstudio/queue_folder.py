@@ -20,6 +20,7 @@ from pathlib import Path
 import pandas as pd
 
 from emotions.annotation.queue_format import COLUMNS, QUEUE_CSV
+from emotions.corpus.confine import escape_reason
 
 # The format is emotions.annotation.queue_format's (one definition of the columns); this reader
 # is the lenient one the Label Studio side needs: only the ids and the path are required, so a
@@ -85,9 +86,12 @@ def read_queue(queue_dir: Path) -> pd.DataFrame:
     for number, row in enumerate(frame.itertuples(index=False), start=2):
         if not row.clip_id or not row.sha256 or not row.path:
             raise QueueError(f"{path}, line {number}: clip_id, path and sha256 are required")
+        reason = escape_reason(root, row.path)
+        if reason is not None:
+            raise QueueError(
+                f"{path}, line {number}: path {row.path!r} leads out of the queue ({reason})"
+            )
         target = Path(os.path.normpath(root / row.path))
-        if not target.is_relative_to(root):
-            raise QueueError(f"{path}, line {number}: path {row.path!r} leads out of the queue")
         if not target.is_file():
             raise QueueError(f"{path}, line {number}: {row.path} does not exist")
         files.append(target)

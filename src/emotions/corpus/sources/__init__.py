@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 import pandas as pd
 
+from emotions.corpus.confine import is_under
 from emotions.corpus.labels import normalise_label
 
 if TYPE_CHECKING:
@@ -187,7 +188,6 @@ def walk_files(root: Path, folder: Path) -> Iterator[str | Reject]:
     that points out of the root is reported, since its content would otherwise be silently lost.
     Symlinked files are listed: the ingest stage resolves and checks them.
     """
-    root_resolved = root.resolve()
     for dirpath, dirnames, filenames in os.walk(folder):
         here = Path(dirpath)
         kept = []
@@ -196,7 +196,7 @@ def walk_files(root: Path, folder: Path) -> Iterator[str | Reject]:
                 continue
             sub = here / name
             if sub.is_symlink():
-                if not sub.resolve().is_relative_to(root_resolved):
+                if not is_under(root, sub):
                     yield Reject(sub.relative_to(root).as_posix(), "outside root (linked folder)")
                 continue
             kept.append(name)

@@ -17,6 +17,7 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
+from emotions.corpus.confine import is_under
 from emotions.corpus.sources import Candidate, Record, Reject, Source, is_hidden
 from emotions.corpus.sources.release import load_lists
 from emotions.corpus.sources.splitlists import apply_lists, video_id_of
@@ -43,7 +44,6 @@ class FramesSource(Source):
                 f"missing file (the frames layout reads root/{IMAGES_DIR}/<Class>/<video_id>/)",
             )
             return
-        root_resolved = root.resolve()
         found: set[tuple[str, str]] = set()
         for class_dir in _children(images):
             if not class_dir.is_dir():
@@ -56,7 +56,7 @@ class FramesSource(Source):
                 continue
             for clip in clips:
                 rel = clip.relative_to(root).as_posix()
-                if clip.is_symlink() and not clip.resolve().is_relative_to(root_resolved):
+                if clip.is_symlink() and not is_under(root, clip):
                     yield Reject(rel, "outside root (linked folder)")
                 elif not clip.is_dir():
                     yield Reject(rel, "not a video: a file where a frame folder is expected")

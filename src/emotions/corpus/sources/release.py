@@ -14,12 +14,15 @@ never taken for a class. VideoEmotion-8 and Ekman-6 copies with lists use the sa
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 
+from emotions.corpus.confine import escape_reason
 from emotions.corpus.sources import Candidate, Record, Reject
 from emotions.corpus.sources.folder import FolderSource
 from emotions.corpus.sources.splitlists import (
+    DEFAULT_FOLDER,
     SplitLists,
     apply_lists,
     read_split_lists,
@@ -41,6 +44,10 @@ def load_lists(source, root: Path) -> tuple[SplitLists | None, list[Reject]]:
     named a split folder that holds no list, the reject that says so."""
     folder, explicit = split_folder(root, source.options)
     shown = shown_path(root, folder)
+    # The params may name a folder anywhere; the default one is part of the root.
+    reason = None if explicit else escape_reason(root, folder, what="split folder")
+    if reason is not None and os.path.lexists(folder):
+        return None, [Reject(DEFAULT_FOLDER, reason)]
     lists = None
     if folder.is_dir():
         lists = read_split_lists(folder, source.options.split_index, source.class_key, shown)

@@ -16,11 +16,13 @@ a clip becomes a ``missing file`` entry, so none of them vanishes silently.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 
+from emotions.corpus.confine import escape_reason
 from emotions.corpus.sources import Candidate, Record, Reject, SourceOptions
 
 CLASS_INDEX = "classInd.txt"
@@ -96,10 +98,18 @@ def read_split_lists(
     """
     lists = SplitLists(folder=folder, index=index)
     paths = {split: folder / list_name(split, index) for split in SPLITS}
-    if not any(path.is_file() for path in paths.values()):
-        return None
     index_file = folder / CLASS_INDEX
-    if index_file.is_file():
+    # A list linked out of its folder is reported and not read (emotions.corpus.confine).
+    escaped = set()
+    for path in (*paths.values(), index_file):
+        reason = escape_reason(folder, path, what=f"split list {path.name}")
+        if reason is not None and os.path.lexists(path):
+            lists.problems.append(Reject(f"{shown}/{path.name}", reason))
+            escaped.add(path)
+    paths = {split: path for split, path in paths.items() if path not in escaped}
+    if not any(path.is_file() for path in paths.values()):
+        return lists if lists.problems else None
+    if index_file not in escaped and index_file.is_file():
         for number, line in _lines(index_file):
             match = re.fullmatch(r"(\d+)\s+(.+)", line)
             if match is None:
