@@ -3,8 +3,7 @@
 `make demo` ends here, so a run leaves a clean `git status` and a commit that `dvc metrics diff`,
 `dvc plots diff`, `dvc exp show` and `dvc exp diff` compare against. Which paths: asked of DVC,
 not listed by hand: every `dvc.lock` beside a `dvc.yaml`, and every stage output with
-`cache: false` (metrics/, plots/, reports/) that git does not ignore (`artifacts/bento.txt` is
-`cache: false` too, but lives in the git-ignored artifacts/). The commit holds those paths only
+`cache: false` (metrics/, plots/, reports/) that git does not ignore. The commit holds those paths only
 (`git commit --only -- <paths>`): whatever else the user has changed or staged stays as it was.
 Nothing changed, nothing committed. Where git knows no identity (a fresh CI runner), the commit
 is made as `emotions-demo <demo@localhost>`. Hooks are skipped (`--no-verify`): these are

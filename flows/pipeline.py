@@ -70,6 +70,7 @@ from prefect.states import Completed, Failed, State
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from emotions.config import ConfigError, FlowConfig, load_params
+from emotions.layout import Layout
 from flows.dvc_graph import StageNode, UnknownTargetError, load_graph, metrics_paths, select
 from flows.dvc_run import (
     StageFailedError,
@@ -238,9 +239,15 @@ def _schedule(
 
 
 def read_metrics(repo: Path) -> dict[str, Any]:
-    """The declared metrics files that exist, parsed (a stage that failed may have none)."""
+    """The declared metrics files that exist, parsed (a stage that failed may have none), and
+    each dataset's ablation rows (a list: not a DVC `metrics:` file, one table here)."""
+    layout = Layout(repo)
+    paths = list(metrics_paths(repo))
+    if layout.metrics_root.is_dir():
+        ablations = (layout.ablation_metrics(d.name) for d in layout.metrics_root.iterdir())
+        paths += sorted(p.relative_to(repo).as_posix() for p in ablations if p.is_file())
     found: dict[str, Any] = {}
-    for path in metrics_paths(repo):
+    for path in paths:
         file = repo / path
         if file.is_file():
             found[path] = json.loads(file.read_text(encoding="utf-8"))

@@ -137,6 +137,12 @@ def cmd_ablate(args: argparse.Namespace, params: Params) -> None:
     ablate(params)
 
 
+def cmd_check_params(args: argparse.Namespace, params: Params) -> None:
+    from emotions.stages.check_params import main as check_params
+
+    check_params(params)
+
+
 def cmd_report(args: argparse.Namespace, params: Params) -> None:
     from emotions.stages.report import main as report
 
@@ -361,6 +367,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--set-args", action="store_true", help="print `dvc exp run` -S overrides instead"
     )
     over.set_defaults(run_command=cmd_params)
+
+    check = sub.add_parser(
+        "check_params", help="validate params.yaml (dvc.yaml's first stage; one line per bad key)"
+    )
+    check.set_defaults(run_command=cmd_check_params)
 
     report = sub.add_parser("report", help="the paper-style results table from metrics/")
     report.set_defaults(run_command=cmd_report)

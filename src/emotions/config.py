@@ -302,6 +302,25 @@ class TrainConfig(Strict):
         return self
 
 
+# How a run trains rather than what it learns: the only `train.*` fields the ablation shares
+# with the runs (dvc.yaml's `ablate` stage depends on exactly these).
+TRAIN_EXECUTION_FIELDS = (
+    "num_workers",
+    "prefetch_factor",
+    "log_every_n_steps",
+    "checkpoint_every_n_steps",
+    "jpeg_decode",
+    "peak_tflops",
+    "device",
+    "precision",
+    "compile",
+    "compile_backend",
+    "compile_mode",
+    "channels_last",
+    "threads",
+)
+
+
 class CalibrationConfig(Strict):
     """Temperature scaling (the `calibrate` stage), fitted on the validation split only.
 
@@ -374,6 +393,12 @@ class AblateConfig(Strict):
     trains every combination. With `seeds: N` each cell is trained N times (seeds seed,
     seed + 1, …) and reported as mean ± std, so a difference within the seed noise of a small
     test split is not read as a finding.
+
+    The ablation has its own training recipe, so a `train.*` experiment retrains the runs and
+    not the ablation: ``epochs`` and ``seed`` here, and ``train``, overrides of the recipe
+    fields of :class:`TrainConfig` over its defaults. Only the execution fields of `train`
+    (:data:`TRAIN_EXECUTION_FIELDS`: device, precision, workers, compile, ...) are shared, and
+    dvc.yaml's `ablate` stage lists exactly those (a test keeps the two equal).
     """
 
     dataset: str = "emotions"
@@ -390,9 +415,32 @@ class AblateConfig(Strict):
         AblationCell(loss="ce"),
         AblationCell(loss="reweight"),
     ]
-    # Epoch budget per cell (null: train.epochs).
-    epochs: int | None = Field(None, ge=1)
+    # Epoch budget per cell, and the first seed (seed, seed + 1, ... with `seeds` > 1).
+    epochs: int = Field(12, ge=1)
+    seed: int = 42
     seeds: int = Field(1, ge=1)
+    # Recipe overrides over TrainConfig's defaults (lr, batch_size, weight_decay, ...).
+    train: dict[str, Any] = {}
+
+    @field_validator("train")
+    @classmethod
+    def _recipe_fields_only(cls, value: dict[str, Any]) -> dict[str, Any]:
+        shared = sorted(set(value) & {*TRAIN_EXECUTION_FIELDS, "epochs"})
+        if shared:
+            raise ValueError(
+                f"{', '.join(shared)}: set in train (execution) or ablate.epochs, not here"
+            )
+        try:
+            TrainConfig(**value)
+        except ValidationError as error:  # unknown keys and bad values, by name
+            problems = (f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())
+            raise ValueError("; ".join(problems)) from None
+        return value
+
+    def train_config(self, shared: TrainConfig) -> TrainConfig:
+        """The ablation's TrainConfig: its recipe, ``shared``'s execution fields."""
+        execution = {name: getattr(shared, name) for name in TRAIN_EXECUTION_FIELDS}
+        return TrainConfig(**{**self.train, **execution, "epochs": self.epochs})
 
 
 class AnnotateConfig(Strict):

@@ -13,8 +13,10 @@ Paths are relative to the repository root unless a ``root`` is given.
     artifacts/eval/<dataset>/<variant>/                                           evaluate
     artifacts/ablation/                                                           ablate
     artifacts/bento.txt                                                           package
-    metrics/<dataset>/<variant>.json, metrics/<dataset>/<variant>/train.json
-    plots/<dataset>/<variant>/, plots/train/<dataset>/<variant>/
+    artifacts/params.checked                                                      check_params
+    metrics/<dataset>/<variant>.json (headline: dvc.yaml's only `metrics:`)       evaluate
+    metrics/<dataset>/<variant>/detail.json, metrics/<dataset>/<variant>/train.json
+    plots/<dataset>/<variant>/, plots/train/<dataset>/<variant>/, plots/curves/<dataset>/<variant>.png
     reports/results.md, reports/ablation.md
 """
 
@@ -44,6 +46,14 @@ MANIFEST = "manifest.parquet"
 QUARANTINE = "quarantine.csv"
 ANNOTATION_STATS = "annotation_stats.json"
 SPLIT = "split.parquet"
+# Beside a headline metrics file `<name>.json`: its full record `<name>/detail.json`.
+DETAIL = "detail.json"
+
+
+def detail_of(headline: Path) -> Path:
+    """The full metrics record that goes with the headline file ``headline`` (evaluate writes
+    both; only the headline is a DVC `metrics:` file, so `dvc metrics show` stays narrow)."""
+    return headline.with_suffix("") / DETAIL
 
 
 @dataclass(frozen=True)
@@ -88,7 +98,12 @@ class Layout:
         return self.root / ARTIFACTS / "eval" / dataset / variant
 
     def metrics(self, dataset: str, variant: str) -> Path:
+        """The run's headline test scores (`dvc metrics show`, `dvc exp show` columns)."""
         return self.root / METRICS / dataset / f"{variant}.json"
+
+    def metrics_detail(self, dataset: str, variant: str) -> Path:
+        """Everything evaluate measured (per class, calibration, agreement, confusion)."""
+        return detail_of(self.metrics(dataset, variant))
 
     def train_summary(self, dataset: str, variant: str) -> Path:
         """DVCLive's last-epoch summary, copied into git (`dvc exp show` columns)."""
@@ -98,8 +113,16 @@ class Layout:
         return self.root / PLOTS / dataset / variant
 
     def train_curves(self, dataset: str, variant: str) -> Path:
-        """DVCLive's curves, copied into git (dvc.yaml's top-level `plots:`)."""
+        """DVCLive's curves, copied into git (the data behind :meth:`curves_png`)."""
         return self.root / PLOTS / "train" / dataset / variant
+
+    @property
+    def curves_dir(self) -> Path:
+        """Static renders of the training curves (dvc.yaml's top-level `plots:`)."""
+        return self.root / PLOTS / "curves"
+
+    def curves_png(self, dataset: str, variant: str) -> Path:
+        return self.curves_dir / dataset / f"{variant}.png"
 
     def run_paths(self, dataset: str, variant: str) -> RunPaths:
         return RunPaths(
@@ -130,6 +153,11 @@ class Layout:
     @property
     def results_report(self) -> Path:
         return self.root / REPORTS / "results.md"
+
+    @property
+    def params_check(self) -> Path:
+        """The `check_params` stage's constant output (every stage runs after it)."""
+        return self.root / ARTIFACTS / "params.checked"
 
     @property
     def bento_tag(self) -> Path:

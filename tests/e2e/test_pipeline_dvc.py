@@ -60,7 +60,8 @@ def scratch_repo(tmp_path_factory) -> Path:
 @pytest.mark.slow
 def test_dvc_repro_runs_the_whole_dag_then_is_a_no_op(scratch_repo: Path):
     first = _run(["dvc", "repro"], scratch_repo)
-    stages = ["ingest@emotions", "validate@emotions", "variants@emotions", "preprocess@emotions"]
+    stages = ["check_params", "ingest@emotions", "validate@emotions", "variants@emotions"]
+    stages += ["preprocess@emotions"]
     for step in ("train", "evaluate"):
         stages += [f"{step}@emotions-{variant}" for variant in ("full", "balanced", "test")]
     for stage in [*stages, "ablate", "report", "package"]:
@@ -104,7 +105,7 @@ def test_dvc_repro_runs_the_whole_dag_then_is_a_no_op(scratch_repo: Path):
     assert (scratch_repo / "artifacts" / "bento.txt").read_text().strip().startswith("emotions")
     shown = _run(["dvc", "metrics", "show"], scratch_repo)
     assert "metrics/emotions/full.json" in shown.stdout
-    assert "uar" in shown.stdout and "by_agreement.high.n" in shown.stdout
+    assert "uar" in shown.stdout and "by_agreement" not in shown.stdout  # the headline only
 
     second = _run(["dvc", "repro"], scratch_repo)
     assert "Running stage" not in second.stdout, second.stdout

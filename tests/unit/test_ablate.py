@@ -9,7 +9,13 @@ import pytest
 import yaml
 from smallcorpus import SmallCorpus
 
-from emotions.config import AblationCell, parse_params
+from emotions.config import (
+    TRAIN_EXECUTION_FIELDS,
+    AblationCell,
+    ConfigError,
+    TrainConfig,
+    parse_params,
+)
 from emotions.stages.ablate import (
     ablate,
     cells_of,
@@ -44,7 +50,7 @@ def test_loss_cells_switch_the_objective_and_epce_still_reads() -> None:
     assert soft.loss == params.loss.model_copy(update={"form": "soft"})
     reweight = params_for_cell(params, AblationCell(fusion="pyramid", loss="reweight"), 2)
     assert reweight.loss.form == "reweight" and reweight.model.fusion == "pyramid"
-    assert reweight.seed == params.seed + 2
+    assert reweight.seed == params.ablate.seed + 2
     assert AblationCell.model_validate({"loss": "epce"}).loss == "soft"
 
 
@@ -83,7 +89,10 @@ def test_two_seeds_train_twice_and_report_mean_and_std(
 ) -> None:
     work = corpus.workdir(tmp_path / "work", epochs=1)
     raw = corpus.raw_with(epochs=1)
-    raw["ablate"].update(cells=[{"fusion": "pyramid", "loss": "reweight"}], seeds=2)
+    raw["ablate"].update(
+        cells=[{"fusion": "pyramid", "loss": "reweight"}], seeds=2, seed=42, epochs=1
+    )
+    raw["ablate"]["train"] = {"batch_size": 8}
     params = parse_params(raw)
     monkeypatch.chdir(work)
     rows = ablate(params, root=work, progress=False)
@@ -101,3 +110,41 @@ def test_two_seeds_train_twice_and_report_mean_and_std(
     assert cells["both/pyramid/reweight"]["accuracy_std"] == rows[0]["accuracy_std"]
     assert "fusion" not in cells["both/pyramid/reweight"]
     assert "over 2 seeds" in (work / "reports" / "ablation.md").read_text(encoding="utf-8")
+
+
+def _raw(**train):
+    raw = yaml.safe_load((REPO / "params.yaml").read_text(encoding="utf-8"))
+    raw["train"].update(train)
+    return raw
+
+
+def test_the_ablation_trains_its_own_recipe_and_shares_only_how_train_runs() -> None:
+    params = parse_params(_raw(lr=0.123, epochs=2, weight_decay=0.3, device="cpu", threads=3))
+    raw = _raw()
+    raw["ablate"]["train"] = {"lr": 0.002}
+    theirs = params_for_cell(params, AblationCell())
+    assert theirs.train.epochs == params.ablate.epochs != params.train.epochs
+    assert theirs.train.lr == TrainConfig().lr and theirs.train.weight_decay == 0.05
+    assert (theirs.train.device, theirs.train.threads) == ("cpu", 3)  # execution: shared
+    assert theirs.seed == params.ablate.seed
+    own = params_for_cell(parse_params(raw), AblationCell())
+    assert own.train.lr == 0.002
+
+
+def test_ablate_train_refuses_an_unknown_key_and_the_shared_ones() -> None:
+    for bad, named in (({"lrr": 1.0}, "lrr"), ({"device": "cpu"}, "device")):
+        raw = _raw()
+        raw["ablate"]["train"] = bad
+        with pytest.raises(ConfigError, match=named) as error:
+            parse_params(raw)
+        assert "ablate.train" in str(error.value)
+
+
+def test_dvc_yaml_ablate_depends_on_no_train_field_it_does_not_use() -> None:
+    """`dvc exp run -S train.lr=...` must not rerun the ablation: of `train`, the stage's params
+    are the execution fields the ablation shares, exactly."""
+    stage = yaml.safe_load((REPO / "dvc.yaml").read_text(encoding="utf-8"))["stages"]["ablate"]
+    train = [p for p in stage["params"] if str(p).split(".")[0] in ("train", "seed")]
+    assert train == [f"train.{name}" for name in TRAIN_EXECUTION_FIELDS]
+    assert {"ablate", "model", "loss", "evaluate"} <= set(stage["params"])
+    assert set(TRAIN_EXECUTION_FIELDS) < set(TrainConfig.model_fields)

@@ -22,8 +22,9 @@ from sklearn import metrics as skm
 from emotions.config import CalibrationConfig
 from emotions.evaluation.calibration import fit_temperature, nll
 from emotions.evaluation.metrics import expected_calibration_error
-from emotions.stages.evaluate import accuracy_by_agreement, evaluate_run
-from emotions.stages.report import results_table
+from emotions.layout import detail_of
+from emotions.stages.evaluate import HEADLINE_KEYS, accuracy_by_agreement, evaluate_run
+from emotions.stages.report import read_curves, render_curves, results_table
 
 CONTRACT = {"accuracy", "weighted_f1", "macro_f1", "polarity_accuracy", "ece", "n_test"}
 
@@ -64,8 +65,13 @@ def test_accuracy_by_agreement_includes_the_threshold_and_skips_clips_without_vo
 @pytest.mark.slow
 def test_metrics_file_carries_the_fields_metrics_and_matches_scikit_learn(evaluated):
     out, params = evaluated["out"], evaluated["params"]
-    written = json.loads((out / "metrics" / "emotions" / "full.json").read_text(encoding="utf-8"))
+    headline_file = out / "metrics" / "emotions" / "full.json"
+    written = json.loads(detail_of(headline_file).read_text(encoding="utf-8"))
     assert written == evaluated["metrics"]
+    # The headline file DVC shows: a few scalars, the same values.
+    headline = json.loads(headline_file.read_text(encoding="utf-8"))
+    assert set(headline) == set(HEADLINE_KEYS)
+    assert headline == {key: written[key] for key in HEADLINE_KEYS}
     assert CONTRACT | {"uar", "war", "per_class", "by_agreement"} <= written.keys()
     classes = list(params.taxonomy_for("emotions"))
     assert set(written["per_class"]) == set(classes)  # every class, even one absent from test
@@ -188,36 +194,60 @@ def test_report_renders_the_new_columns_and_the_annotation_section(evaluated):
 
 
 @pytest.mark.slow
-def test_dvc_metrics_show_lists_the_new_metrics(evaluated, tmp_path):
+def test_dvc_metrics_show_is_the_headline_and_the_detail_is_one_target_away(evaluated, tmp_path):
     repo = tmp_path / "repo"
-    (repo / "metrics" / "emotions").mkdir(parents=True)
     source = evaluated["out"] / "metrics" / "emotions" / "full.json"
-    (repo / "metrics" / "emotions" / "full.json").write_bytes(source.read_bytes())
+    for path in (source, detail_of(source)):
+        copy = repo / path.relative_to(evaluated["out"])
+        copy.parent.mkdir(parents=True, exist_ok=True)
+        copy.write_bytes(path.read_bytes())
     (repo / "dvc.yaml").write_text("metrics:\n  - metrics/emotions/full.json\n")
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     for args in (["git", "init", "-q"], ["dvc", "init", "-q"]):
         subprocess.run(args, cwd=repo, env=env, check=True, timeout=120)
-    shown = subprocess.run(
-        ["dvc", "metrics", "show", "--json"],
-        cwd=repo,
-        env=env,
-        check=True,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    data = json.loads(shown.stdout)
+
+    def show(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            ["dvc", "metrics", "show", *args],
+            cwd=repo,
+            env=env,
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    data = json.loads(show("--json").stdout)
     (values,) = [v["data"]["metrics/emotions/full.json"]["data"] for v in data.values()]
     metrics = evaluated["metrics"]
-    for key in ("accuracy", "uar", "war", "weighted_f1", "macro_f1", "polarity_accuracy", "ece"):
+    assert set(values) == set(HEADLINE_KEYS)
+    for key in HEADLINE_KEYS:
         assert values[key] == pytest.approx(metrics[key]), key
+    table = show().stdout
+    assert "uar" in table and "per_class" not in table
+    assert max(len(line) for line in table.splitlines()) < 150  # one readable line per file
+    # The detail, as the README shows it: the file as a target.
     first = next(iter(metrics["per_class"]))
-    assert values["per_class"][first] == pytest.approx(metrics["per_class"][first])
-    assert "confusion_matrix" not in values  # lists stay out of the table
-    table = subprocess.run(
-        ["dvc", "metrics", "show"], cwd=repo, env=env, capture_output=True, text=True, timeout=120
+    detail = show("metrics/emotions/full/detail.json").stdout
+    assert f"per_class.{first}.f1" in detail and "by_agreement.high.n" in detail
+
+
+def test_training_curves_render_as_one_png_per_run(tmp_path):
+    """DVCLive's .tsv curves (nested metric names too) become one image: `dvc plots show`
+    embeds it without vega from a CDN."""
+    curves = tmp_path / "curves"
+    (curves / "train").mkdir(parents=True)
+    (curves / "val_uar.tsv").write_text("step\tval_uar\n0\t0.2\n1\t0.5\n", encoding="utf-8")
+    (curves / "train" / "train_loss.tsv").write_text(
+        "step\ttrain_loss\n0\t2.0\n1\t1.0\n2\t0.5\n", encoding="utf-8"
     )
-    assert "uar" in table.stdout and f"per_class.{first}.f1" in table.stdout
+    read = read_curves(curves)
+    assert read == {
+        "train/train_loss": [(0, 2.0), (1, 1.0), (2, 0.5)],
+        "val_uar": [(0, 0.2), (1, 0.5)],
+    }
+    out = render_curves(read, tmp_path / "png" / "full.png", "full")
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 # Calibration: the `calibrate` stage's validation fit, and what evaluate reports with it.

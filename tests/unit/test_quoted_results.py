@@ -64,7 +64,10 @@ def committed_figures(root: Path = ROOT) -> dict[str, SimpleNamespace]:
         if columns[:3] == ["dataset", "variant", "method"]:
             for cells in rows:
                 row = dict(zip(columns, map(_number, cells), strict=True))
-                metrics = json.loads(layout.metrics(cells[0], cells[1]).read_text())
+                # The detail file holds them (the headline file, before the pipeline's rerun).
+                detail = layout.metrics_detail(cells[0], cells[1])
+                source = detail if detail.is_file() else layout.metrics(cells[0], cells[1])
+                metrics = json.loads(source.read_text())
                 row |= {name: metrics[name] for name in CALIBRATION_FIELDS}
                 figures[_key(f"{cells[0]}_{cells[1]}")] = SimpleNamespace(**row)
         elif columns[:3] == ["modality", "fusion", "loss"]:

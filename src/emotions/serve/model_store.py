@@ -97,7 +97,10 @@ def run_files(model_dir: Path, meta: dict[str, Any]) -> tuple[Path | None, Path 
     if not (meta.get("dataset") and meta.get("variant")):
         return None, None
     dataset, variant = str(meta["dataset"]), str(meta["variant"])
-    metrics = Layout().metrics(dataset, variant)
+    # The full record where evaluate wrote one, else the headline scores.
+    metrics = Layout().metrics_detail(dataset, variant)
+    if not metrics.is_file():
+        metrics = Layout().metrics(dataset, variant)
     calibration: Path | None = Layout().calibration(dataset, variant)
     if calibration.is_file():
         try:

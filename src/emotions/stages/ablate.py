@@ -2,11 +2,15 @@
 
 Every cell is a real training + evaluation with the same data, seeds and epoch budget as the
 others, through the very functions the `train` and `evaluate` stages use; only the modality,
-the fusion and the loss differ. With `ablate.seeds: N` each cell is trained with N seeds and
-its row holds the mean (the contract's keys) plus the standard deviation (`<metric>_std`). Rows go to `metrics/<dataset>/ablation.json` (the contract: a list, which the report and the
-Prefect tables read), the same rows keyed by cell (`{"both/lgfm/soft": {...}}`) to
-`metrics/<dataset>/ablation_cells.json` for `dvc metrics show` / `dvc exp show` (DVC reads
-only dicts), and a readable table to `reports/ablation.md`.
+the fusion and the loss differ. The recipe is the ablation's own (`ablate.epochs`,
+`ablate.seed`, `ablate.train`; :meth:`emotions.config.AblateConfig.train_config`), so a
+`train.*` experiment retrains the runs without rerunning every cell. With `ablate.seeds: N` each cell is trained with N seeds and
+its row holds the mean (the contract's keys) plus the standard deviation (`<metric>_std`). Rows
+go to `metrics/<dataset>/ablation.json` (the contract: a list, which the report and the Prefect
+tables read), the same rows keyed by cell (`{"both/lgfm/soft": {...}}`) to
+`metrics/<dataset>/ablation_cells.json` (`dvc metrics show metrics/<dataset>/ablation_cells.json`;
+neither is a DVC `metrics:` file, so the default `dvc metrics show` / `dvc exp show` stay narrow),
+and a readable table to `reports/ablation.md`.
 """
 
 from __future__ import annotations
@@ -44,7 +48,8 @@ def cell_name(cell: AblationCell) -> str:
 
 
 def params_for_cell(params: Params, cell: AblationCell, seed_offset: int = 0) -> Params:
-    """The run's params with the cell's switches (and the seed's offset) applied.
+    """The run's params with the cell's switches, the ablation's recipe and seed (plus the
+    seed's offset) applied.
 
     ``ce`` is the soft form with both EP-CE weights 0, which is exactly cross-entropy.
     """
@@ -53,9 +58,7 @@ def params_for_cell(params: Params, cell: AblationCell, seed_offset: int = 0) ->
         loss = params.loss.model_copy(update={"form": "soft", "w_pol": 0.0, "w_opp": 0.0})
     else:
         loss = params.loss.model_copy(update={"form": cell.loss})
-    train = params.train
-    if params.ablate.epochs:
-        train = train.model_copy(update={"epochs": params.ablate.epochs})
+    train = params.ablate.train_config(params.train)
     runs = {
         **params.runs,
         ABLATION_RUN: RunConfig(dataset=params.ablate.dataset, variant=params.ablate.variant),
@@ -66,7 +69,7 @@ def params_for_cell(params: Params, cell: AblationCell, seed_offset: int = 0) ->
             "loss": loss,
             "train": train,
             "runs": runs,
-            "seed": params.seed + seed_offset,
+            "seed": params.ablate.seed + seed_offset,
         }
     )
 
@@ -129,13 +132,13 @@ def ablate(
 
 
 def cell_key(row: dict[str, Any]) -> str:
-    """`modality/fusion/loss`, the cell's key in `ablation_cells.json` (a DVC column prefix)."""
+    """`modality/fusion/loss`, the cell's key in `ablation_cells.json`."""
     return f"{row['modality']}/{row['fusion']}/{row['loss']}"
 
 
 def cells_by_key(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """The rows keyed by cell, metrics only: the shape `dvc metrics show` and `dvc exp show`
-    read (they skip a list), beside the contract's list in `ablation.json`."""
+    """The rows keyed by cell, metrics only: the shape `dvc metrics show FILE` reads (it skips
+    a list), beside the contract's list in `ablation.json`."""
     switches = ("modality", "fusion", "loss")
     return {
         cell_key(row): {key: value for key, value in row.items() if key not in switches}

@@ -6,10 +6,13 @@ probabilities written here are the calibrated ones the Predictor (and so the ser
 The test predictions with their embeddings are kept as `predictions.parquet`, the reference the
 drift monitor compares live traffic against.
 
-`metrics/<dataset>/<variant>.json` carries what the field reports (`emotions.evaluation.metrics`):
-accuracy (= WAR), UAR, weighted and macro F1, per-class accuracy/precision/recall/F1,
-polarity accuracy, ECE and NLL (raw and calibrated), the confusion matrix, and the accuracy on high- against
-low-agreement test clips (`evaluate.high_agreement`), where the labels come with votes.
+`metrics/<dataset>/<variant>/detail.json` carries what the field reports
+(`emotions.evaluation.metrics`): accuracy (= WAR), UAR, weighted and macro F1, per-class
+accuracy/precision/recall/F1, polarity accuracy, ECE and NLL (raw and calibrated), the confusion
+matrix, and the accuracy on high- against low-agreement test clips (`evaluate.high_agreement`),
+where the labels come with votes. `metrics/<dataset>/<variant>.json` holds only the headline
+scores (:data:`HEADLINE_KEYS`): it is the DVC `metrics:` file, so `dvc metrics show` and
+`dvc exp show` stay a few columns per run wide while the detail is one command away.
 
 With `evaluate.protocol: authors` it also carries, side by side, `val_selected` (the epoch
 validation chose and its test scores: the same numbers as the top level) and
@@ -45,7 +48,7 @@ from emotions.evaluation.metrics import (
     per_class_scores,
     polarity_accuracy,
 )
-from emotions.layout import TRAIN_SUMMARY, Layout, RunPaths
+from emotions.layout import TRAIN_SUMMARY, Layout, RunPaths, detail_of
 from emotions.model_folder import CalibrationError, read_calibration
 from emotions.training.dataset import build_dataset
 from emotions.training.predict import predict_views
@@ -57,6 +60,18 @@ def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
 
 
 PER_CLASS_KEYS = ("accuracy", "precision", "recall", "f1", "support")
+# The headline file's keys: every `flow.promote_metric` and what the served model's metadata
+# shows (emotions.serve.model_store.METRIC_KEYS) are among them.
+HEADLINE_KEYS = ("accuracy", "uar", "weighted_f1", "macro_f1", "polarity_accuracy", "ece", "n_test")
+
+
+def headline(metrics: dict[str, Any]) -> dict[str, Any]:
+    """The few scores DVC shows per run (the authors' protocol accuracy too, where measured)."""
+    out = {key: metrics[key] for key in HEADLINE_KEYS if key in metrics}
+    theirs = metrics.get("authors_protocol")
+    if theirs:
+        out["authors_protocol_accuracy"] = theirs["accuracy"]
+    return out
 
 
 def clip_agreement(paths: RunPaths, clip_ids: Sequence[str]) -> pd.Series:
@@ -107,6 +122,9 @@ def evaluate_run(
     calibration: Path | None = None,
 ) -> dict[str, Any]:
     """Evaluate the best checkpoint of a run on its test split and write every output.
+
+    ``metrics_path`` gets the headline scores and its :func:`~emotions.layout.detail_of` the
+    full record, which is also what this returns.
 
     ``calibration`` is the run's ``temperature.json`` (default: where `emotions calibrate`
     writes it). Without one, the same validation fit runs here in memory, so a bare call
@@ -174,7 +192,8 @@ def evaluate_run(
     }
     if params.evaluate.protocol == "authors":
         metrics.update(protocol_scores(paths, metrics))
-    atomic_write_json(metrics, metrics_path)
+    atomic_write_json(metrics, detail_of(metrics_path))
+    atomic_write_json(headline(metrics), metrics_path)
     _write_plots(plots_dir, matrix, classes, labels, predicted, test["clip_ids"])
     _write_predictions(eval_dir, test, probs, classes)
     return metrics

@@ -1,13 +1,18 @@
 """The `report` stage: the paper-style results tables from the metrics and annotation files.
 
-The model's numbers come only from `metrics/` (what `dvc metrics show` reads too), so the
-tables can never disagree with the tracked numbers; the annotation section comes from each
+The model's numbers come only from `metrics/` (each run's detail file beside the headline
+file `dvc metrics show` reads), so the tables can never disagree with the tracked numbers; the annotation section comes from each
 dataset's `artifacts/<dataset>/annotation_stats.json` (written by ingest). Columns are the
 ones the video-emotion literature reports: top-1 accuracy, UAR, WAR, weighted and macro F1,
 per-class accuracy, plus polarity accuracy and calibration.
 
 A value a file does not carry (an older metrics file, an empty group, an undefined kappa)
 prints as "–" rather than failing the stage.
+
+The stage also renders each run's training curves (DVCLive's `.tsv` files in `plots/train/`) as
+one PNG per run in `plots/curves/`, the top-level `plots:` of dvc.yaml: images need no
+JavaScript, so the HTML of `dvc plots show` works offline (dvc-render's vega pages load vega
+from a CDN, and no installed package ships it).
 """
 
 from __future__ import annotations
@@ -17,9 +22,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from emotions.atomic import atomic_write_text
+from emotions.atomic import atomic_write, atomic_write_text
 from emotions.config import Params
-from emotions.layout import ANNOTATION_STATS, ARTIFACTS, Layout
+from emotions.layout import ANNOTATION_STATS, ARTIFACTS, Layout, detail_of
 
 MISSING = "–"
 # (metrics key, column title) of the main table.
@@ -75,7 +80,8 @@ def results_table(
     runs: list[tuple[str, str, dict[str, Any] | None, Path]] = []
     for run in params.runs.values():
         path = metrics_dir / run.dataset / f"{run.variant}.json"
-        runs.append((run.dataset, run.variant, _read_json(path), path))
+        detail = _read_json(detail_of(path))
+        runs.append((run.dataset, run.variant, detail or _read_json(path), path))
 
     main_rows = []
     for dataset, variant, metrics, path in runs:
@@ -301,6 +307,67 @@ def write_report(params: Params, out: Path | None = None) -> Path:
     return atomic_write_text(out or Layout().results_report, results_table(params))
 
 
+def read_curves(folder: Path) -> dict[str, list[tuple[float, float]]]:
+    """DVCLive's curves under ``folder``: metric name → (step, value) points."""
+    curves: dict[str, list[tuple[float, float]]] = {}
+    for path in sorted(folder.rglob("*.tsv")):
+        lines = path.read_text(encoding="utf-8").splitlines()
+        if len(lines) < 2:
+            continue
+        header = lines[0].split("\t")
+        if "step" not in header or path.stem not in header:
+            continue
+        x, y = header.index("step"), header.index(path.stem)
+        points = [
+            (float(row[x]), float(row[y])) for row in (line.split("\t") for line in lines[1:])
+        ]
+        curves[path.relative_to(folder).with_suffix("").as_posix()] = points
+    return curves
+
+
+def render_curves(curves: dict[str, list[tuple[float, float]]], out: Path, title: str) -> Path:
+    """One PNG, one panel per metric against the step (what `dvc plots show` embeds)."""
+    import math
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = sorted(curves)
+    columns = min(4, max(1, len(names)))
+    rows = max(1, math.ceil(len(names) / columns))
+    figure, axes = plt.subplots(rows, columns, figsize=(3.2 * columns, 2.4 * rows), squeeze=False)
+    for axis in axes.flat[len(names) :]:
+        axis.set_visible(False)
+    for axis, name in zip(axes.flat, names, strict=False):
+        steps, values = zip(*curves[name], strict=True)
+        axis.plot(steps, values, marker="." if len(steps) < 30 else None)
+        axis.set_title(name, fontsize=9)
+        axis.set_xlabel("step", fontsize=8)
+        axis.tick_params(labelsize=7)
+        axis.grid(alpha=0.3)
+    figure.suptitle(title)
+    figure.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(out, lambda tmp: figure.savefig(tmp, dpi=100, format="png"))
+    plt.close(figure)
+    return out
+
+
+def write_curves(params: Params, layout: Layout | None = None) -> list[Path]:
+    """Every run's training curves as one PNG (runs without curves yet are skipped)."""
+    layout = layout or Layout()
+    written = []
+    for name, run in params.runs.items():
+        curves = read_curves(layout.train_curves(run.dataset, run.variant))
+        if curves:
+            out = layout.curves_png(run.dataset, run.variant)
+            written.append(render_curves(curves, out, f"{name}: training curves"))
+    return written
+
+
 def main(params: Params) -> None:
-    """`emotions report`: the results table."""
-    print(f"report: {write_report(params)}")
+    """`emotions report`: the results table and the training curves' images."""
+    curves = write_curves(params)
+    print(f"report: {write_report(params)}; {len(curves)} training-curve image(s)")
