@@ -17,7 +17,7 @@ export GX_ANALYTICS_ENABLED := false
 export PREFECT_HOME := $(CURDIR)/.prefect
 PREFECT_SERVER_URL ?= http://127.0.0.1:4200/api
 
-.PHONY: install data demo test lint bench sample pipeline schedule ui serve package monitor dashboard \
+.PHONY: install data demo test lint bench sample pipeline schedule ui serve serve-bento package monitor dashboard \
 	annotate-install annotate annotate-user
 PORT ?= 3000
 
@@ -93,6 +93,13 @@ schedule: $(STAMP)
 # The BentoML service on http://127.0.0.1:$(PORT) with the model of serve.run (run `make demo` first).
 serve: $(STAMP)
 	emotions serve --port $(PORT)
+
+# Serve the packaged Bento (artifacts/bento.txt names it); a BentoML store that lacks it (a fresh
+# machine, or after `dvc checkout` of another experiment) gets it from artifacts/bento.tar.gz.
+serve-bento: $(STAMP)
+	@tag=$$(cat artifacts/bento.txt); \
+	  bentoml get "$$tag" >/dev/null 2>&1 || bentoml import artifacts/bento.tar.gz; \
+	  bentoml serve "$$tag" --port $(PORT)
 
 # Build the Bento (model + code) into the local BentoML store; the tag goes to artifacts/bento.txt.
 package: $(STAMP)

@@ -13,6 +13,7 @@ Paths are relative to the repository root unless a ``root`` is given.
     artifacts/eval/<dataset>/<variant>/                                           evaluate
     artifacts/ablation/                                                           ablate
     artifacts/bento.txt                                                           package
+    artifacts/bento.tar.gz                                                        package
     artifacts/params.checked                                                      check_params
     metrics/<dataset>/<variant>.json (headline: dvc.yaml's only `metrics:`)       evaluate
     metrics/<dataset>/<variant>/detail.json, metrics/<dataset>/<variant>/train.json
@@ -162,6 +163,11 @@ class Layout:
     @property
     def bento_tag(self) -> Path:
         return self.root / ARTIFACTS / "bento.txt"
+
+    @property
+    def bento_archive(self) -> Path:
+        """The Bento named by :attr:`bento_tag`, exported (`bentoml import` restores it)."""
+        return self.root / ARTIFACTS / "bento.tar.gz"
 
     @property
     def serve_dir(self) -> Path:

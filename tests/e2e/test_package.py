@@ -158,6 +158,25 @@ def test_emotions_package_is_the_same_build_on_the_same_model(
     assert [row["tag"] for row in bentoml_json(["models", "list"], checkout, home)] == [first]
 
 
+def test_a_store_without_the_bento_gets_it_back_from_the_archive(
+    checkout: Path, home: Path, tmp_path
+):
+    """`artifacts/bento.txt` can name a Bento the store lacks (another machine, `dvc checkout`
+    of another experiment): the DVC-tracked archive beside it is that Bento, model included."""
+    result = run([sys.executable, "-m", "emotions", "package"], checkout, home)
+    assert result.returncode == 0, result.stderr[-3000:]
+    tag = (checkout / "artifacts" / "bento.txt").read_text(encoding="utf-8").strip()
+    archive = checkout / "artifacts" / "bento.tar.gz"
+    assert archive.is_file() and not list(archive.parent.glob(".*.tmp"))
+    (model,) = bento_models(bentoml_json(["get", tag], checkout, home))
+    fresh = tmp_path / "fresh-home"
+    missing = run([sys.executable, "-m", "bentoml", "get", tag], checkout, fresh)
+    assert missing.returncode != 0
+    imported = run([sys.executable, "-m", "bentoml", "import", str(archive)], checkout, fresh)
+    assert imported.returncode == 0, imported.stderr[-3000:]
+    assert bento_models(bentoml_json(["get", tag], checkout, fresh)) == [model]
+
+
 def test_package_refuses_a_folder_that_is_not_a_model(checkout: Path, home: Path, tmp_path):
     result = run(
         [sys.executable, "-m", "emotions", "package", "--model", str(tmp_path)], checkout, home

@@ -9,6 +9,12 @@ params.yaml it was built with.
 
 The served model folder becomes a BentoML model (:mod:`emotions.serve.model_store`); this
 command only does that step explicitly (for any ``--model`` folder), then the same build.
+
+The Bento is also exported beside its tag (``artifacts/bento.tar.gz``, a DVC output; gzip
+rather than BentoML's default xz, which compresses far slower): the BentoML store lives
+outside the repository, so after ``dvc checkout`` or on another machine the tag may name a
+Bento the store lacks; ``bentoml import`` of the archive (``make serve-bento`` does it)
+restores exactly the workspace's Bento.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-from emotions.atomic import atomic_write_text
+from emotions.atomic import atomic_write, atomic_write_text
 from emotions.errors import StageError
 from emotions.layout import Layout
 from emotions.serve.model_store import ModelStoreError, read_model_meta, run_files, store_model
@@ -49,12 +55,15 @@ def package(
     *,
     bentofile: Path = Path("bentofile.yaml"),
     out: Path | None = None,
+    archive: Path | None = None,
     metrics_path: Path | None = None,
     calibration_path: Path | None = None,
 ) -> PackageResult:
-    """Store the model, run the ``bentoml build`` of ``bentofile`` pinned to it, write the
-    Bento's tag to ``out`` (atomically; default ``artifacts/bento.txt``)."""
+    """Store the model, run the ``bentoml build`` of ``bentofile`` pinned to it, export the
+    Bento to ``archive`` and write its tag to ``out`` (both atomically; defaults
+    ``artifacts/bento.tar.gz`` and ``artifacts/bento.txt``)."""
     out = out or Layout().bento_tag
+    archive = archive or Layout().bento_archive
     from emotions.serve.settings import MODEL_DIR_ENV, MODEL_TAG_ENV
 
     os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")  # before bentoml is imported
@@ -83,6 +92,8 @@ def package(
             else:
                 os.environ[key] = value
     tag = str(bento.tag)
+    # The archive first: a tag on disk always names a Bento whose archive is beside it.
+    atomic_write(archive, lambda tmp: bentoml.bentos.export_bento(tag, str(tmp.absolute()), "gz"))
     atomic_write_text(out, tag + "\n")
     return PackageResult(tag=tag, model_tag=model_tag, path=Path(bento.path))
 
