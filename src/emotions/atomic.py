@@ -28,11 +28,9 @@ def atomic_write(path: str | Path, write: Callable[[Path], object]) -> Path:
     tmp = temporary(path)
     try:
         write(tmp)
-        _fsync(tmp, os.O_RDONLY)
+        fsync_path(tmp, os.O_RDONLY)
         os.replace(tmp, path)
-        # Some filesystems cannot sync a folder; the file itself is on disk by then.
-        with contextlib.suppress(OSError):
-            _fsync(path.parent, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+        fsync_folder(path.parent)
     except OSError as error:
         # e.g. a writer's flush on a full disk: say which file (only on errors from the OS,
         # whose message str() rebuilds from errno and filename; others keep their text).
@@ -51,14 +49,15 @@ def remove_leftovers(folder: str | Path) -> list[Path]:
     removed = []
     for path in folder.glob(".*.tmp") if folder.is_dir() else ():
         pid = path.name.rsplit(".", 2)[-2]
-        if pid.isdigit() and int(pid) != os.getpid() and _alive(int(pid)):
+        if pid.isdigit() and int(pid) != os.getpid() and process_alive(int(pid)):
             continue  # a live writer's: not ours to delete
         path.unlink(missing_ok=True)
         removed.append(path)
     return removed
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists (someone else's live process counts)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -68,7 +67,15 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _fsync(path: Path, flags: int) -> None:
+def fsync_folder(folder: Path) -> None:
+    """fsync a folder after a rename in it; some filesystems cannot, and the renamed files
+    themselves are on disk by then, so a refusal is ignored."""
+    with contextlib.suppress(OSError):
+        fsync_path(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+
+
+def fsync_path(path: Path, flags: int) -> None:
+    """fsync the file or folder at ``path``, opened with ``flags``."""
     fd = os.open(path, flags)
     try:
         os.fsync(fd)

@@ -32,6 +32,8 @@ from typing import Any
 from pydantic import GetCoreSchemaHandler, GetJsonSchemaHandler
 from pydantic_core import core_schema
 
+from emotions.atomic import process_alive
+
 logger = logging.getLogger("emotions.serve")
 
 UPLOAD_ROOT = "emotions-uploads"  # under the system's temporary folder
@@ -78,16 +80,6 @@ def worker_folder() -> Path:
     return folder
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # someone else's live process
-    return True
-
-
 def clean_orphans(root: Path | None = None) -> tuple[int, int]:
     """Remove the upload folders of processes that are gone (and any left under this
     process's id by an earlier one): ``(files, bytes)`` removed."""
@@ -99,7 +91,7 @@ def clean_orphans(root: Path | None = None) -> tuple[int, int]:
         if not folder.is_dir() or not folder.name.isdigit():
             continue
         pid = int(folder.name)
-        if pid != os.getpid() and _alive(pid):
+        if pid != os.getpid() and process_alive(pid):
             continue
         for path in folder.rglob("*"):
             if path.is_file():

@@ -17,7 +17,6 @@ split never shrinks unnoticed.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
@@ -27,7 +26,7 @@ from pathlib import Path, PurePosixPath
 
 import pandas as pd
 
-from emotions.atomic import atomic_write
+from emotions.atomic import atomic_write, fsync_folder, fsync_path, process_alive
 from emotions.config import IngestConfig, Params
 from emotions.corpus.confine import escape_reason, under
 from emotions.corpus.manifest import DTYPES, EXTRA_COLUMNS, MANIFEST_COLUMNS, clip_id_for
@@ -512,13 +511,13 @@ def publish(out: Path, outputs: list[tuple[Path, Callable[[Path], object]]]) -> 
             tmp = final.with_name(f".{final.name}.{os.getpid()}.tmp")
             staged.append((tmp, final))
             write(tmp)
-            _fsync(tmp, os.O_RDONLY)
+            fsync_path(tmp, os.O_RDONLY)
         mark = outputs[-1][0]
         mark.unlink(missing_ok=True)
-        _fsync_folder(out)
+        fsync_folder(out)
         for tmp, final in staged:
             os.replace(tmp, final)
-        _fsync_folder(out)
+        fsync_folder(out)
     finally:
         for tmp, _ in staged:
             tmp.unlink(missing_ok=True)
@@ -528,32 +527,8 @@ def _remove_dead_temporaries(final: Path) -> None:
     """Temporaries of ``final`` that a killed run left (their process is gone)."""
     for tmp in final.parent.glob(f".{final.name}.*.tmp"):
         pid = tmp.name[len(final.name) + 2 : -len(".tmp")]
-        if pid.isdigit() and not _alive(int(pid)):
+        if pid.isdigit() and not process_alive(int(pid)):
             tmp.unlink(missing_ok=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _fsync(path: Path, flags: int) -> None:
-    fd = os.open(path, flags)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_folder(folder: Path) -> None:
-    # Some filesystems cannot sync a folder; the files themselves are on disk by then.
-    with contextlib.suppress(OSError):
-        _fsync(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
 
 
 def main(

@@ -48,6 +48,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from emotions.atomic import process_alive
 from emotions.cache.format import (
     COMPLETE,
     FAILURES,
@@ -431,22 +432,12 @@ def _remove_stale(out: Path) -> None:
     for kind in ("tmp", "old"):
         for leftover in out.parent.glob(f"{out.name}.{kind}-*"):
             pid = leftover.name.rsplit("-", 1)[-1]
-            if pid.isdigit() and int(pid) != os.getpid() and _alive(int(pid)):
+            if pid.isdigit() and int(pid) != os.getpid() and process_alive(int(pid)):
                 continue
             if kind == "old" and not out.exists() and (leftover / COMPLETE).is_file():
                 os.replace(leftover, out)  # killed between the two renames: restore it
                 continue
             shutil.rmtree(leftover, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _unique_clips(variants: dict[str, pd.DataFrame]) -> pd.DataFrame:

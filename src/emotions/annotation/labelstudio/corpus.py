@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from emotions.atomic import atomic_write
+from emotions.atomic import atomic_write, fsync_folder, process_alive
 from emotions.corpus.confine import child
 from emotions.corpus.votes import VOTE_COLUMNS
 from emotions.errors import StageError
@@ -165,18 +165,8 @@ def _remove_dead_stagings(folder: Path) -> None:
         return
     for path in folder.glob(f".*{STAGED}"):
         pid = path.name[: -len(STAGED)].rsplit(".", 1)[-1]
-        if pid.isdigit() and not _alive(int(pid)):
+        if pid.isdigit() and not process_alive(int(pid)):
             path.unlink(missing_ok=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _copy_verified(source: Path, target: Path, sha256: str) -> None:
@@ -248,21 +238,8 @@ def apply_stages(plans: Sequence[StagePlan]) -> list[MergeResult]:
         for tmp in staged:
             tmp.unlink(missing_ok=True)
     for folder in {p.root for p in plans} | {p.root / VIDEOS for p in plans if p.copies}:
-        _fsync_folder(folder)
+        fsync_folder(folder)
     return [plan.result for plan in plans]
-
-
-def _fsync_folder(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def merge_stage(root: Path, clips: Iterable[PulledClip], votes: pd.DataFrame) -> MergeResult:
