@@ -33,6 +33,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from emotions.lifetime import watch_signals
+
 # `emotions` exits 2 for a failure a rerun cannot fix (src/emotions/cli.py).
 HARD_EXIT_CODES = frozenset({2})
 TAIL_LINES = 30
@@ -202,26 +204,11 @@ def end_children_on_signals() -> None:
     """A flow's entry point stops what it started on SIGTERM, SIGHUP and SIGINT: its children
     (a temporary Prefect server, `dvc repro` and its stage) are terminated, then it exits
     with 128 + the signal. The default SIGTERM ended the process at once and left them running.
-
-    A Python signal handler runs only when the main thread executes bytecode, and a flow's
-    main thread sits in a lock wait the signal does not interrupt when another thread took it.
-    So a watcher thread reads the signal numbers the interpreter writes to its wakeup fd
-    (from whichever thread received them) and acts at once; Prefect's own SIGTERM handler,
-    installed while a flow runs, still has the signal written there. Call from the main thread.
+    The watcher thread acts at once, also while the main thread waits on a lock or Prefect's
+    own SIGTERM handler is installed (:func:`emotions.lifetime.watch_signals`).
+    Call from the main thread.
     """
-    read_end, write_end = os.pipe()
-    os.set_blocking(write_end, False)
-    signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)
-    for signum in STOP_SIGNALS:
-        signal.signal(signum, _on_signal)
-
-    def watch() -> None:
-        while True:
-            for byte in os.read(read_end, 64):
-                if byte in STOP_SIGNALS:
-                    _stop_and_exit(byte)
-
-    threading.Thread(target=watch, name="stop-on-signal", daemon=True).start()
+    watch_signals(STOP_SIGNALS, _on_signal, _stop_and_exit)
 
 
 # A tqdm bar as it reaches a pipe: "<desc>:  45%|████▌     | 9/20 [00:03<00:04,  2.71it/s]".

@@ -23,7 +23,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
@@ -48,27 +48,45 @@ def _stop(signum: int, _frame: FrameType | None) -> None:
 
 def stop_on_signals(grace_s: float = UNWIND_GRACE_S) -> None:
     """SIGTERM and SIGHUP raise KeyboardInterrupt in the main thread, like Ctrl-C: ``finally``
-    blocks run (temporaries removed) and the exit is clean.
+    blocks run (temporaries removed) and the exit is clean. If the process still lives
+    ``grace_s`` after a stop signal (its main thread waits on a lock, see
+    :func:`watch_signals`), it ends with its children: what a killed write leaves is removed at
+    the next start. Call from the main thread.
+    """
+
+    def end_after_grace(signum: int) -> None:
+        time.sleep(grace_s)
+        _end_children()
+        os._exit(128 + signum)
+
+    watch_signals(STOP_SIGNALS, _stop, end_after_grace)
+
+
+def watch_signals(
+    signals: Sequence[int],
+    handler: Callable[[int, FrameType | None], None],
+    in_thread: Callable[[int], None],
+) -> None:
+    """Install ``handler`` for ``signals`` and call ``in_thread(signum)`` from a watcher thread
+    as soon as one arrives.
 
     A Python handler runs only when the main thread executes bytecode; one waiting on a lock
-    (a worker pool's result) never notices a signal another thread received. A watcher thread
-    reads the interpreter's wakeup fd and, if the process still lives ``grace_s`` after a stop
-    signal, ends it with its children: what a killed write leaves is removed at the next start.
+    (a worker pool's result, a flow's task) never notices a signal another thread received.
+    The watcher reads the interpreter's wakeup fd, where every signal number is written
+    whichever thread received it (also while another library's handler is installed).
     Call from the main thread.
     """
     read_end, write_end = os.pipe()
     os.set_blocking(write_end, False)
     signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)
-    for signum in STOP_SIGNALS:
-        signal.signal(signum, _stop)
+    for signum in signals:
+        signal.signal(signum, handler)
 
     def watch() -> None:
         while True:
             for byte in os.read(read_end, 64):
-                if byte in STOP_SIGNALS:
-                    time.sleep(grace_s)
-                    _end_children()
-                    os._exit(128 + byte)
+                if byte in signals:
+                    in_thread(byte)
 
     threading.Thread(target=watch, name="stop-on-signal", daemon=True).start()
 
