@@ -61,11 +61,12 @@ def subprocess_env() -> dict[str, str]:
     }
 
 
-# `python -m dvc`, after asking Linux to end it when the thread that started it dies (see
-# emotions.lifetime): a SIGKILLed flow then leaves no `dvc repro` (nor, through the stage's own
-# request, any stage) running on.
+# `python -m dvc`, after asking Linux to end it when the thread that started it dies, and to
+# end its own descendants (the stage's shell and the stage) when it is ended (see
+# emotions.lifetime): a SIGKILLed flow then leaves no `dvc repro` and no stage running on.
 DVC_DYING_WITH_PARENT = (
-    "import sys; from emotions.lifetime import die_with_parent; die_with_parent(); "
+    "import sys; from emotions.lifetime import die_with_parent, end_descendants_on_signals; "
+    "end_descendants_on_signals(); die_with_parent(); "
     "from dvc.cli import main; sys.exit(main(sys.argv[1:]))"
 )
 

@@ -91,10 +91,37 @@ def watch_signals(
     threading.Thread(target=watch, name="stop-on-signal", daemon=True).start()
 
 
-def _end_children() -> None:
+def end_descendants_on_signals(grace_s: float = 10.0) -> None:
+    """For a process that only supervises a command (the flows' `dvc repro`): on SIGTERM or
+    SIGHUP, terminate every descendant, give them ``grace_s`` to unwind, kill what remains and
+    exit with 128 + the signal.
+
+    Why: DVC runs a stage under ``$SHELL -c`` (``/bin/sh`` when SHELL is unset). dash does not
+    exec a lone command, so the stage's parent is the shell, which has no parent-death signal:
+    when DVC died with the flow, the shell and the stage under it ran on. Call from the main
+    thread.
+    """
+
+    def end(signum: int) -> None:
+        _end_children(grace_s)
+        os._exit(128 + signum)
+
+    watch_signals(STOP_SIGNALS, lambda _signum, _frame: None, end)
+
+
+def _end_children(grace_s: float = 0.0) -> None:
+    """Terminate every descendant (SIGTERM lets a stage unwind), then kill what is left after
+    ``grace_s``. The list is taken first, so a child re-parented by its parent's death is
+    still reached."""
     import psutil
 
-    for child in psutil.Process().children(recursive=True):
+    below = psutil.Process().children(recursive=True)
+    if grace_s > 0:
+        for child in below:
+            with contextlib.suppress(psutil.Error):
+                child.terminate()
+        _, below = psutil.wait_procs(below, timeout=grace_s)
+    for child in below:
         with contextlib.suppress(psutil.Error):
             child.kill()
 

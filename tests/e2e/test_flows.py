@@ -411,6 +411,9 @@ def test_a_killed_pipeline_stops_its_temporary_server_and_its_stage(tmp_path, si
     env = {key: value for key, value in os.environ.items() if not key.startswith("PREFECT_API")}
     env["PREFECT_HOME"] = str(tmp_path / "prefect-home")
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    # DVC runs the stage under $SHELL -c. bash execs a lone command; dash (/bin/sh, DVC's
+    # choice when SHELL is unset, as in CI) keeps a shell between DVC and the stage.
+    env.pop("SHELL", None)
     flow = subprocess.Popen(
         [sys.executable, "-m", "flows.pipeline", "--repo", str(repo)],
         cwd=REPO,
