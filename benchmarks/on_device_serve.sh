@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Issue 20's one-shot GPU check of the service: batching off against the micro-batcher, 1 and 8
+# clients, at the params/ours-closest.yaml size (74.8 M parameters, untrained weights), the
+# forward on CUDA (bf16), clips decoded in the server's decode worker processes.
+#
+# Prepared for the device tool (one H200; 15 minutes of device time per session): run from the
+# repository root as ONE call, carry [".gpu"], e.g.
+#     bash benchmarks/on_device_serve.sh
+# `.gpu/site312.tar.xz` (../shared/gpu/pack.sh) holds the training closure; BentoML and what it
+# imports there (29 cp312 wheels, 5 MB, listed in benchmarks/README.md) travel in
+# `.gpu/wheels-bento/`. Checked here on the CPU first with
+#     DEVICE=cpu OVERLAY= SECONDS_PER_POINT=4 bash benchmarks/on_device_serve.sh
+# Each step runs under its own `timeout`; logs, JSON and exit statuses land in $OUT.
+set -u
+OUT=${OUT:-reports/on_device_serve}
+DEVICE=${DEVICE:-cuda}
+OVERLAY=${OVERLAY-params/ours-closest.yaml}
+WORKERS=${WORKERS:-14}
+SECONDS_PER_POINT=${SECONDS_PER_POINT:-6}
+mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1
+if [ "$DEVICE" = cuda ]; then
+    source .gpu/on-device.sh >"$OUT/status.txt" 2>&1 || exit 1
+    if [ ! -d .gpu/bento312 ]; then
+        for wheel in .gpu/wheels-bento/*.whl; do python3 -m zipfile -e "$wheel" .gpu/bento312/; done
+    fi
+    export PYTHONPATH=$PWD/.gpu/site312:$PWD/.gpu/bento312:$PWD/.gpu/extra:$PWD/src:$PWD
+    PY=python3
+else
+    PY=${PY:-.venv/bin/python}
+    export PYTHONPATH=$PWD/src:$PWD
+fi
+
+step() {
+    local name=$1 limit=$2
+    shift 2
+    local started=$SECONDS
+    timeout --kill-after=10 "$limit" "$@" >"$OUT/$name.log" 2>&1
+    local rc=$?
+    echo "$name rc=$rc $((SECONDS - started))s" | tee -a "$OUT/status.txt"
+}
+
+step imports 40 $PY -c "import bentoml, uvicorn, emotions.serve.predictor; print('bentoml', bentoml.__version__)"
+step servers 150 $PY benchmarks/serve.py --device "$DEVICE" ${OVERLAY:+--overlay "$OVERLAY"} \
+    --configs off,micro --seconds "$SECONDS_PER_POINT" --soak-s 0 --decode-workers "$WORKERS" \
+    --json "$OUT/servers.json"
+# How many decode workers one GPU needs: the micro-batcher again with 4 of them.
+step workers4 75 $PY benchmarks/serve.py --device "$DEVICE" ${OVERLAY:+--overlay "$OVERLAY"} \
+    --configs micro --seconds "$SECONDS_PER_POINT" --soak-s 0 --decode-workers 4 \
+    --json "$OUT/workers4.json"
+tail -9 "$OUT/servers.log"; tail -5 "$OUT/workers4.log"
+echo "done in ${SECONDS}s" | tee -a "$OUT/status.txt"
