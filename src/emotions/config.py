@@ -269,10 +269,12 @@ class TrainConfig(Strict):
     peak_tflops: float | None = Field(None, gt=0)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     precision: Literal["auto", "fp32", "bf16"] = "auto"
-    # torch.compile the training model. auto = on for CUDA, where fused kernels repay a
-    # warm-up of a few minutes (paper size) within the first epoch; off on CPU, where inductor's
-    # C++ build of the whole model takes longer than a small run trains.
+    # torch.compile the training model. auto = on for a CUDA run of at least
+    # compile_auto_min_steps optimizer steps, where the fused kernels repay their warm-up of a
+    # few minutes; off for a shorter run and on CPU, where inductor's C++ build of the whole
+    # model takes longer than a small run trains.
     compile: Literal["auto"] | bool = "auto"
+    compile_auto_min_steps: int = Field(1500, ge=0)
     # torch.compile backend: inductor (fused kernels, the one to train with); aot_eager traces
     # forward and backward the same way without generating code (how the CPU test runs it).
     compile_backend: Literal["inductor", "aot_eager", "eager"] = "inductor"
@@ -314,6 +316,7 @@ TRAIN_EXECUTION_FIELDS = (
     "device",
     "precision",
     "compile",
+    "compile_auto_min_steps",
     "compile_backend",
     "compile_mode",
     "channels_last",

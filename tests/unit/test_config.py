@@ -137,18 +137,34 @@ def test_compile_is_auto_by_default_and_accepts_true_false():
 
 
 @pytest.mark.parametrize(
-    ("setting", "device", "compiled"),
+    ("setting", "device", "steps", "compiled"),
     [
-        ("auto", "cpu", False),
-        ("auto", "cuda", True),
-        ("auto", "meta", False),
-        (True, "cpu", True),
-        (False, "cuda", False),
+        ("auto", "cpu", 10**6, False),
+        ("auto", "cuda", None, True),
+        ("auto", "cuda", 1500, True),
+        ("auto", "cuda", 1499, False),  # the warm-up would not be repaid
+        ("auto", "meta", None, False),
+        (True, "cpu", 1, True),
+        (False, "cuda", 10**6, False),
     ],
 )
-def test_compile_resolution(setting, device: str, compiled: bool):
+def test_compile_resolution(setting, device: str, steps: int | None, compiled: bool):
     # torch.device("cuda") is only a name: no GPU is needed to resolve the setting.
-    assert resolve_compile(setting, torch.device(device)) is compiled
+    choice = resolve_compile(setting, torch.device(device), steps, min_steps=1500)
+    assert bool(choice) is compiled
+    if setting == "auto" and device == "cuda" and not compiled:
+        assert "train.compile_auto_min_steps" in choice.reason and "1499" in choice.reason
+
+
+def test_the_paper_run_compiles_on_cuda_and_the_sample_does_not():
+    """auto by run length at the presets' own sizes: the paper's 30 epochs of 27,996 clips
+    (about 19,600 training clips a split) at batch 32 are long; the sample corpus is short."""
+    minimum = parse_params(_raw()).train.compile_auto_min_steps
+    paper_steps = 30 * (19_600 // 32)
+    sample_steps = 4 * (60 // 8)
+    cuda = torch.device("cuda")
+    assert resolve_compile("auto", cuda, paper_steps, minimum)
+    assert not resolve_compile("auto", cuda, sample_steps, minimum)
 
 
 def test_compile_mode_is_validated():

@@ -7,6 +7,7 @@ CPU, fp32, one torch thread, on the session's small corpus (tests/support/smallc
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -178,14 +179,40 @@ def test_throughput_and_mfu_are_logged_per_epoch(corpus: SmallCorpus, tmp_path):
         path.stem: [float(line.split("\t")[1]) for line in path.read_text().splitlines()[1:]]
         for path in folder.glob("*.tsv")
     }
-    assert rows.keys() == {"clips_per_s", "step_time_s", "data_wait_share", "mfu"}
+    assert rows.keys() == {"clips_per_s", "step_time_s", "first_step_s", "data_wait_share", "mfu"}
     assert all(len(values) == summary["epochs"] == 2 for values in rows.values())
     assert all(value > 0 for value in rows["clips_per_s"] + rows["step_time_s"])
     assert all(0 <= value < 1 for value in rows["data_wait_share"])
     assert all(0 < value < 1 for value in rows["mfu"])
-    # clips/s and step time describe the same epoch: clips/s × step time ≈ the batch size.
+    # clips/s and step time describe the same steady state: clips/s × step time ≈ the batch.
     batch = corpus.params().train.batch_size
     assert rows["clips_per_s"][0] * rows["step_time_s"][0] == pytest.approx(batch, rel=0.01)
+    assert all(value > 0 for value in rows["first_step_s"])
+
+
+def test_the_first_step_is_timed_apart_from_the_steady_state():
+    """A one-time cost in the first step (a compile warm-up) shows as first_step_s and leaves
+    the steady clips/s and step time alone."""
+    from emotions.training.throughput import EpochThroughput, ThroughputMeter
+
+    figures = EpochThroughput(
+        clips=40, steps=5, seconds=10.0, data_wait_s=0.5, first_step_s=6.0, first_clips=8
+    )
+    assert figures.clips_per_s == pytest.approx(32 / 4.0)
+    assert figures.step_time_s == pytest.approx(1.0)
+    assert figures.data_wait_share == pytest.approx(0.05)
+    one_step = EpochThroughput(clips=8, steps=1, seconds=2.0, data_wait_s=0.0, first_step_s=2.0)
+    assert one_step.step_time_s == pytest.approx(2.0)  # nothing else to call steady
+
+    meter = ThroughputMeter(torch.device("cpu"))
+    for index, _ in enumerate(meter.wrap(range(3))):
+        if index == 0:
+            time.sleep(0.2)  # the one-time cost
+        meter.step(8)
+    measured = meter.finish()
+    assert measured.first_step_s >= 0.2 and measured.first_clips == 8
+    assert measured.steps == 3 and measured.clips == 24
+    assert measured.step_time_s < measured.first_step_s
 
 
 def test_mfu_is_null_on_cpu_without_a_peak_and_known_gpus_have_one():

@@ -77,15 +77,43 @@ def resolve_runtime(
     return Runtime(resolved, rank=rank, world_size=world_size, local_rank=local_rank, bf16=bf16)
 
 
-def resolve_compile(setting: Literal["auto"] | bool, device: torch.device) -> bool:
-    """Whether to torch.compile the model: ``auto`` = on for CUDA, off elsewhere.
+@dataclass(frozen=True)
+class CompileChoice:
+    """Whether the model is compiled, and why (the train stage prints it)."""
 
-    On CUDA the fused kernels pay for a warm-up of minutes; on a CPU inductor's C++ build of
-    the whole model costs more than a small run trains (and ``meta`` cannot run kernels).
+    compiled: bool
+    reason: str
+
+    def __bool__(self) -> bool:
+        return self.compiled
+
+
+def resolve_compile(
+    setting: Literal["auto"] | bool,
+    device: torch.device,
+    optimizer_steps: int | None = None,
+    min_steps: int = 0,
+) -> CompileChoice:
+    """Whether to torch.compile the model: ``auto`` = on for a CUDA run of at least
+    ``min_steps`` optimizer steps (``train.compile_auto_min_steps``), off elsewhere.
+
+    On CUDA the fused kernels save a share of every step but cost a warm-up of minutes first, so
+    a short run (the sample corpus, a smoke test) finishes sooner eager; on a CPU inductor's C++
+    build of the whole model costs more than a small run trains (and ``meta`` cannot run
+    kernels). ``optimizer_steps`` None (not known) counts as long.
     """
-    if setting == "auto":
-        return device.type == "cuda"
-    return bool(setting)
+    if setting != "auto":
+        return CompileChoice(bool(setting), f"train.compile: {str(setting).lower()}")
+    if device.type != "cuda":
+        return CompileChoice(False, f"auto: off on {device.type}")
+    if optimizer_steps is not None and optimizer_steps < min_steps:
+        return CompileChoice(
+            False,
+            f"auto: {optimizer_steps} optimizer steps < train.compile_auto_min_steps "
+            f"{min_steps}, too few to repay the warm-up",
+        )
+    steps = "an unknown number of" if optimizer_steps is None else str(optimizer_steps)
+    return CompileChoice(True, f"auto: {steps} optimizer steps on cuda")
 
 
 def shutdown(runtime: Runtime) -> None:

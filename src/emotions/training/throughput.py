@@ -69,20 +69,36 @@ def mfu(
 
 @dataclass
 class EpochThroughput:
-    """One device's figures for one epoch of training (validation excluded)."""
+    """One device's figures for one epoch of training (validation excluded).
+
+    The first step is timed apart (``first_step_s``, ``first_clips``): it carries one-time
+    costs (torch.compile's warm-up, CUDA's lazy init, cuDNN's autotuning, the loader's worker
+    start), which would otherwise pass for a slow epoch. clips/s and step time are the steady
+    state, after the first step, when there are more.
+    """
 
     clips: int
     steps: int
     seconds: float
     data_wait_s: float
+    first_step_s: float = 0.0
+    first_clips: int = 0
+
+    @property
+    def _steady(self) -> tuple[int, int, float]:
+        if self.steps > 1 and self.seconds > self.first_step_s > 0:
+            return self.clips - self.first_clips, self.steps - 1, self.seconds - self.first_step_s
+        return self.clips, self.steps, self.seconds
 
     @property
     def clips_per_s(self) -> float:
-        return self.clips / self.seconds if self.seconds > 0 else 0.0
+        clips, _, seconds = self._steady
+        return clips / seconds if seconds > 0 else 0.0
 
     @property
     def step_time_s(self) -> float:
-        return self.seconds / self.steps if self.steps else 0.0
+        _, steps, seconds = self._steady
+        return seconds / steps if steps else 0.0
 
     @property
     def data_wait_share(self) -> float:
@@ -96,6 +112,8 @@ class ThroughputMeter:
         self.device = device
         self.clips = self.steps = 0
         self.data_wait_s = 0.0
+        self.first_step_s = 0.0
+        self.first_clips = 0
         self.started = time.perf_counter()
 
     def wrap(self, batches: Iterable[T]) -> Iterator[T]:
@@ -114,10 +132,22 @@ class ThroughputMeter:
     def step(self, clips: int) -> None:
         self.clips += clips
         self.steps += 1
+        if self.steps == 1:  # one synchronisation per epoch, to time the first step apart
+            self._synchronize()
+            self.first_step_s = time.perf_counter() - self.started
+            self.first_clips = clips
 
-    def finish(self) -> EpochThroughput:
+    def _synchronize(self) -> None:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
+
+    def finish(self) -> EpochThroughput:
+        self._synchronize()
         return EpochThroughput(
-            self.clips, self.steps, time.perf_counter() - self.started, self.data_wait_s
+            self.clips,
+            self.steps,
+            time.perf_counter() - self.started,
+            self.data_wait_s,
+            self.first_step_s,
+            self.first_clips,
         )

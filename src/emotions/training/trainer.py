@@ -252,16 +252,30 @@ def throughput_record(
     runtime: Runtime, meter: EpochThroughput, flops: float | None, peak: float | None
 ) -> dict[str, float]:
     """Per-epoch perf figures for DVCLive: per device, averaged over the ranks."""
-    clips, seconds, wait, steps = _reduce_sums(
-        runtime, [meter.clips, meter.seconds, meter.data_wait_s, meter.steps]
+    clips, seconds, wait, steps, first_s, first_clips = _reduce_sums(
+        runtime,
+        [
+            meter.clips,
+            meter.seconds,
+            meter.data_wait_s,
+            meter.steps,
+            meter.first_step_s,
+            meter.first_clips,
+        ],
     )
     world = runtime.world_size
     per_device = EpochThroughput(
-        int(clips / world), int(steps / world), seconds / world, wait / world
+        int(clips / world),
+        int(steps / world),
+        seconds / world,
+        wait / world,
+        first_s / world,
+        int(first_clips / world),
     )
     record = {
         "perf/clips_per_s": per_device.clips_per_s * world,
         "perf/step_time_s": per_device.step_time_s,
+        "perf/first_step_s": per_device.first_step_s,
         "perf/data_wait_share": per_device.data_wait_share,
     }
     utilisation = mfu(flops, per_device.clips_per_s, peak)
@@ -414,7 +428,16 @@ def _train(
             device_ids=[runtime.local_rank] if runtime.device.type == "cuda" else None,
             find_unused_parameters=True,
         )
-    if resolve_compile(cfg.compile, runtime.device):
+    remaining_steps = (cfg.epochs - state.epoch) * steps_per_epoch - math.ceil(
+        state.step_in_epoch / cfg.accumulate
+    )
+    compile_choice = resolve_compile(
+        cfg.compile, runtime.device, remaining_steps, cfg.compile_auto_min_steps
+    )
+    if runtime.is_main and runtime.device.type != "meta":
+        state_word = "on" if compile_choice else "off"
+        print(f"train {run}: torch.compile {state_word} ({compile_choice.reason})")
+    if compile_choice:
         wrapped = torch.compile(wrapped, backend=cfg.compile_backend, mode=cfg.compile_mode)
     live = _open_live(paths.model_dir, state) if runtime.is_main else None
     metadata = model_metadata(params, run, paths)
