@@ -258,8 +258,9 @@ class TrainConfig(Strict):
     # A resumable checkpoint every N optimizer steps, besides the one per epoch; null = off.
     checkpoint_every_n_steps: int | None = Field(None, ge=1)
     # jpeg caches: decode the training frames in the loader workers, or batched on the
-    # training device (nvJPEG on CUDA: the workers then only slice bytes).
-    jpeg_decode: Literal["worker", "device"] = "worker"
+    # training device (nvJPEG on CUDA: the workers then only slice bytes). auto = on the device
+    # when it is CUDA and train.spatial is ours (the authors' crops transform on the host).
+    jpeg_decode: Literal["auto", "worker", "device"] = "auto"
     # The spatial sampling of a clip's frames (emotions.training.transforms): ours, a random
     # crop square of the cached square + flip p 0.5 (centre crop to evaluate); authors, the
     # full short side at the centre or a corner resized to the crop + one of flip / rotation /

@@ -119,3 +119,21 @@ def test_the_authors_pipeline_needs_host_decoding() -> None:
     raw["train"]["jpeg_decode"] = "device"
     with pytest.raises(ConfigError, match=r"train\.spatial 'authors'"):
         parse_params(raw)
+
+
+def test_jpeg_decode_auto_decodes_on_cuda_with_our_crop_only() -> None:
+    """auto moves a jpeg cache's decoding onto a CUDA device (nvJPEG), never onto a CPU, and
+    never under the authors' crops, which transform decoded frames in the loader."""
+    from emotions.training.dataset import decodes_on_device
+
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    assert decodes_on_device("auto", cuda, "ours")
+    assert not decodes_on_device("auto", cuda, "authors")
+    assert not decodes_on_device("auto", cpu, "ours")
+    assert not decodes_on_device("auto", None, "ours")  # evaluation: plain batches
+    assert decodes_on_device("device", cpu, "ours")  # forced: how the CPU tests run it
+    assert not decodes_on_device("worker", cuda, "ours")
+    raw = yaml.safe_load((REPO / "params.yaml").read_text(encoding="utf-8"))
+    raw["train"]["spatial"] = "authors"
+    raw["preprocess"]["cache_format"] = "jpeg"
+    assert parse_params(raw).train.jpeg_decode == "auto"  # auto is valid with any crop

@@ -24,7 +24,7 @@ import json
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -281,6 +281,20 @@ class CachedClipDataset(Dataset):
         return self._rng
 
 
+def decodes_on_device(
+    setting: Literal["auto", "worker", "device"], device: torch.device | None, spatial: str
+) -> bool:
+    """Whether a jpeg cache's training frames are decoded batched on the training device.
+
+    auto: on CUDA with our crop, where nvJPEG takes the decoding off the loader workers (on a
+    CPU the workers are the same cores, and the authors' crops transform decoded frames on
+    the host).
+    """
+    if setting != "auto":
+        return setting == "device"
+    return device is not None and device.type == "cuda" and spatial == "ours"
+
+
 def build_dataset(
     params: Params,
     run: str,
@@ -289,9 +303,11 @@ def build_dataset(
     train: bool,
     *,
     random_views: bool = False,
+    device: torch.device | None = None,
 ) -> CachedClipDataset:
     """The run's ``split`` as the params configure it (augmented only when ``train``; a random
-    unaugmented view per epoch with ``random_views``)."""
+    unaugmented view per epoch with ``random_views``). ``device`` is where the batches train:
+    it decides ``train.jpeg_decode: auto``."""
     spec = params.run(run)
     classes = list(params.taxonomy_for(spec.dataset))
     augment = None
@@ -311,7 +327,7 @@ def build_dataset(
         # Deferred decoding for the training split only: evaluation keeps plain batches.
         defer_decode=train
         and params.preprocess.cache_format == "jpeg"
-        and params.train.jpeg_decode == "device",
+        and decodes_on_device(params.train.jpeg_decode, device, params.train.spatial),
         spatial=params.train.spatial,
         random_views=random_views and not train,
     )

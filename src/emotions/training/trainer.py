@@ -351,7 +351,7 @@ def _train(
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     seed_everything(params.seed)
-    train_set = build_dataset(params, run, paths, "train", train=True)
+    train_set = build_dataset(params, run, paths, "train", train=True, device=runtime.device)
     val_set = build_dataset(params, run, paths, "val", train=False)
     if len(train_set) == 0:
         raise StageError(f"run {run}: the train split of {paths.split} is empty")
