@@ -20,16 +20,7 @@ fi
 export PYTHONPATH=$PWD/src:$PWD:${PYTHONPATH:-}
 OVERLAY=(--overlay params/ours-closest.yaml --overlay-batch 32 --presets overlay --no-loader)
 
-# step NAME SECONDS COMMAND...: run COMMAND under timeout, output to $OUT/NAME.log, status to
-# $OUT/status.txt (rc 124: the step ran past SECONDS).
-step() {
-    local name=$1 limit=$2
-    shift 2
-    local started=$SECONDS
-    timeout --kill-after=10 "$limit" "$@" >"$OUT/$name.log" 2>&1
-    local rc=$?
-    echo "$name rc=$rc $((SECONDS - started))s" | tee -a "$OUT/status.txt"
-}
+source benchmarks/on_device_step.sh  # step NAME SECONDS COMMAND...
 
 {
     nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader

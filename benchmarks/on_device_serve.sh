@@ -31,14 +31,7 @@ else
     export PYTHONPATH=$PWD/src:$PWD
 fi
 
-step() {
-    local name=$1 limit=$2
-    shift 2
-    local started=$SECONDS
-    timeout --kill-after=10 "$limit" "$@" >"$OUT/$name.log" 2>&1
-    local rc=$?
-    echo "$name rc=$rc $((SECONDS - started))s" | tee -a "$OUT/status.txt"
-}
+source benchmarks/on_device_step.sh  # step NAME SECONDS COMMAND...
 
 step imports 40 $PY -c "import bentoml, uvicorn, emotions.serve.predictor; print('bentoml', bentoml.__version__)"
 step servers 150 $PY benchmarks/serve.py --device "$DEVICE" ${OVERLAY:+--overlay "$OVERLAY"} \

@@ -566,6 +566,10 @@ class ServeConfig(Strict):
     # slow or stalled uploads never hold one.
     max_concurrency: int = Field(32, ge=1)
     retry_after_s: int = Field(2, ge=1)
+    # Bytes of request bodies one worker holds at once (arrived, not yet answered; beyond 64
+    # KiB each they sit in temporary files): beyond it 503 with Retry-After, so a flood of
+    # large uploads cannot fill the disk. Must hold at least one max_upload_mb body.
+    max_pending_body_mb: float = Field(1024.0, gt=0)
     # Request heads (request line + headers): larger than max_header_kb or with more than
     # max_headers headers get 431; a head not complete within header_timeout_s of the
     # connection (or of the previous answer) gets 408 and the connection is closed.
@@ -596,6 +600,11 @@ class ServeConfig(Strict):
         bad = [ext for ext in self.extensions if not ext.startswith(".") or ext != ext.lower()]
         if bad:
             raise ValueError(f"serve.extensions must be lower-case and start with '.': {bad}")
+        if self.max_pending_body_mb < self.max_upload_mb:
+            raise ValueError(
+                f"serve.max_pending_body_mb ({self.max_pending_body_mb:g}) must hold one "
+                f"upload of serve.max_upload_mb ({self.max_upload_mb:g})"
+            )
         if self.body_timeout_s > self.timeout_s:
             # BentoML's own timeout would answer first, with a 5xx instead of our 408.
             raise ValueError("serve.body_timeout_s must not exceed serve.timeout_s")

@@ -10,6 +10,7 @@ is the test's own, so the uploads a killed worker left behind can be planted and
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -35,6 +36,7 @@ MAX_UPLOAD_MB = 0.25
 BODY_TIMEOUT_S = 3.0
 HEADER_TIMEOUT_S = 2.0
 SLOTS = 2
+PENDING_BODY_MB = 4 * MAX_UPLOAD_MB
 MAX_CONNECTIONS = 64
 REFUSED_BURST = 400  # above all refusals the other tests make, below the flood
 REFUSED_PER_S = 5.0
@@ -53,6 +55,7 @@ def workdir(tmp_path_factory) -> Path:
         max_header_kb=8,
         max_headers=30,
         max_concurrency=SLOTS,
+        max_pending_body_mb=PENDING_BODY_MB,
         max_connections=MAX_CONNECTIONS,
         timeout_s=30,
         refused_log_per_s=REFUSED_PER_S,
@@ -325,6 +328,37 @@ def test_over_the_slots_is_503_with_retry_after(server: LiveServer, clip: Path, 
     logged = records(log_path)[before:]
     assert Counter(r.get("http_status", 200) for r in logged) == statuses
     assert requests.get(f"{server.url}/readyz", timeout=10).status_code == 200
+
+
+def test_bodies_held_at_once_are_bounded(server: LiveServer, clip: Path, tmp_path: Path):
+    """Four clients send 94 % of the largest body each, then stall: the worker now holds
+    almost serve.max_pending_body_mb in bodies, and an upload that does not fit gets 503 with
+    Retry-After (it would have gone to disk). When they are gone, uploads are answered again."""
+    host, port = address(server)
+    near_limit = int(MAX_UPLOAD_MB * 2**20 * 0.94)
+    head = (
+        f"POST /predict HTTP/1.1\r\nHost: {host}\r\n"
+        "Content-Type: multipart/form-data; boundary=b\r\n"
+        f"Content-Length: {int(MAX_UPLOAD_MB * 2**20)}\r\n\r\n"
+    ).encode()
+    holders = [socket.create_connection((host, port), timeout=10) for _ in range(4)]
+    large = tmp_path / "large.mp4"
+    large.write_bytes(os.urandom(int(MAX_UPLOAD_MB * 2**20 * 0.5)))
+    try:
+        for sock in holders:
+            sock.sendall(head + b"x" * near_limit)
+        time.sleep(0.5)
+        refused = upload(server, large)
+        assert_shaped(refused, 503, "overloaded")
+        assert "serve.max_pending_body_mb" in refused.json()["detail"]
+        assert int(refused.headers["Retry-After"]) >= 1
+    finally:
+        for sock in holders:
+            sock.close()
+    deadline = time.monotonic() + 10
+    while (answer := upload(server, clip)).status_code == 503 and time.monotonic() < deadline:
+        time.sleep(0.2)  # the server notices the closed sockets and gives their bytes back
+    assert answer.status_code == 200, answer.text
 
 
 def test_urllib_gets_the_413_not_a_reset(server: LiveServer):

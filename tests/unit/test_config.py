@@ -177,3 +177,13 @@ def test_compile_mode_is_validated():
     raw["train"].update(compile_mode="reduce-overhead", compile_backend="aot_eager")
     with pytest.raises(ConfigError, match=r"needs train\.compile_backend 'inductor'"):
         parse_params(raw)
+
+
+def test_the_pending_body_budget_must_hold_one_upload():
+    """A budget below one upload would refuse every largest upload with 503, forever."""
+    raw = _raw()
+    raw["serve"].update(max_upload_mb=64, max_pending_body_mb=32)
+    with pytest.raises(ConfigError, match=r"serve\.max_pending_body_mb"):
+        parse_params(raw)
+    raw["serve"]["max_pending_body_mb"] = 64
+    assert parse_params(raw).serve.max_pending_body_mb == 64

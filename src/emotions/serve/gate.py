@@ -9,7 +9,10 @@ itself (the service gives BentoML no ``max_concurrency``), in this order:
 2. The body: a declared ``Content-Length`` over ``serve.max_upload_mb`` is 413 at once; the body
    is otherwise read into a spooled temporary file (memory up to 64 KiB, then an unnamed file)
    within ``serve.body_timeout_s`` of the request start (408 and close), and cut off at the
-   limit (413). Waiting costs a parked coroutine, never a slot.
+   limit (413). Waiting costs a parked coroutine, never a slot. The bytes a worker holds in
+   bodies (arrived, not yet answered) are bounded by ``serve.max_pending_body_mb``: beyond it
+   503 with ``Retry-After`` and close, so a flood of large uploads cannot fill the disk.
+   Only bytes that arrived count: a client that declares a large body and stalls holds none.
 3. ``POST /predict``: the form must be one file field ``video`` (:mod:`emotions.serve.formcheck`),
    else 400, before BentoML's parser sees it.
 4. A slot (``serve.max_concurrency`` per service, split over workers) or 503 with
@@ -37,6 +40,7 @@ from emotions.serve.formcheck import check_form
 from emotions.serve.limits import (
     STATUS_CODES,
     Rejection,
+    bodies_full,
     body_timeout,
     client_closed,
     overloaded,
@@ -81,6 +85,28 @@ class Admission:
         self.busy -= 1
 
 
+class BodyBudget:
+    """The bytes of request bodies one worker holds at once (arrived, not yet answered).
+
+    Counted as they arrive, not as declared: reserving a declared Content-Length would let
+    stalled clients that send nothing starve every upload, the attack the slots were moved
+    behind the body for. One event loop per worker, so no lock.
+    """
+
+    def __init__(self, limit_bytes: int) -> None:
+        self.limit_bytes = limit_bytes
+        self.held = 0
+
+    def try_take(self, size: int) -> bool:
+        if self.held + size > self.limit_bytes:
+            return False
+        self.held += size
+        return True
+
+    def give_back(self, size: int) -> None:
+        self.held -= size
+
+
 class _Refused(Exception):
     """Raised inside the gate to answer a refusal (and close the connection if asked)."""
 
@@ -101,6 +127,7 @@ class Gate:
         accountant: Accountant,
         admission: Admission,
         max_bytes: int,
+        bodies: BodyBudget,
         body_timeout_s: float,
         timeout_s: float,
         retry_after_s: int,
@@ -111,6 +138,7 @@ class Gate:
         self.accountant = accountant
         self.admission = admission
         self.max_bytes = max_bytes
+        self.bodies = bodies
         self.body_timeout_s = body_timeout_s
         self.timeout_s = timeout_s
         self.retry_after_s = retry_after_s
@@ -158,7 +186,7 @@ class Gate:
         if method == "GET" and path == "/docs.json" and self.openapi is not None:
             await response.json(200, self.openapi())
             return
-        body = await self._read_body(scope, receive, account)
+        body, held = await self._read_body(scope, receive, account)
         try:
             if method == "POST" and path == self.predict_path:
                 assert body is not None  # a POST without a body reads as empty
@@ -178,6 +206,7 @@ class Gate:
         finally:
             if body is not None:
                 body.close()
+            self.bodies.give_back(held)
 
     async def _run(
         self,
@@ -198,14 +227,15 @@ class Gate:
 
     async def _read_body(
         self, scope: Scope, receive: Receive, account: RequestAccount
-    ) -> IO[bytes] | None:
-        """The whole body, spooled, or a refusal; None when the request has no body."""
+    ) -> tuple[IO[bytes] | None, int]:
+        """The whole body, spooled, and its size taken from the body budget (the caller
+        closes the one and gives back the other); or a refusal. None when there is no body."""
         declared = _content_length(scope)
         chunked = b"chunked" in (_header(scope, b"transfer-encoding") or "").encode().lower()
         if declared is not None and declared > self.max_bytes:
             raise _Refused(too_large(declared, self.max_bytes))
         if not declared and not chunked and scope.get("method") != "POST":
-            return None
+            return None, 0
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.body_timeout_s - account.elapsed_ms() / 1000.0
         # Handed to the caller, which closes it.
@@ -220,15 +250,19 @@ class Gate:
                 if message["type"] == "http.disconnect":
                     raise _ClientGone
                 chunk = message.get("body", b"")
-                received += len(chunk)
-                if received > self.max_bytes:
+                if received + len(chunk) > self.max_bytes:
                     raise _Refused(too_large(None, self.max_bytes))
+                if not self.bodies.try_take(len(chunk)):
+                    retry = [(b"retry-after", str(self.retry_after_s).encode("ascii"))]
+                    raise _Refused(bodies_full(self.bodies.limit_bytes), headers=retry)
+                received += len(chunk)
                 spool.write(chunk)
                 if not message.get("more_body", False):
                     spool.seek(0)
-                    return spool
+                    return spool, received
         except BaseException:
             spool.close()
+            self.bodies.give_back(received)
             raise
 
     def _account(self, scope: Scope, account: RequestAccount, response: _Response) -> None:

@@ -114,6 +114,15 @@ def overloaded(limit: int) -> Rejection:
     )
 
 
+def bodies_full(limit_bytes: int) -> Rejection:
+    return Rejection(
+        503,
+        OVERLOADED,
+        f"this worker already holds {limit_bytes / 2**20:g} MB of request bodies "
+        "(serve.max_pending_body_mb); retry after the Retry-After seconds",
+    )
+
+
 def timed_out(limit_s: float) -> Rejection:
     return Rejection(
         504, TIMEOUT, f"the request was not answered within {limit_s:g} s (serve.timeout_s)"

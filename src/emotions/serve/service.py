@@ -52,7 +52,7 @@ from emotions.serve import accounting, httpguard, openapi
 from emotions.serve.accounting import Accountant
 from emotions.serve.batcher import MicroBatcher
 from emotions.serve.decoding import DecodeFailed, DecoderPool
-from emotions.serve.gate import Admission, Gate
+from emotions.serve.gate import Admission, BodyBudget, Gate
 from emotions.serve.limits import (
     INTERNAL_ERROR,
     Rejection,
@@ -407,6 +407,7 @@ EmotionService.add_asgi_middleware(
     accountant=ACCOUNTANT,
     admission=ADMISSION,
     max_bytes=SETTINGS.max_upload_bytes,
+    bodies=BodyBudget(int(SETTINGS.config.max_pending_body_mb * 2**20)),
     body_timeout_s=SETTINGS.config.body_timeout_s,
     timeout_s=SETTINGS.config.timeout_s,
     retry_after_s=SETTINGS.config.retry_after_s,
