@@ -33,7 +33,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from emotions.lifetime import watch_signals
+from emotions.lifetime import end_descendants, watch_signals
 
 # `emotions` exits 2 for a failure a rerun cannot fix (src/emotions/cli.py).
 HARD_EXIT_CODES = frozenset({2})
@@ -165,28 +165,11 @@ def stream(
 STOP_GRACE_S = 5.0
 
 
-def stop_descendants(grace_s: float = STOP_GRACE_S) -> None:
-    """Terminate every process this one started, and theirs (a temporary Prefect server, `dvc
-    repro` and its stage): SIGTERM first so they clean up, SIGKILL for those still alive
-    after ``grace_s``."""
-    import psutil
-
-    below = psutil.Process().children(recursive=True)
-    for process in below:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            process.terminate()
-    _, alive = psutil.wait_procs(below, timeout=grace_s)
-    for process in alive:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            process.kill()
-    psutil.wait_procs(alive, timeout=grace_s)
-
-
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)
 
 
 def _stop_and_exit(signum: int) -> None:
-    stop_descendants()
+    end_descendants(STOP_GRACE_S)  # the Prefect server, `dvc repro` and its stage
     name = signal.Signals(signum).name
     print(
         f"{Path(sys.argv[0]).stem}: stopped by {name}, with the processes it started",

@@ -56,7 +56,7 @@ def stop_on_signals(grace_s: float = UNWIND_GRACE_S) -> None:
 
     def end_after_grace(signum: int) -> None:
         time.sleep(grace_s)
-        _end_children()
+        end_descendants()
         os._exit(128 + signum)
 
     watch_signals(STOP_SIGNALS, _stop, end_after_grace)
@@ -103,16 +103,16 @@ def end_descendants_on_signals(grace_s: float = 10.0) -> None:
     """
 
     def end(signum: int) -> None:
-        _end_children(grace_s)
+        end_descendants(grace_s)
         os._exit(128 + signum)
 
     watch_signals(STOP_SIGNALS, lambda _signum, _frame: None, end)
 
 
-def _end_children(grace_s: float = 0.0) -> None:
-    """Terminate every descendant (SIGTERM lets a stage unwind), then kill what is left after
-    ``grace_s``. The list is taken first, so a child re-parented by its parent's death is
-    still reached."""
+def end_descendants(grace_s: float = 0.0) -> None:
+    """End every process this one started, and theirs: SIGTERM first so they unwind (a stage
+    removes its temporaries), SIGKILL for those alive after ``grace_s`` (at once with 0). The
+    list is taken first, so a child re-parented by its parent's death is still reached."""
     import psutil
 
     below = psutil.Process().children(recursive=True)
@@ -124,6 +124,7 @@ def _end_children(grace_s: float = 0.0) -> None:
     for child in below:
         with contextlib.suppress(psutil.Error):
             child.kill()
+    psutil.wait_procs(below, timeout=max(grace_s, 1.0))
 
 
 def die_with_parent() -> bool:
