@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 from torchvision.models.video.swin_transformer import ShiftedWindowAttention3d
 
 from emotions.models.settings import VideoAttention, VideoSettings
@@ -51,28 +51,34 @@ CASES = {
 BF16_SHARE = 0.02
 
 
+T = typing.TypeVar("T", bound=nn.Module)
+
+
+def _twin(
+    module_class: type[T], shift: list[int], **settings: str
+) -> tuple[ShiftedWindowAttention3d, T]:
+    """torchvision's module and a ``module_class`` one with the same weights and ``settings``."""
+    torch.manual_seed(0)
+    reference = ShiftedWindowAttention3d(DIM, list(WINDOW), list(shift), HEADS)
+    other = module_class(DIM, list(WINDOW), list(shift), HEADS)
+    other.load_state_dict(reference.state_dict())
+    for name, value in settings.items():
+        setattr(other, name, value)
+    return reference, other
+
+
 def pair(
     shift: list[int], kernel: str = "composite"
 ) -> tuple[ShiftedWindowAttention3d, SdpaWindowAttention3d]:
     """torchvision's module and the fused one (on the CPU path ``kernel``), same weights."""
-    torch.manual_seed(0)
-    reference = ShiftedWindowAttention3d(DIM, list(WINDOW), list(shift), HEADS)
-    fused = SdpaWindowAttention3d(DIM, list(WINDOW), list(shift), HEADS)
-    fused.load_state_dict(reference.state_dict())
-    fused.cpu_kernel = kernel
-    return reference, fused
+    return _twin(SdpaWindowAttention3d, shift, cpu_kernel=kernel)
 
 
 def flex_pair(
     shift: list[int], kernel: str = "flex"
 ) -> tuple[ShiftedWindowAttention3d, FlexWindowAttention3d]:
     """torchvision's module and the FlexAttention one (on the CPU path ``kernel``), same weights."""
-    torch.manual_seed(0)
-    reference = ShiftedWindowAttention3d(DIM, list(WINDOW), list(shift), HEADS)
-    flex = FlexWindowAttention3d(DIM, list(WINDOW), list(shift), HEADS)
-    flex.load_state_dict(reference.state_dict())
-    flex.flex_cpu_kernel = kernel
-    return reference, flex
+    return _twin(FlexWindowAttention3d, shift, flex_cpu_kernel=kernel)
 
 
 def run(
@@ -94,16 +100,37 @@ def inputs(size: tuple[int, int, int], seed: int = 1) -> tuple[Tensor, Tensor]:
     return x, torch.randn(x.shape, generator=generator)
 
 
-@pytest.mark.parametrize("kernel", KERNELS)
-@pytest.mark.parametrize(("size", "shift"), CASES.values(), ids=CASES.keys())
-def test_fp32_output_and_gradients_equal_torchvision(size, shift, kernel: str) -> None:
-    reference, fused = pair(shift, kernel)
+def assert_equal_in_fp32(reference: nn.Module, other: nn.Module, size) -> None:
+    """Output and every gradient of ``other`` equal torchvision's in fp32."""
     x, upstream = inputs(size)
-    expected, actual = run(reference, x, upstream), run(fused, x, upstream)
+    expected, actual = run(reference, x, upstream), run(other, x, upstream)
     assert expected.keys() == actual.keys()
     assert "grad relative_position_bias_table" in actual
     for name, value in expected.items():
         torch.testing.assert_close(actual[name], value, msg=lambda m, n=name: f"{n}: {m}")
+
+
+def assert_within_share(
+    actual: dict[str, Tensor], exact: dict[str, Tensor], share: float = BF16_SHARE
+) -> None:
+    """Output, input and bias-table gradients within ``share`` of the exact one's largest
+    magnitude."""
+    for name in ("output", "grad input", "grad relative_position_bias_table"):
+        tolerance = share * exact[name].abs().max().item()
+        error = (actual[name].float() - exact[name]).abs().max().item()
+        assert error <= tolerance, f"{name}: error {error:.3g} > {tolerance:.3g} ({share:g})"
+
+
+def assert_within_bf16(reference: nn.Module, other: nn.Module, size) -> None:
+    """``other`` under bf16 autocast stays within BF16_SHARE of torchvision's fp32 answer."""
+    x, upstream = inputs(size)
+    assert_within_share(run(other, x, upstream, bf16=True), run(reference, x, upstream))
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+@pytest.mark.parametrize(("size", "shift"), CASES.values(), ids=CASES.keys())
+def test_fp32_output_and_gradients_equal_torchvision(size, shift, kernel: str) -> None:
+    assert_equal_in_fp32(*pair(shift, kernel), size)
 
 
 @pytest.mark.parametrize(
@@ -114,13 +141,7 @@ def test_fp32_output_and_gradients_equal_torchvision(size, shift, kernel: str) -
 @pytest.mark.parametrize("kernel", KERNELS)
 def test_bf16_autocast_stays_within_bf16_tolerance_of_fp32(size, shift, kernel: str) -> None:
     reference, fused = pair(shift, kernel)
-    x, upstream = inputs(size)
-    exact = run(reference, x, upstream)
-    actual = run(fused, x, upstream, bf16=True)
-    for name in ("output", "grad input", "grad relative_position_bias_table"):
-        tolerance = BF16_SHARE * exact[name].abs().max().item()
-        error = (actual[name].float() - exact[name]).abs().max().item()
-        assert error <= tolerance, f"{name}: bf16 error {error:.3g} > {tolerance:.3g}"
+    assert_within_bf16(reference, fused, size)
     # The mask is cached in the compute dtype: no fp32 mask next to bf16 q/k/v.
     if any(shift):
         assert {key[-1] for key in fused._shift_masks} == {torch.bfloat16}
@@ -152,13 +173,7 @@ def test_unshifted_blocks_need_no_mask_cache() -> None:
 def test_flex_fp32_output_and_gradients_equal_torchvision(size, shift, kernel: str) -> None:
     """The bias table's gradient comes through the score_mod (FlexAttention's backward on the
     "flex" path), not through a dense mask."""
-    reference, flex = flex_pair(shift, kernel)
-    x, upstream = inputs(size)
-    expected, actual = run(reference, x, upstream), run(flex, x, upstream)
-    assert expected.keys() == actual.keys()
-    assert "grad relative_position_bias_table" in actual
-    for name, value in expected.items():
-        torch.testing.assert_close(actual[name], value, msg=lambda m, n=name: f"{n}: {m}")
+    assert_equal_in_fp32(*flex_pair(shift, kernel), size)
 
 
 @pytest.mark.parametrize(
@@ -168,14 +183,7 @@ def test_flex_fp32_output_and_gradients_equal_torchvision(size, shift, kernel: s
 )
 @pytest.mark.parametrize("kernel", FLEX_KERNELS)
 def test_flex_bf16_autocast_stays_within_bf16_tolerance_of_fp32(size, shift, kernel: str) -> None:
-    reference, flex = flex_pair(shift, kernel)
-    x, upstream = inputs(size)
-    exact = run(reference, x, upstream)
-    actual = run(flex, x, upstream, bf16=True)
-    for name in ("output", "grad input", "grad relative_position_bias_table"):
-        tolerance = BF16_SHARE * exact[name].abs().max().item()
-        error = (actual[name].float() - exact[name]).abs().max().item()
-        assert error <= tolerance, f"{name}: bf16 error {error:.3g} > {tolerance:.3g}"
+    assert_within_bf16(*flex_pair(shift, kernel), size)
 
 
 def test_flex_caches_region_ids_not_a_dense_mask() -> None:
@@ -299,10 +307,7 @@ def test_the_sdpa_call_uses_the_chosen_kernel_and_matches_torchvision(device: st
         actual = run(fused, x, upstream, bf16=True)
     names = {event.key for event in prof.key_averages()}
     assert EXPECTED_KERNEL[device] in names, sorted(n for n in names if "attention" in n)
-    for name in ("output", "grad input", "grad relative_position_bias_table"):
-        tolerance = BF16_SHARE * exact[name].abs().max().item()
-        error = (actual[name].float() - exact[name]).abs().max().item()
-        assert error <= tolerance, f"{name}: bf16 error {error:.3g} > {tolerance:.3g}"
+    assert_within_share(actual, exact)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -314,11 +319,7 @@ def test_flex_kernel_on_cuda_matches_torchvision(shift) -> None:
     x, upstream = (t.to("cuda") for t in inputs((5, 9, 10)))
     exact = run(reference, x, upstream)
     for bf16 in (False, True):
-        actual = run(flex, x, upstream, bf16=bf16)
-        for name in ("output", "grad input", "grad relative_position_bias_table"):
-            tolerance = (BF16_SHARE if bf16 else 1e-3) * exact[name].abs().max().item()
-            error = (actual[name].float() - exact[name]).abs().max().item()
-            assert error <= tolerance, f"{name} (bf16={bf16}): error {error:.3g} > {tolerance:.3g}"
+        assert_within_share(run(flex, x, upstream, bf16=bf16), exact, BF16_SHARE if bf16 else 1e-3)
 
 
 def test_flex_counts_its_flops_like_sdpa_under_the_flop_counter() -> None:
