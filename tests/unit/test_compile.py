@@ -106,6 +106,34 @@ def test_video_branch_with_sdpa_attention_has_no_graph_breaks(warm: bool, kernel
     assert explained.graph_count == 1
 
 
+Grads = dict[str, torch.Tensor]
+
+
+def tokens_and_grads(
+    model: torch.nn.Module, module, clip: torch.Tensor, keep=lambda name: True
+) -> tuple[torch.Tensor, Grads]:
+    """One forward and backward of ``module`` (``model`` itself or its compiled wrapper): the
+    tokens and ``model``'s gradients (those whose name ``keep`` accepts)."""
+    model.zero_grad(set_to_none=True)
+    torch.manual_seed(1)  # the same stochastic-depth draws in every run (training mode)
+    tokens, _ = module(clip)
+    tokens.square().mean().backward()
+    grads = {n: p.grad for n, p in model.named_parameters() if p.grad is not None and keep(n)}
+    return tokens.detach(), grads
+
+
+def assert_same_run(
+    actual: tuple[torch.Tensor, Grads], expected: tuple[torch.Tensor, Grads], **tolerance
+) -> None:
+    (tokens, grads), (expected_tokens, expected_grads) = actual, expected
+    torch.testing.assert_close(tokens, expected_tokens, **tolerance)
+    assert grads.keys() == expected_grads.keys() and grads
+    for name, grad in expected_grads.items():
+        torch.testing.assert_close(
+            grads[name], grad, **tolerance, msg=lambda m, n=name: f"{n}: {m}"
+        )
+
+
 @pytest.mark.parametrize("kernel", ["composite", "sdpa"])
 def test_compiled_video_branch_equals_eager(kernel: str):
     """Forward and backward of the compiled sdpa video branch (aot_eager traces both exactly as
@@ -114,22 +142,10 @@ def test_compiled_video_branch_equals_eager(kernel: str):
     clip = torch.randint(0, 256, (2, 8, 3, 64, 64), dtype=torch.uint8)
     torch._dynamo.reset()
     compiled = torch.compile(video, backend="aot_eager", fullgraph=True)
-    results = []
-    for module in (compiled, video):
-        video.zero_grad(set_to_none=True)
-        torch.manual_seed(1)  # the same stochastic-depth draws in both runs (training mode)
-        tokens, _ = module(clip)
-        tokens.square().mean().backward()
-        grads = {name: p.grad for name, p in video.named_parameters() if p.grad is not None}
-        results.append((tokens.detach(), grads))
-        if module is compiled:
-            attention = [m for m in video.modules() if isinstance(m, SdpaWindowAttention3d)]
-            assert attention and not any(m._shift_masks for m in attention)
-    (compiled_tokens, compiled_grads), (eager_tokens, eager_grads) = results
-    torch.testing.assert_close(compiled_tokens, eager_tokens)
-    assert compiled_grads.keys() == eager_grads.keys()
-    for name, grad in eager_grads.items():
-        torch.testing.assert_close(compiled_grads[name], grad, msg=lambda m, n=name: f"{n}: {m}")
+    compiled_run = tokens_and_grads(video, compiled, clip)
+    attention = [m for m in video.modules() if isinstance(m, SdpaWindowAttention3d)]
+    assert attention and not any(m._shift_masks for m in attention)
+    assert_same_run(compiled_run, tokens_and_grads(video, video, clip))
 
 
 def flex_video_branch(kernel: str) -> VideoBackbone:
@@ -162,20 +178,10 @@ def test_compiled_flex_video_branch_equals_eager():
     clip = torch.randint(0, 256, (1, 8, 3, 64, 64), dtype=torch.uint8)
     torch._dynamo.reset()
     compiled = torch.compile(video, backend="aot_eager", fullgraph=True)
-    results = []
-    for module in (compiled, video):
-        video.zero_grad(set_to_none=True)
-        torch.manual_seed(1)  # the same stochastic-depth draws in both runs (training mode)
-        tokens, _ = module(clip)
-        tokens.square().mean().backward()
-        grads = {name: p.grad for name, p in video.named_parameters() if p.grad is not None}
-        results.append((tokens.detach(), grads))
-    (compiled_tokens, compiled_grads), (eager_tokens, eager_grads) = results
-    assert any(name.endswith("relative_position_bias_table") for name in eager_grads)
-    torch.testing.assert_close(compiled_tokens, eager_tokens)
-    assert compiled_grads.keys() == eager_grads.keys()
-    for name, grad in eager_grads.items():
-        torch.testing.assert_close(compiled_grads[name], grad, msg=lambda m, n=name: f"{n}: {m}")
+    compiled_run = tokens_and_grads(video, compiled, clip)
+    eager_run = tokens_and_grads(video, video, clip)
+    assert any(name.endswith("relative_position_bias_table") for name in eager_run[1])
+    assert_same_run(compiled_run, eager_run)
 
 
 @pytest.mark.parametrize(
@@ -206,22 +212,11 @@ def test_inductor_flex_video_branch_equals_eager(device: str):
     clip = torch.randint(0, 256, (2, 8, 3, 64, 64), dtype=torch.uint8, device=device)
     torch._dynamo.reset()
     compiled = torch.compile(video, backend="inductor", fullgraph=True)
-    results = []
-    for model, module in ((video, compiled), (reference, reference)):
-        model.zero_grad(set_to_none=True)
-        torch.manual_seed(1)  # the same stochastic-depth draws in both runs (training mode)
-        tokens, _ = module(clip)
-        tokens.square().mean().backward()
-        grads = {n: p.grad for n, p in model.named_parameters() if n.endswith("bias_table")}
-        results.append((tokens.detach(), grads))
-    (tokens, grads), (expected_tokens, expected_grads) = results
-    tolerance = {"rtol": 1e-3, "atol": 1e-3}  # TF32 may be on; the kernels sum in another order
-    torch.testing.assert_close(tokens, expected_tokens, **tolerance)
-    assert grads.keys() == expected_grads.keys() and grads
-    for name, grad in expected_grads.items():
-        torch.testing.assert_close(
-            grads[name], grad, **tolerance, msg=lambda m, n=name: f"{n}: {m}"
-        )
+    tables = lambda name: name.endswith("bias_table")  # noqa: E731
+    compiled_run = tokens_and_grads(video, compiled, clip, tables)
+    reference_run = tokens_and_grads(reference, reference, clip, tables)
+    # TF32 may be on; the kernels sum in another order.
+    assert_same_run(compiled_run, reference_run, rtol=1e-3, atol=1e-3)
 
 
 @pytest.fixture(scope="module")
