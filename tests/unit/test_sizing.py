@@ -135,3 +135,26 @@ def test_the_ladder_stops_where_doubling_stops_paying() -> None:
     assert sizing.decode_workers_for(10.0, bound=15) == 15  # 200 ms decode / 10 ms forward = 20
     assert sizing.decode_workers_for(100.0, bound=15) == 2
     assert sizing.decode_workers_for(1000.0, bound=15) == 1
+
+
+def test_a_batch_the_device_has_no_memory_for_ends_the_ladder() -> None:
+    """A smaller card than the model was sized on still starts, with the batches that fit."""
+
+    def timer(batch: int) -> tuple[float, float]:
+        if batch >= 4:
+            raise torch.OutOfMemoryError("CUDA out of memory")
+        return 10.0 / batch, 10.0
+
+    per_clip = sizing.measure_ladder(timer, max_batch=32)
+    assert list(per_clip) == [1, 2] and sizing.choose_batch(per_clip) == 2
+
+    def no_room(batch: int) -> tuple[float, float]:
+        raise torch.OutOfMemoryError("CUDA out of memory")
+
+    with pytest.raises(torch.OutOfMemoryError):  # not even one clip: the service cannot start
+        sizing.measure_ladder(no_room)
+
+
+def test_predict_batch_size_auto_is_the_cpu_default_on_a_cpu(predictor: Predictor) -> None:
+    assert sizing.predict_batch_size("auto", predictor) == sizing.CPU_BATCH_SIZE == 8
+    assert sizing.predict_batch_size(3, predictor) == 3

@@ -166,12 +166,22 @@ def measure_ladder(
     min_gain: float = MIN_GAIN,
 ) -> dict[int, float]:
     """Per-clip ms at batch 1, 2, 4, ... up to ``max_batch``, stopping at the first doubling
-    that does not pay (its timing is kept: it is why the ladder stopped) or once one batch
-    takes longer than ``MAX_FORWARD_S``."""
+    that does not pay (its timing is kept: it is why the ladder stopped), once one batch
+    takes longer than ``MAX_FORWARD_S``, or at a batch the device has no memory for (a card
+    smaller than the one the model was sized on must still start, with smaller batches)."""
+    import torch
+
     per_clip: dict[int, float] = {}
     batch = 1
     while batch <= max_batch:
-        per_clip[batch], per_batch = timer(batch)
+        try:
+            per_clip[batch], per_batch = timer(batch)
+        except torch.OutOfMemoryError:
+            if batch == 1:
+                raise
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            break
         if batch > 1 and per_clip[batch] > (1.0 - min_gain) * per_clip[batch // 2]:
             break
         if per_batch > MAX_FORWARD_S * 1000.0:
@@ -255,6 +265,16 @@ def decode_workers_for(
     """Decoders that together deliver a clip per forward time per clip, within ``bound``."""
     needed = math.ceil(decode_ms_per_clip / max(forward_ms_per_clip, 1e-6))
     return max(1, min(bound, needed))
+
+
+def predict_batch_size(value: int | str, predictor: Predictor) -> int:
+    """`emotions predict --batch-size`: a number as given; ``auto`` the CPU default on a CPU,
+    else the batch the service would measure for this predictor (the same rule)."""
+    if value != AUTO:
+        return int(value)
+    if predictor.device.type == "cpu":
+        return CPU_BATCH_SIZE
+    return choose_batch(measure_ladder(lambda batch: time_forward(predictor, batch)))
 
 
 def static_batch_size(config_value: int | str) -> int:
