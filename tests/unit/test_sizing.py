@@ -158,3 +158,24 @@ def test_a_batch_the_device_has_no_memory_for_ends_the_ladder() -> None:
 def test_predict_batch_size_auto_is_the_cpu_default_on_a_cpu(predictor: Predictor) -> None:
     assert sizing.predict_batch_size("auto", predictor) == sizing.CPU_BATCH_SIZE == 8
     assert sizing.predict_batch_size(3, predictor) == 3
+
+
+def test_bentoml_batching_keeps_the_batch_declared_at_import(predictor: Predictor) -> None:
+    """BentoML's batchable API takes its batch size when the class is defined: off the CPU
+    auto keeps that one (8), and the budget and decoders are measured at it."""
+    timed: list[int] = []
+
+    def timer(batch: int) -> tuple[float, float]:
+        timed.append(batch)
+        return 2.0, 2.0 * batch
+
+    config = ServeConfig(batcher="bentoml")
+    sized = sizing.resolve_sizing(config, predictor, force=True, timer=timer, cores=4)
+    assert timed == [8] and sized.batch_size == sizing.static_batch_size("auto") == 8
+    assert sized.origin["batch_size"] == "auto (cpu default: declared at import)"
+    assert sized.max_latency_ms == 16.0 and sized.decode_workers == 3  # 200/2 > 4 - 1 cores
+    only_batch = ServeConfig(batcher="bentoml", max_latency_ms=10, decode_workers=2)
+    timed.clear()
+    sized = sizing.resolve_sizing(only_batch, predictor, force=True, timer=timer)
+    assert timed == [] and (sized.batch_size, sized.max_latency_ms) == (8, 10.0)
+    assert sized.origin["batch_size"] == "auto (cpu default: declared at import)"

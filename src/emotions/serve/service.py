@@ -180,7 +180,7 @@ class EmotionService:
             calibration=os.environ.get(CALIBRATION_ENV) or None,
         )
         # serve.batch_size / max_latency_ms / decode_workers: auto measured here on a GPU.
-        self.sizing: Sizing = resolve_sizing(config, self.predictor, static_batch=BENTOML_BATCHING)
+        self.sizing: Sizing = resolve_sizing(config, self.predictor)
         start_log.info("%s", self.sizing.describe())
         self.decoder = DecoderPool(
             self.predictor.preprocess,

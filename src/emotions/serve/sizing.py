@@ -61,12 +61,13 @@ class Sizing:
     batch_size: int
     max_latency_ms: float
     decode_workers: int
-    # Per key: "configured", "auto (cpu)" or "auto (measured on <device>)".
+    # Per key: "configured", "auto (cpu)", "auto (measured on <device>)", or for the batch of
+    # BentoML's batchable API off the CPU "auto (cpu default: declared at import)".
     origin: dict[str, str]
     # Median forward ms per clip by batch size (empty when nothing was measured).
     forward_ms_per_clip: dict[int, float] = field(default_factory=dict)
     decode_ms_per_clip: float | None = None
-    cores: int | None = None
+    cores: int | None = None  # the most decode workers auto may choose here
 
     def describe(self) -> str:
         """One log line: the sizes and the timings they came from."""
@@ -106,8 +107,8 @@ def worker_cores(workers: int = 1) -> int:
 
 
 def synthetic_clips(predictor: Predictor, count: int) -> list[DecodedClip]:
-    """``count`` decoded clips of the model's input shape (noise frames, silence-free audio):
-    the forward's cost depends on the shapes, not on the pixels."""
+    """``count`` decoded clips of the model's input shape (noise frames, a log-mel full of
+    sound): the forward's cost depends on the shapes, not on the values."""
     pre = predictor.preprocess
     frames_per_clip = pre.num_frames * pre.positions
     rng = np.random.default_rng(0)
@@ -190,6 +191,29 @@ def measure_ladder(
     return per_clip
 
 
+KEYS = ("batch_size", "max_latency_ms", "decode_workers")
+
+
+def without_measuring(config: ServeConfig, origin: dict[str, str] | None = None) -> Sizing:
+    """``config``'s sizes with ``auto`` read as the CPU values: on a CPU, and wherever no model
+    is at hand to time (a decode-only benchmark). ``origin`` overrides the reported origins."""
+    cpu = {
+        "batch_size": CPU_BATCH_SIZE,
+        "max_latency_ms": CPU_MAX_LATENCY_MS,
+        "decode_workers": CPU_DECODE_WORKERS,
+    }
+    values = {
+        key: cpu[key] if getattr(config, key) == AUTO else getattr(config, key) for key in KEYS
+    }
+    shown = {key: "auto (cpu)" if getattr(config, key) == AUTO else "configured" for key in KEYS}
+    return Sizing(
+        batch_size=int(values["batch_size"]),
+        max_latency_ms=float(values["max_latency_ms"]),
+        decode_workers=int(values["decode_workers"]),
+        origin={**shown, **(origin or {})},
+    )
+
+
 def resolve_sizing(
     config: ServeConfig,
     predictor: Predictor,
@@ -198,34 +222,23 @@ def resolve_sizing(
     max_batch: int = MAX_BATCH,
     timer: Callable[[int], tuple[float, float]] | None = None,
     cores: int | None = None,
-    static_batch: bool = False,
 ) -> Sizing:
     """The sizes to serve with: ``config``'s numbers as given, its ``auto`` ones resolved for
-    ``predictor``'s device (measured off the CPU, or on it with ``force``). ``static_batch``:
-    the batch size was fixed before the model loaded (:func:`static_batch_size`)."""
-    keys = ("batch_size", "max_latency_ms", "decode_workers")
-    auto = {key for key in keys if getattr(config, key) == AUTO}
-    configured = {key: getattr(config, key) for key in keys if key not in auto}
-    origin = dict.fromkeys(configured, "configured")
+    ``predictor``'s device (measured off the CPU, or on it with ``force``). With
+    ``serve.batcher: bentoml`` the batch size was fixed before the model loaded
+    (:func:`static_batch_size`)."""
+    auto = {key for key in KEYS if getattr(config, key) == AUTO}
     device = predictor.device.type
-    if auto and (device != "cpu" or force) and static_batch and "batch_size" in auto:
+    if not auto or (device == "cpu" and not force):
+        return without_measuring(config)
+    configured = {key: getattr(config, key) for key in KEYS if key not in auto}
+    origin = dict.fromkeys(configured, "configured")
+    if config.batcher == "bentoml" and "batch_size" in auto:
         auto.discard("batch_size")
         configured["batch_size"] = static_batch_size(AUTO)
         origin["batch_size"] = "auto (cpu default: declared at import)"
-    if not auto or (device == "cpu" and not force):
-        cpu = {
-            "batch_size": CPU_BATCH_SIZE,
-            "max_latency_ms": CPU_MAX_LATENCY_MS,
-            "decode_workers": CPU_DECODE_WORKERS,
-        }
-        values = {**cpu, **configured}
-        origin.update(dict.fromkeys(auto, "auto (cpu)"))
-        return Sizing(
-            batch_size=int(values["batch_size"]),
-            max_latency_ms=float(values["max_latency_ms"]),
-            decode_workers=int(values["decode_workers"]),
-            origin={key: origin[key] for key in keys},
-        )
+        if not auto:
+            return without_measuring(config.model_copy(update=configured), origin)
     timer = timer or (lambda batch: time_forward(predictor, batch))
     if "batch_size" in auto:
         per_clip = measure_ladder(timer, max_batch)
@@ -252,7 +265,7 @@ def resolve_sizing(
         batch_size=batch,
         max_latency_ms=round(latency, 3),
         decode_workers=workers,
-        origin={key: origin[key] for key in keys},
+        origin={key: origin[key] for key in KEYS},
         forward_ms_per_clip=per_clip,
         decode_ms_per_clip=DECODE_MS_PER_CLIP,
         cores=bound,
