@@ -41,6 +41,7 @@ from emotions.media.clipcheck import ClipBounds
 from emotions.media.decode import decode_clip, decode_limit
 from emotions.media.encode import write_blank_clip
 from emotions.serve.decoding import DecodeFailed, DecoderPool
+from emotions.serve.sizing import without_measuring
 
 OUT_OF_REACH = 10**18
 TARGET_GOOD_LATENCY = 2.0
@@ -68,7 +69,11 @@ def attack_round(
 ) -> dict[str, Any]:
     """Idle latency of the good clip, then ``attackers`` attacks with the good clip behind."""
     pool = DecoderPool(
-        config, workers=serve.decode_workers, timeout_s=serve.decode_timeout_s, bounds=bounds
+        config,
+        # auto: the CPU's count (no model here to size it by); this benchmark runs on a CPU.
+        workers=without_measuring(serve).decode_workers,
+        timeout_s=serve.decode_timeout_s,
+        bounds=bounds,
     )
     try:
         pool.warm_up()
@@ -166,7 +171,7 @@ def run(args: argparse.Namespace, where: Path) -> None:
     result: dict[str, Any] = {
         "attack_file": {"side": args.side, "frames": args.frames, "bytes": attack.stat().st_size},
         "max_decode_pixels": limit,
-        "decode_workers": serve.decode_workers,
+        "decode_workers": without_measuring(serve).decode_workers,
         "decode_timeout_s": serve.decode_timeout_s,
     }
     print(json.dumps(result), flush=True)

@@ -11,6 +11,8 @@
 # `.gpu/wheels-bento/`. Checked here on the CPU first with
 #     DEVICE=cpu OVERLAY= SECONDS_PER_POINT=4 bash benchmarks/on_device_serve.sh
 # Each step runs under its own `timeout`; logs, JSON and exit statuses land in $OUT.
+# WORKERS=auto lets the servers size their decoder pools themselves (serve.decode_workers: auto,
+# emotions.serve.sizing); each server's resolved sizes are printed in its log.
 set -u
 OUT=${OUT:-reports/on_device_serve}
 DEVICE=${DEVICE:-cuda}

@@ -21,6 +21,12 @@ serve emotions.serve.service:EmotionService``) started on loopback in a second p
     .venv/bin/python benchmarks/serve.py                    # full: 20 s per point, 60 s soak
     .venv/bin/python benchmarks/serve.py --quick            # 6 s per point, 15 s soak
     .venv/bin/python benchmarks/serve.py --model artifacts/models/emotions/full --soak-s 120
+    .venv/bin/python benchmarks/serve.py --device cuda --batch-size auto --max-latency-ms auto \
+        --decode-workers auto                       # the servers size themselves; printed
+
+Each server's resolved sizes (``GET /model``'s ``batching``: the values, whether configured or
+``auto`` measured on its device, and the forward timings they came from) are printed when it
+starts and kept in the JSON under ``sizes``.
 
 The model: ``--model`` (a trained folder), else an untrained AV-CANet built from params.yaml's
 ``model:`` section and written as a model folder (model.json + best.pt) in a scratch folder;
@@ -383,6 +389,20 @@ CONFIGS = {
 }
 
 
+def configs(batch_size: int | str) -> dict[str, dict[str, Any]]:
+    """CONFIGS with the batched servers' ``serve.batch_size`` (``auto``: the server sizes it)."""
+    return {
+        name: {**config, "batch_size": batch_size} if name != "off" else config
+        for name, config in CONFIGS.items()
+    }
+
+
+def served_sizes(server: Server) -> dict[str, Any]:
+    """The sizes the server resolved (``auto`` measured on its device) and where they came
+    from: ``GET /model``'s ``batching``."""
+    return requests.get(f"{server.url}/model", timeout=30).json()["batching"]
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
     command = shlex.join([Path(sys.executable).name, *sys.argv])
@@ -436,13 +456,17 @@ def main(argv: list[str] | None = None) -> int:
         )
         points: dict[str, list[dict[str, Any]]] = {}
         servers: dict[str, Server] = {}
+        chosen = configs(args.batch_size)
+        result["sizes"] = {}
         try:
             for name in args.configs:
-                print(f"server '{name}' ({CONFIGS[name]}) ...", flush=True)
+                print(f"server '{name}' ({chosen[name]}) ...", flush=True)
                 server = start_server(
-                    name, scratch, model_dir, args.params, {**common, **CONFIGS[name]}
+                    name, scratch, model_dir, args.params, {**common, **chosen[name]}
                 )
                 try:
+                    sizes = result["sizes"][name] = served_sizes(server)
+                    print(f"  resolved: {_sizes_line(sizes)}", flush=True)
                     points[name] = [
                         throughput(server, uploads, clients, seconds) for clients in (1, 8)
                     ]
@@ -459,7 +483,7 @@ def main(argv: list[str] | None = None) -> int:
             if soak_s > 0:
                 print(f"soak: 16 clients x {soak_s:g} s, batcher '{winner}' ...", flush=True)
                 server = start_server(
-                    "soak", scratch, model_dir, args.params, {**common, **CONFIGS[winner]}
+                    "soak", scratch, model_dir, args.params, {**common, **chosen[winner]}
                 )
                 servers["soak"] = server
 
@@ -478,11 +502,25 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _sizes_line(sizes: dict[str, Any]) -> str:
+    origin = sizes.get("sizing", {})
+    line = ", ".join(
+        f"{key} {sizes[key]} ({origin.get(key, '?')})"
+        for key in ("batch_size", "max_latency_ms", "decode_workers")
+    )
+    timed = sizes.get("forward_ms_per_clip") or {}
+    if timed:
+        line += "; forward ms/clip by batch " + ", ".join(f"{b}: {ms}" for b, ms in timed.items())
+    return line
+
+
 def _print_tables(result: dict[str, Any]) -> None:
     points = result["throughput"]
     base = {p["clients"]: p for p in points.get("off", [])}
     print()
     print(f"$ {result['command']}")
+    for name, sizes in result.get("sizes", {}).items():
+        print(f"sizes of '{name}': {_sizes_line(sizes)}")
     print("| batcher | clients | req/s | p50 ms | p95 ms | mean batch | vs off (req/s) |")
     print("|---|---|---|---|---|---|---|")
     for name, series in points.items():
@@ -512,6 +550,16 @@ def _print_tables(result: dict[str, Any]) -> None:
         )
 
 
+def _auto_or(kind: type) -> Any:
+    """An argparse type: ``auto`` as is (the server resolves it), else ``kind``."""
+
+    def parse(text: str) -> Any:
+        return text if text == "auto" else kind(text)
+
+    parse.__name__ = f"auto or {kind.__name__}"
+    return parse
+
+
 def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="6 s per point, 15 s soak")
@@ -522,8 +570,10 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--overlay", type=Path, default=None, help="e.g. params/ours-closest.yaml")
     parser.add_argument("--clip-seconds", type=float, default=1.5)
     parser.add_argument("--clip-size", default="160x120", help="WIDTHxHEIGHT of the clips")
-    parser.add_argument("--decode-workers", type=int, default=2)
-    parser.add_argument("--max-latency-ms", type=float, default=25.0)
+    # auto: the server sizes it (on a CPU 8, 25 ms, 2; on a GPU measured at its start).
+    parser.add_argument("--batch-size", type=_auto_or(int), default=BATCH, help="micro/bentoml")
+    parser.add_argument("--decode-workers", type=_auto_or(int), default=2, help="N or auto")
+    parser.add_argument("--max-latency-ms", type=_auto_or(float), default=25.0, help="or auto")
     parser.add_argument(
         "--configs",
         type=lambda text: text.split(","),

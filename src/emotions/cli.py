@@ -108,10 +108,21 @@ def _clip_bounds(params_path: str):
     return ClipBounds.of(load_params(params_path).ingest)
 
 
+def _batch_size(text: str) -> int | str:
+    """``--batch-size``: ``auto`` or a positive integer (argparse names the option otherwise)."""
+    if text == "auto":
+        return text
+    value = int(text)
+    if value < 1:
+        raise ValueError(text)
+    return value
+
+
 def cmd_predict(args: argparse.Namespace, params: Params) -> None:
     import json
 
     from emotions.serve.predictor import Predictor
+    from emotions.serve.sizing import predict_batch_size
 
     # A folder that is no model, a temperature for other weights, CUDA asked for but absent:
     # StageErrors, one line and exit 2 (main).
@@ -123,8 +134,9 @@ def cmd_predict(args: argparse.Namespace, params: Params) -> None:
         calibration=args.calibration,
         bounds=_clip_bounds(args.params),
     )
+    batch_size = predict_batch_size(args.batch_size, predictor)
     failures = 0
-    for result in predictor.predict_files(args.files, batch_size=args.batch_size):
+    for result in predictor.predict_files(args.files, batch_size=batch_size):
         failures += "error" in result
         print(json.dumps(result, ensure_ascii=False), flush=True)
     if failures == len(args.files):
@@ -336,7 +348,13 @@ def build_parser() -> argparse.ArgumentParser:
     predict = sub.add_parser("predict", help="predict emotions of video files (JSON lines)")
     predict.add_argument("--model", required=True, help="a trained model folder")
     predict.add_argument("files", nargs="+", help="video files")
-    predict.add_argument("--batch-size", type=int, default=8, help="clips per forward pass")
+    predict.add_argument(
+        "--batch-size",
+        type=_batch_size,
+        default="auto",
+        help="clips per forward pass; auto: 8 on a CPU, else measured as the service sizes "
+        "its batches (default: auto)",
+    )
     predict.add_argument("--threads", type=int, default=2, help="decoder threads per file")
     predict.add_argument(
         "--device",

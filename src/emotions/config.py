@@ -537,9 +537,11 @@ class ServeConfig(Strict):
     content_types: list[str] = ["video/*", "application/octet-stream"]
     # Micro-batching of the model's forward pass across concurrent requests: a batch closes
     # when it is full, when no other request is still decoding, or when its first clip has
-    # waited max_latency_ms.
-    batch_size: int = Field(8, ge=1)
-    max_latency_ms: float = Field(25.0, ge=0)
+    # waited max_latency_ms. auto (here and for decode_workers): 8, 25 ms and 2 on a CPU; on
+    # another device measured at service start from the model's own forward
+    # (emotions.serve.sizing).
+    batch_size: Literal["auto"] | Annotated[int, Field(ge=1)] = "auto"
+    max_latency_ms: Literal["auto"] | Annotated[float, Field(ge=0)] = "auto"
     # Where the forward pass runs (auto: CUDA when torch sees one) and in which precision
     # (auto: bf16 autocast on CUDA, fp32 on CPU). `emotions predict --device` overrides it.
     device: Literal["auto", "cpu", "cuda"] = "auto"
@@ -549,7 +551,7 @@ class ServeConfig(Strict):
     # batching of an inner batchable API the endpoint calls (benchmarks/serve.py compares them).
     batcher: Literal["micro", "bentoml"] = "micro"
     # Decoder processes per service worker; a decode slower than decode_timeout_s is killed.
-    decode_workers: int = Field(2, ge=1)
+    decode_workers: Literal["auto"] | Annotated[int, Field(ge=1)] = "auto"
     decode_timeout_s: float = Field(30.0, gt=0)
     # torch intra-op threads of the forward pass in each service worker. More than one pays
     # only on dedicated cores: with a core busy elsewhere, torch's threads wait on each other

@@ -213,6 +213,17 @@ def test_model_and_health_endpoints(server: LiveServer, model_dir: Path):
     assert info["modalities"] == ["video", "audio"]
     assert info["limits"]["max_upload_mb"] == MAX_UPLOAD_MB
     assert len(info["checkpoint_sha256"]) == 64
+    # The sizes the workdir's params set, reported as configured (auto: tests/unit/test_sizing).
+    sizes = ("batch_size", "max_latency_ms", "decode_workers")
+    assert info["batching"] == {
+        "batcher": "micro",
+        "batch_size": 8,
+        "max_latency_ms": 500.0,
+        "decode_workers": 2,
+        "sizing": dict.fromkeys(sizes, "configured"),
+        "forward_ms_per_clip": {},
+    }
+    assert "sizing: batch_size 8 (configured)" in server.output.read_text(encoding="utf-8")
 
 
 def chunked_multipart(filename: str, size: int):

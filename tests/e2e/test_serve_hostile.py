@@ -152,6 +152,20 @@ def test_orphaned_uploads_are_removed_at_start(server: LiveServer, orphan: Path)
     assert not orphan.exists() and not orphan.parent.parent.exists()
 
 
+def test_auto_sizes_on_a_cpu_are_the_fixed_ones(server: LiveServer):
+    """params.yaml's batch_size and max_latency_ms are auto: on a CPU 8 and 25 ms, nothing
+    timed; decode_workers is set here and reported as configured."""
+    batching = requests.get(f"{server.url}/model", timeout=10).json()["batching"]
+    assert (batching["batch_size"], batching["max_latency_ms"]) == (8, 25.0)
+    assert batching["decode_workers"] == 1
+    assert batching["sizing"] == {
+        "batch_size": "auto (cpu)",
+        "max_latency_ms": "auto (cpu)",
+        "decode_workers": "configured",
+    }
+    assert batching["forward_ms_per_clip"] == {}
+
+
 def test_stalled_bodies_hold_no_slot(server: LiveServer, clip: Path):
     """Row 2: 16 clients (8× the slots) send a head and part of a body, then stall. Uploads,
     /model and /readyz are answered meanwhile; each stalled client gets 408 and is closed."""

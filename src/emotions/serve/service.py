@@ -73,10 +73,15 @@ from emotions.serve.settings import (
     resolve_model,
     served_model_tag,
 )
+from emotions.serve.sizing import Sizing, resolve_sizing, static_batch_size
 from emotions.serve.upload import UploadedVideo, clean_orphans
 from emotions.serve.upload_store import Kept, UploadStore, store_root
 
 logger = logging.getLogger("emotions.serve")
+# The start lines (model, sizes): BentoML's server logging passes INFO only for its own
+# "bentoml" tree (the root stays at WARNING), so they go through a child of it, with its format,
+# its stream and its level (--quiet, --debug).
+start_log = logging.getLogger("bentoml.emotions")
 
 # Read at import: BentoML takes workers, timeouts and middleware from the class definition.
 SETTINGS = load_settings()
@@ -174,17 +179,20 @@ class EmotionService:
             precision=config.precision,
             calibration=os.environ.get(CALIBRATION_ENV) or None,
         )
+        # serve.batch_size / max_latency_ms / decode_workers: auto measured here on a GPU.
+        self.sizing: Sizing = resolve_sizing(config, self.predictor)
+        start_log.info("%s", self.sizing.describe())
         self.decoder = DecoderPool(
             self.predictor.preprocess,
-            workers=config.decode_workers,
+            workers=self.sizing.decode_workers,
             timeout_s=config.decode_timeout_s,
             bounds=SETTINGS.clip_bounds,
         )
         self.decoder.warm_up()
         self.batcher: MicroBatcher[DecodedClip, Forwarded] = MicroBatcher(
             self._forward,
-            max_batch_size=config.batch_size,
-            max_latency_s=config.max_latency_ms / 1000.0,
+            max_batch_size=self.sizing.batch_size,
+            max_latency_s=self.sizing.max_latency_ms / 1000.0,
         )
         # Clips waiting for BentoML's batcher, by request id (serve.batcher: bentoml).
         self._staged: dict[str, DecodedClip] = {}
@@ -226,14 +234,10 @@ class EmotionService:
                 "max_header_kb": config.max_header_kb,
                 "max_headers": config.max_headers,
             },
-            "batching": {
-                "batcher": config.batcher,
-                "batch_size": config.batch_size,
-                "max_latency_ms": config.max_latency_ms,
-            },
+            "batching": {"batcher": config.batcher, **self.sizing.report()},
             "prediction_log": _shown(SETTINGS.log_path),
         }
-        logger.info(
+        start_log.info(
             "serving %s from %s (%s)", self.model_name, self.source.path, self.source.origin
         )
 
@@ -247,7 +251,8 @@ class EmotionService:
             route="/forward-batch",
             batchable=True,
             batch_dim=0,
-            max_batch_size=SETTINGS.config.batch_size,
+            # Declared at import, before a model is loaded: auto is the CPU default here.
+            max_batch_size=static_batch_size(SETTINGS.config.batch_size),
             # BentoML's bound on a call's whole latency, not the wait for company: a forward
             # pass longer than it would make the dispatcher refuse with 503, so the request
             # timeout bounds it and the dispatcher chooses its waits itself.
