@@ -99,9 +99,32 @@ def repo_lock(
                 told = True
             time.sleep(min(poll_s, max(deadline - time.monotonic(), 0.01)))
     try:
+        _repair_rwlock(repo, on_wait)
         yield
     finally:
         lock.close()
+
+
+def _repair_rwlock(repo: Path, warn: Callable[[str], None] | None) -> None:
+    """Move aside a DVC rwlock file that is not JSON (``.dvc/tmp/rwlock``).
+
+    DVC rewrites that file in place (truncate, then write); a `dvc` killed in between leaves it
+    empty or cut, and every later `dvc repro` fails with "Unable to read RWLock-file". Under
+    the flow lock no other flow's `dvc` runs, and a live `dvc` never leaves it unreadable for
+    longer than a write, so such a file is a leftover: its entries (stale by then) are lost.
+    """
+    path = Path(repo) / ".dvc" / "tmp" / "rwlock"
+    try:
+        json.loads(path.read_text(encoding="utf-8"))
+        return
+    except FileNotFoundError:
+        return
+    except ValueError:  # empty or cut: what DVC itself refuses to read
+        pass
+    aside = path.with_name(f"rwlock.unreadable-{datetime.now(UTC):%Y%m%dT%H%M%S}")
+    path.replace(aside)
+    message = f"DVC's lock table {path} was left unreadable by a killed `dvc`; moved it to {aside}"
+    (warn or print)(message)
 
 
 SLOT_MIN_WAIT_S = 10.0

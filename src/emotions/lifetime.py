@@ -93,17 +93,20 @@ def watch_signals(
 
 def end_descendants_on_signals(grace_s: float = 10.0) -> None:
     """For a process that only supervises a command (the flows' `dvc repro`): on SIGTERM or
-    SIGHUP, terminate every descendant, give them ``grace_s`` to unwind, kill what remains and
-    exit with 128 + the signal.
+    SIGHUP, terminate every descendant and give them ``grace_s`` to unwind, then give this
+    process's own main thread ``grace_s`` to finish before it exits with 128 + the signal.
 
     Why: DVC runs a stage under ``$SHELL -c`` (``/bin/sh`` when SHELL is unset). dash does not
     exec a lone command, so the stage's parent is the shell, which has no parent-death signal:
-    when DVC died with the flow, the shell and the stage under it ran on. Call from the main
-    thread.
+    when DVC died with the flow, the shell and the stage under it ran on. And DVC itself is not
+    cut short: once its stage has ended it fails the stage and releases its locks; an exit in
+    the middle of that left its rwlock file truncated, which the next `dvc` refuses to read.
+    Call from the main thread.
     """
 
     def end(signum: int) -> None:
         end_descendants(grace_s)
+        time.sleep(grace_s)  # the main thread normally exits first, ending this thread too
         os._exit(128 + signum)
 
     watch_signals(STOP_SIGNALS, lambda _signum, _frame: None, end)
