@@ -11,8 +11,8 @@
 # `.gpu/wheels-bento/`. Checked here on the CPU first with
 #     DEVICE=cpu OVERLAY= SECONDS_PER_POINT=4 bash benchmarks/on_device_serve.sh
 # Each step runs under its own `timeout`; logs, JSON and exit statuses land in $OUT.
-# WORKERS=auto lets the servers size their decoder pools themselves (serve.decode_workers: auto,
-# emotions.serve.sizing); each server's resolved sizes are printed in its log.
+# The third step lets a server size itself (serve.batch_size, max_latency_ms, decode_workers:
+# auto, emotions.serve.sizing); each server's resolved sizes are printed in its log.
 set -u
 OUT=${OUT:-reports/on_device_serve}
 DEVICE=${DEVICE:-cuda}
@@ -43,5 +43,10 @@ step servers 150 $PY benchmarks/serve.py --device "$DEVICE" ${OVERLAY:+--overlay
 step workers4 75 $PY benchmarks/serve.py --device "$DEVICE" ${OVERLAY:+--overlay "$OVERLAY"} \
     --configs micro --seconds "$SECONDS_PER_POINT" --soak-s 0 --decode-workers 4 \
     --json "$OUT/workers4.json"
-tail -9 "$OUT/servers.log"; tail -5 "$OUT/workers4.log"
+# What serve.*: auto chooses on this GPU (batch, latency budget, decoders from a timed forward),
+# and what the micro-batcher delivers with it.
+step auto 90 $PY benchmarks/serve.py --device "$DEVICE" ${OVERLAY:+--overlay "$OVERLAY"} \
+    --configs micro --seconds "$SECONDS_PER_POINT" --soak-s 0 --batch-size auto \
+    --max-latency-ms auto --decode-workers auto --json "$OUT/auto.json"
+tail -9 "$OUT/servers.log"; tail -5 "$OUT/workers4.log"; tail -6 "$OUT/auto.log"
 echo "done in ${SECONDS}s" | tee -a "$OUT/status.txt"
