@@ -134,3 +134,37 @@ def test_service_pool_refuses_attacks_and_answers_good_clips_meanwhile(files):
         assert refused.rejection.detail.startswith("attack.mp4: too costly to decode: 106 frames")
     for answer in answers[4:]:
         assert isinstance(answer, DecodedClip) and answer.frames.shape == (4, 32, 32, 3)
+
+
+@pytest.mark.parametrize("name", ["attack", "keyed", "good"])
+def test_the_screening_reads_the_index_the_decoder_would(files, name: str):
+    """The service demuxes an upload once: the screening's packet index is the one decode_clip
+    reads itself (frame size, frame count, keyframes in display order), and decoding with it
+    refuses and delivers exactly as without it."""
+    import av
+
+    from emotions.media.decode import _packet_index
+    from emotions.media.probe import screen_and_index
+
+    path = files[name]
+    refusal, index = screen_and_index(path, None)
+    assert refusal is None and index is not None
+    with av.open(str(path)) as container:
+        assert index == _packet_index(container, container.streams.video[0])
+    assert index.n_frames > 0 and index.keyframes[0] == 0
+    if name == "attack":
+        with pytest.raises(DecodeTooCostly):
+            decode_clip(path, CONFIG, max_decode_pixels=BUDGET, index=index)
+        return
+    given = decode_clip(path, CONFIG, max_decode_pixels=BUDGET, index=index)
+    read = decode_clip(path, CONFIG, max_decode_pixels=BUDGET)
+    assert (given.frames == read.frames).all() and given.duration_s == read.duration_s
+
+
+def test_a_refused_upload_has_no_index(tmp_path):
+    from emotions.media.probe import screen_and_index
+
+    text = tmp_path / "notes.mp4"
+    text.write_text("not a video", encoding="utf-8")
+    refusal, index = screen_and_index(text, None)
+    assert refusal is not None and index is None

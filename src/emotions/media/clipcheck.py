@@ -191,6 +191,32 @@ def check_clip(
     return None
 
 
+@dataclass(frozen=True)
+class PacketIndex:
+    """What a video stream's packets say before anything is decoded: frame size, frame count
+    and the keyframes' frame indices (display order). Read once by the service's screening and
+    handed to the decoder's cost check, which would otherwise demux the file a second time."""
+
+    width: int
+    height: int
+    n_frames: int
+    keyframes: tuple[int, ...]
+
+    @classmethod
+    def of(
+        cls, width: int | None, height: int | None, packets: Sequence[tuple[int | None, bool]]
+    ) -> PacketIndex:
+        """From the (pts, is keyframe) of each non-empty packet, in demux order. Frames are
+        numbered in display order (packets sorted by pts, as decord numbers them); a stream
+        without timestamps keeps the packets' order."""
+        if all(pts is not None for pts, _ in packets):
+            order = sorted(range(len(packets)), key=lambda i: (packets[i][0], i))
+        else:
+            order = list(range(len(packets)))
+        keyframes = tuple(rank for rank, i in enumerate(order) if packets[i][1])
+        return cls(int(width or 0), int(height or 0), len(packets), keyframes)
+
+
 def frames_to_decode(keyframes: Sequence[int], targets: Iterable[int]) -> int:
     """How many frames a decoder decodes to deliver ``targets`` (frame indices, display
     order), given the indices of the keyframes.

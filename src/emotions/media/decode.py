@@ -67,7 +67,7 @@ import numpy as np
 
 from emotions.config import AudioFeatures, IngestConfig, PreprocessConfig
 from emotions.media import framefolder
-from emotions.media.clipcheck import ClipBounds, check_decode_cost, frames_to_decode
+from emotions.media.clipcheck import ClipBounds, PacketIndex, check_decode_cost, frames_to_decode
 from emotions.media.snippets import SnippetLayout
 
 # swscale filter used whenever we scale ourselves; ffmpeg's `scale` filter (which decord uses
@@ -142,6 +142,7 @@ def decode_clip(
     threads: int = 1,
     fps: float | str = 30.0,
     max_decode_pixels: int | None = DEFAULT_MAX_DECODE_PIXELS,
+    index: PacketIndex | None = None,
 ) -> DecodedClip:
     """Decode ``path`` into T frames and a fixed-size log-mel, as configured.
 
@@ -150,7 +151,8 @@ def decode_clip(
     has no decodable video, :class:`DecodeTooCostly` when reaching the sampled frames would
     decode more than ``max_decode_pixels`` (None: no limit); missing or broken audio is not an
     error (``has_audio`` is False). A folder is a frame folder (layout ``frames``); ``fps`` is
-    then its frame rate.
+    then its frame rate. ``index``: the file's packet index when the caller has read it (the
+    service's screening), so the cost check does not demux the file again.
     """
     path = Path(path)
     if path.is_dir():
@@ -158,10 +160,13 @@ def decode_clip(
     if not path.is_file():
         raise DecodeError(f"{path}: no such file")
     budget = _Budget(path, max_decode_pixels)
+    check_here = max_decode_pixels is not None and index is None
+    if max_decode_pixels is not None and index is not None:
+        budget.check_plan(index, config)  # refused before the file is opened again
     probe = _probe(
         path,
         need_rotation=config.frame_sampling == "exact",
-        check=None if max_decode_pixels is None else lambda index: budget.check_plan(index, config),
+        check=(lambda read: budget.check_plan(read, config)) if check_here else None,
     )
     if config.frame_sampling == "keyframe":
         frames, times = _keyframe_frames(path, probe, config.num_frames, config.resize, budget)
@@ -192,7 +197,10 @@ def _open(path: Path) -> av.container.InputContainer:
 
 
 def _probe(
-    path: Path, *, need_rotation: bool, check: Callable[[_Index], None] | None = None
+    path: Path,
+    *,
+    need_rotation: bool,
+    check: Callable[[PacketIndex], None] | None = None,
 ) -> _Probe:
     """Size, rotation, duration and rate of the first video stream.
 
@@ -229,24 +237,11 @@ def _probe(
     return _Probe(width, height, rotation, duration)
 
 
-@dataclass(frozen=True)
-class _Index:
-    """What the packets say before anything is decoded."""
-
-    width: int
-    height: int
-    n_frames: int
-    keyframes: tuple[int, ...]  # frame indices (display order) of the keyframes
-
-
 def _packet_index(
     container: av.container.InputContainer, stream: av.video.stream.VideoStream
-) -> _Index:
-    """Frame count and keyframe positions of ``stream``, from its packets alone.
-
-    Frames are numbered in display order (packets sorted by pts, as decord numbers them); a
-    stream without timestamps keeps the packets' order. A damaged tail ends the index.
-    """
+) -> PacketIndex:
+    """Frame count and keyframe positions of ``stream``, from its packets alone. A damaged
+    tail ends the index."""
     packets: list[tuple[int | None, bool]] = []
     try:
         for packet in container.demux(stream):
@@ -254,13 +249,7 @@ def _packet_index(
                 packets.append((packet.pts, bool(packet.is_keyframe)))
     except av.error.FFmpegError:
         pass  # a cut file: the decoders stop where the packets stop too
-    width, height = stream.codec_context.width, stream.codec_context.height
-    if all(pts is not None for pts, _ in packets):
-        order = sorted(range(len(packets)), key=lambda i: (packets[i][0], i))
-    else:
-        order = list(range(len(packets)))
-    keyframes = tuple(rank for rank, i in enumerate(order) if packets[i][1])
-    return _Index(int(width or 0), int(height or 0), len(packets), keyframes)
+    return PacketIndex.of(stream.codec_context.width, stream.codec_context.height, packets)
 
 
 class _Budget:
@@ -277,7 +266,7 @@ class _Budget:
         if refusal is not None:
             raise DecodeTooCostly(self.path, refusal.reason)
 
-    def check_plan(self, index: _Index, config: PreprocessConfig) -> None:
+    def check_plan(self, index: PacketIndex, config: PreprocessConfig) -> None:
         """Refuse before decoding when the sampling's frames, with what their seeks decode
         from the keyframe before each, are over the limit."""
         if index.n_frames == 0:

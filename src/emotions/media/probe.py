@@ -30,7 +30,7 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 
@@ -38,7 +38,7 @@ import av
 import numpy as np
 
 from emotions.media import clipcheck, framefolder
-from emotions.media.clipcheck import ClipBounds, Refusal, StreamFacts, check_clip
+from emotions.media.clipcheck import ClipBounds, PacketIndex, Refusal, StreamFacts, check_clip
 from emotions.media.framefolder import FrameFolderError
 
 MB = 1024 * 1024
@@ -160,18 +160,28 @@ def screen_file(path: str | Path, bounds: ClipBounds | None) -> Refusal | None:
     fraction of its cost: nothing is hashed and nothing decoded, packets are only counted. A
     file that does not open gets the same reason ingest would quarantine it with.
     """
+    return screen_and_index(path, bounds)[0]
+
+
+def screen_and_index(
+    path: str | Path, bounds: ClipBounds | None
+) -> tuple[Refusal | None, PacketIndex | None]:
+    """:func:`screen_file`, and the video's packet index read by the same scan (None when the
+    file is refused), for ``decode_clip(index=...)``: a file of thousands of packets is then
+    demuxed once, not once to screen and again to bound its decode cost."""
     av.logging.set_level(None)
     path = Path(path)
     try:
         size = os.stat(path).st_size
         if size == 0:
-            return Refusal("empty file", clipcheck.UNDECODABLE)
+            return Refusal("empty file", clipcheck.UNDECODABLE), None
         try:
             container = av.open(str(path), metadata_errors="ignore")
         except av.FFmpegError as error:
             with open(path, "rb") as handle:
                 head = handle.read(64)
-            return Refusal(_open_failure(path, head, size, error), clipcheck.UNDECODABLE)
+            refusal = Refusal(_open_failure(path, head, size, error), clipcheck.UNDECODABLE)
+            return refusal, None
         with container:
             video = _video_stream(container)
             _check_header(container, video, bounds)
@@ -179,15 +189,18 @@ def screen_file(path: str | Path, bounds: ClipBounds | None) -> Refusal | None:
             _check_whole(video, scan, _declared(container))
             ctx = video.codec_context
             _check_measured(container, video, scan, int(ctx.width), int(ctx.height), bounds)
+            index = PacketIndex.of(ctx.width, ctx.height, scan.packets)
     except _Reject as reject:
-        return Refusal(str(reject), reject.kind)
+        return Refusal(str(reject), reject.kind), None
     except av.FFmpegError as error:
-        return Refusal(f"undecodable: {_message(error)}", clipcheck.UNDECODABLE)
+        return Refusal(f"undecodable: {_message(error)}", clipcheck.UNDECODABLE), None
     except OSError as error:
-        return Refusal(f"unreadable: {error.strerror or error}", clipcheck.UNDECODABLE)
+        refusal = Refusal(f"unreadable: {error.strerror or error}", clipcheck.UNDECODABLE)
+        return refusal, None
     except Exception as error:  # a hostile file may trip anything; it is still a 4xx
-        return Refusal(f"undecodable: {type(error).__name__}: {error}", clipcheck.UNDECODABLE)
-    return None
+        refusal = Refusal(f"undecodable: {type(error).__name__}: {error}", clipcheck.UNDECODABLE)
+        return refusal, None
+    return None, index
 
 
 def difference_hash(grey: np.ndarray) -> str:
@@ -435,6 +448,9 @@ class _Scan:
     first_frame: av.VideoFrame | None = None
     video_error: str | None = None
     demux_error: str | None = None
+    # (pts, is keyframe) of each non-empty video packet: the PacketIndex (only the screening's
+    # packet count fills it).
+    packets: list[tuple[int | None, bool]] = field(default_factory=list)
 
 
 def _demux(container, video, audio) -> _Scan:
@@ -475,14 +491,19 @@ def _count_packets(container, video) -> _Scan:
     """Demux the video stream without decoding: its packet count and where its data ends."""
     scan = _Scan()
     start = container.start_time / av.time_base if container.start_time else 0.0
+    # The stream's time base as a float, once: Fraction arithmetic on every packet weighs on
+    # a file of thousands of packets (benchmarks/README.md, attack.py).
+    seconds_per_tick = float(video.time_base) if video.time_base else None
     try:
         for packet in container.demux(video):
             if packet.size == 0 and packet.pts is None:
                 continue
-            if packet.pts is not None and packet.time_base:
-                end = float((packet.pts + (packet.duration or 0)) * packet.time_base) - start
+            if packet.pts is not None and seconds_per_tick:
+                end = (packet.pts + (packet.duration or 0)) * seconds_per_tick - start
                 scan.end_s = end if scan.end_s is None else max(scan.end_s, end)
             scan.video_packets += 1
+            if packet.size:
+                scan.packets.append((packet.pts, bool(packet.is_keyframe)))
     except av.FFmpegError as error:
         scan.demux_error = _message(error)
     return scan

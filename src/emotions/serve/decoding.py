@@ -34,7 +34,7 @@ from emotions.media.decode import (
     decode_clip,
     decode_limit,
 )
-from emotions.media.probe import screen_file
+from emotions.media.probe import screen_and_index
 from emotions.serve.limits import UNDECODABLE_VIDEO, Rejection, refused_clip
 
 
@@ -63,11 +63,13 @@ def _init_worker() -> None:
 
 
 def _decode(path: str, config: PreprocessConfig, bounds: ClipBounds | None) -> DecodedClip:
-    refusal = screen_file(path, bounds)
+    refusal, index = screen_and_index(path, bounds)
     if refusal is not None:
         raise NotAClip(refusal.reason, refusal.kind)
     try:
-        return decode_clip(path, config, threads=1, max_decode_pixels=decode_limit(bounds))
+        return decode_clip(
+            path, config, threads=1, max_decode_pixels=decode_limit(bounds), index=index
+        )
     except DecodeTooCostly as refused:
         raise NotAClip(refused.reason, OUT_OF_BOUNDS) from None
 

@@ -23,9 +23,9 @@ import torch
 from emotions import model_folder
 from emotions.cache.format import FBANK_DTYPE
 from emotions.config import PreprocessConfig
-from emotions.media.clipcheck import ClipBounds
+from emotions.media.clipcheck import ClipBounds, PacketIndex
 from emotions.media.decode import DecodedClip, DecodeError, decode_clip, decode_limit
-from emotions.media.probe import screen_file
+from emotions.media.probe import screen_and_index
 from emotions.media.snippets import SnippetLayout
 from emotions.serve.device import resolve_placement
 from emotions.training.transforms import make_sample
@@ -66,12 +66,14 @@ class Predictor:
             self.model_dir, self.meta, calibration
         )
 
-    def decode(self, path: str | Path) -> DecodedClip:
+    def decode(self, path: str | Path, index: PacketIndex | None = None) -> DecodedClip:
+        """``index``: the packet index the screening read, so the cost check reuses it."""
         return decode_clip(
             path,
             self.preprocess,
             threads=self.threads,
             max_decode_pixels=decode_limit(self.bounds),
+            index=index,
         )
 
     def centre_view(self, frames: np.ndarray) -> np.ndarray:
@@ -210,7 +212,7 @@ class Predictor:
         """One result per path, in order: the contract dict, or {"path", "error"}."""
         pending: list[tuple[str, DecodedClip]] = []
         for path in paths:
-            refusal = screen_file(path, self.bounds)
+            refusal, index = screen_and_index(path, self.bounds)
             if refusal is not None:
                 yield from self._flush(pending)
                 pending = []
@@ -218,7 +220,7 @@ class Predictor:
                 yield {"path": str(path), "error": f"{Path(path).name}: {refusal.reason}"}
                 continue
             try:
-                pending.append((str(path), self.decode(path)))
+                pending.append((str(path), self.decode(path, index)))
             except (DecodeError, OSError) as error:
                 yield from self._flush(pending)
                 pending = []
