@@ -234,6 +234,8 @@ SPEED_TARGET = 0.5  # jpeg loader clips/s per worker at least this share of raw'
 # training step is 3 × the forward FLOPs, at an assumed MFU of 35 % of an H100/H200's dense
 # bf16 peak (989 TFLOP/s, NVIDIA datasheet).
 ASSUMED_MFU = 0.35
+# Issue 19's training target at the params/ours-closest.yaml input (128 frames of 112²).
+TARGET_CLIPS_PER_S = 300.0
 
 
 def camera_like_clip(rng: np.random.Generator, frames: int, size: int) -> np.ndarray:
@@ -282,14 +284,25 @@ def _format_outcomes(clips: int, config: PreprocessConfig):
         yield Outcome((f"f{i:05d}", f"f{i:05d}.mp4"), value=clip)
 
 
-def _loader_rate(cache: Path, split_file: Path, crop: int, workers: int) -> float:
-    """Clips/s of the training DataLoader (persistent workers), second pass timed."""
+def _loader_rate(
+    cache: Path, split_file: Path, crop: int, workers: int, defer: bool = False
+) -> float:
+    """Clips/s of the training DataLoader (persistent workers), second pass timed. ``defer``:
+    the workers of ``train.jpeg_decode: device`` (they only slice each clip's JPEG bytes; the
+    batch is decoded on the training device, which is not timed here): the host work per
+    sample that mode leaves."""
     from torch.utils.data import DataLoader
 
     from emotions.training.samplers import EpochSampler
 
     dataset = CachedClipDataset(
-        cache, split_file, "train", crop=crop, train=True, spec_augment=SpecAugment()
+        cache,
+        split_file,
+        "train",
+        crop=crop,
+        train=True,
+        spec_augment=SpecAugment(),
+        defer_decode=defer,
     )
     sampler = EpochSampler(len(dataset), seed=0)
     loader = DataLoader(
@@ -299,6 +312,7 @@ def _loader_rate(cache: Path, split_file: Path, crop: int, workers: int) -> floa
         num_workers=workers,
         persistent_workers=workers > 0,
         prefetch_factor=4 if workers else None,
+        collate_fn=dataset.collate_fn,
     )
     rates = []
     for epoch in range(2):  # the first pass starts the workers and fills the page cache
@@ -389,6 +403,8 @@ def format_table(args: argparse.Namespace, scratch: Path) -> dict:
         }
         for workers in (1, 2):
             row[f"clips_per_s_{workers}w"] = _loader_rate(out, split_file, base.crop, workers)
+        if name == "jpeg":
+            row["deferred_clips_per_s_1w"] = _loader_rate(out, split_file, base.crop, 1, defer=True)
         result[name] = row
         print(f"  {name}: {json.dumps({k: round(v, 2) for k, v in row.items()})}", flush=True)
         shutil.rmtree(out)
@@ -404,6 +420,13 @@ def format_table(args: argparse.Namespace, scratch: Path) -> dict:
         "paper_forward_gflops_per_clip": gflops,
         "paper_clips_per_s_needed": needed,
         "jpeg_workers_needed": needed / jpeg["clips_per_s_1w"],
+        # Loader cores one GPU needs to deliver issue 19's target rate, per decode mode.
+        "target_clips_per_s": TARGET_CLIPS_PER_S,
+        "cores_per_gpu": {
+            "raw": TARGET_CLIPS_PER_S / raw["clips_per_s_1w"],
+            "jpeg, decoded in the workers": TARGET_CLIPS_PER_S / jpeg["clips_per_s_1w"],
+            "jpeg, decoded on the device": TARGET_CLIPS_PER_S / jpeg["deferred_clips_per_s_1w"],
+        },
     }
     return result
 
@@ -447,6 +470,13 @@ def _print_format_table(result: dict) -> None:
         f"clips/s on one GPU ≈ {proj['jpeg_workers_needed']:.1f} jpeg loader workers at this "
         "rate"
     )
+    print(
+        f"jpeg workers that only slice bytes (train.jpeg_decode: device): "
+        f"{jpeg['deferred_clips_per_s_1w']:.1f} clips/s per worker "
+        f"({jpeg['deferred_clips_per_s_1w'] / jpeg['clips_per_s_1w']:.1f}× decoding ones)"
+    )
+    cores = ", ".join(f"{mode} {n:.1f}" for mode, n in proj["cores_per_gpu"].items())
+    print(f"loader cores per GPU for {proj['target_clips_per_s']:.0f} clips/s: {cores}")
 
 
 # --------------------------------------------------------------------------- output
