@@ -65,6 +65,7 @@ import requests
 from phone_clips import write_phone_clip
 from serve import Server, start_server, write_model
 
+from emotions.lifetime import stop_on_signals
 from emotions.serve.prediction_log import read_prediction_log
 
 TARGET_RATIO = 2.0
@@ -463,6 +464,9 @@ def run_attack(
 
 def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
+    # SIGTERM (a `timeout` around the run) unwinds like Ctrl-C, so the servers this run
+    # started (each in its own session) are stopped by the finally blocks, not orphaned.
+    stop_on_signals()
     scratch = Path(tempfile.mkdtemp(prefix="bench-attack-"))
     rng = np.random.default_rng(0)
     model_dir = args.model or write_model(args.params, None, scratch / "untrained")
@@ -570,4 +574,11 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt as stopped:  # Ctrl-C or SIGTERM, after the servers were stopped
+        print(
+            f"{Path(__file__).name}: stopped ({stopped or 'Ctrl-C'}); its servers too",
+            file=sys.stderr,
+        )
+        sys.exit(130)

@@ -66,6 +66,7 @@ import yaml
 from phone_clips import write_phone_clip
 
 from emotions.config import load_params
+from emotions.lifetime import stop_on_signals
 from emotions.serve.launch import wait_until_ready
 from emotions.serve.prediction_log import read_prediction_log
 
@@ -405,6 +406,9 @@ def served_sizes(server: Server) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
+    # SIGTERM (a `timeout` around the run) unwinds like Ctrl-C, so the servers this run
+    # started (each in its own session) are stopped by the finally blocks, not orphaned.
+    stop_on_signals()
     command = shlex.join([Path(sys.executable).name, *sys.argv])
     print(f"$ {command}", flush=True)
     seconds = 6.0 if args.quick else args.seconds
@@ -598,4 +602,11 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt as stopped:  # Ctrl-C or SIGTERM, after the servers were stopped
+        print(
+            f"{Path(__file__).name}: stopped ({stopped or 'Ctrl-C'}); its servers too",
+            file=sys.stderr,
+        )
+        sys.exit(130)
