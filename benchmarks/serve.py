@@ -311,6 +311,8 @@ def load(
                     status = post(session, server.url, path, type_).status_code
                 except requests.RequestException as error:
                     status = type(error).__name__
+                except OSError:
+                    return  # the run is ending: its scratch folder is gone
                 took = time.perf_counter() - started
                 with lock:
                     statuses[status] += 1
