@@ -63,7 +63,7 @@ from typing import Any
 import numpy as np
 import requests
 from phone_clips import write_phone_clip
-from serve import Server, start_server, write_model
+from serve import Server, run_stoppable, start_server, write_model
 
 from emotions.lifetime import stop_on_signals
 from emotions.serve.prediction_log import read_prediction_log
@@ -574,11 +574,4 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt as stopped:  # Ctrl-C or SIGTERM, after the servers were stopped
-        print(
-            f"{Path(__file__).name}: stopped ({stopped or 'Ctrl-C'}); its servers too",
-            file=sys.stderr,
-        )
-        sys.exit(130)
+    run_stoppable(main, Path(__file__).name)

@@ -56,6 +56,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -603,12 +604,15 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-if __name__ == "__main__":
+def run_stoppable(main: Callable[[], int], name: str) -> None:
+    """Exit with ``main()``'s status, or 130 with one line when Ctrl-C or SIGTERM stopped it
+    (its ``finally`` blocks have stopped the servers by then)."""
     try:
         sys.exit(main())
-    except KeyboardInterrupt as stopped:  # Ctrl-C or SIGTERM, after the servers were stopped
-        print(
-            f"{Path(__file__).name}: stopped ({stopped or 'Ctrl-C'}); its servers too",
-            file=sys.stderr,
-        )
+    except KeyboardInterrupt as stopped:
+        print(f"{name}: stopped ({stopped or 'Ctrl-C'}); its servers too", file=sys.stderr)
         sys.exit(130)
+
+
+if __name__ == "__main__":
+    run_stoppable(main, Path(__file__).name)
