@@ -134,7 +134,7 @@ def cmd_predict(args: argparse.Namespace, params: Params) -> None:
         calibration=args.calibration,
         bounds=_clip_bounds(args.params),
     )
-    batch_size = predict_batch_size(args.batch_size, predictor)
+    batch_size = predict_batch_size(args.batch_size, predictor, len(args.files))
     failures = 0
     for result in predictor.predict_files(args.files, batch_size=batch_size):
         failures += "error" in result

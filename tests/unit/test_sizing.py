@@ -158,6 +158,7 @@ def test_a_batch_the_device_has_no_memory_for_ends_the_ladder() -> None:
 def test_predict_batch_size_auto_is_the_cpu_default_on_a_cpu(predictor: Predictor) -> None:
     assert sizing.predict_batch_size("auto", predictor) == sizing.CPU_BATCH_SIZE == 8
     assert sizing.predict_batch_size(3, predictor) == 3
+    assert sizing.predict_batch_size("auto", predictor, files=2) == sizing.CPU_BATCH_SIZE
 
 
 def test_bentoml_batching_keeps_the_batch_declared_at_import(predictor: Predictor) -> None:

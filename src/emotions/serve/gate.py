@@ -11,7 +11,7 @@ itself (the service gives BentoML no ``max_concurrency``), in this order:
    within ``serve.body_timeout_s`` of the request start (408 and close), and cut off at the
    limit (413). Waiting costs a parked coroutine, never a slot. The bytes a worker holds in
    bodies (arrived, not yet answered) are bounded by ``serve.max_pending_body_mb``: beyond it
-   503 with ``Retry-After`` and close, so a flood of large uploads cannot fill the disk.
+   503 with ``Retry-After``, so a flood of large uploads cannot fill the disk.
    Only bytes that arrived count: a client that declares a large body and stalls holds none.
 3. ``POST /predict``: the form must be one file field ``video`` (:mod:`emotions.serve.formcheck`),
    else 400, before BentoML's parser sees it.

@@ -280,14 +280,17 @@ def decode_workers_for(
     return max(1, min(bound, needed))
 
 
-def predict_batch_size(value: int | str, predictor: Predictor) -> int:
+def predict_batch_size(value: int | str, predictor: Predictor, files: int | None = None) -> int:
     """`emotions predict --batch-size`: a number as given; ``auto`` the CPU default on a CPU,
-    else the batch the service would measure for this predictor (the same rule)."""
+    else the batch the service would measure for this predictor (the same rule). The ladder
+    is timed only when ``files`` (how many will be predicted) exceed the CPU default: with
+    fewer, every batch holds them all, and timing forwards would cost more than it saves."""
     if value != AUTO:
         return int(value)
-    if predictor.device.type == "cpu":
+    if predictor.device.type == "cpu" or (files is not None and files <= CPU_BATCH_SIZE):
         return CPU_BATCH_SIZE
-    return choose_batch(measure_ladder(lambda batch: time_forward(predictor, batch)))
+    largest = MAX_BATCH if files is None else min(MAX_BATCH, files)
+    return choose_batch(measure_ladder(lambda batch: time_forward(predictor, batch), largest))
 
 
 def static_batch_size(config_value: int | str) -> int:
