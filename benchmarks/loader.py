@@ -263,7 +263,9 @@ def camera_like_clip(rng: np.random.Generator, frames: int, size: int) -> np.nda
     return out
 
 
-def _format_outcomes(clips: int, config: PreprocessConfig):
+def generated_outcomes(clips: int, config: PreprocessConfig):
+    """``clips`` camera-like clips at the cache geometry of ``config``, as decode results:
+    what ``write_cache`` takes (also benchmarks/train.py's jpeg inputs)."""
     from emotions.media.decode import DecodedClip
     from emotions.media.snippets import SnippetLayout
 
@@ -383,7 +385,7 @@ def format_table(args: argparse.Namespace, scratch: Path) -> dict:
         started = time.perf_counter()
         write_cache(
             out,
-            _format_outcomes(clips, config),
+            generated_outcomes(clips, config),
             clips=table,
             train_ids=set(table["clip_id"]),
             config=config,

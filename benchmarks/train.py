@@ -24,7 +24,13 @@ Rows, each pair that a ratio compares measured back to back:
 - bf16 autocast and fp32 (TF32 matmuls on CUDA, as emotions.training.runtime sets);
 - the figures the train stage logs per epoch (emotions.training.throughput): step time,
   clips/s, the data-wait share and MFU against the device's dense peak (n/a on a CPU unless
-  ``--peak-tflops``); ``--profile N`` adds each row's top N kernels by self time.
+  ``--peak-tflops``); ``--profile N`` adds each row's top N kernels by self time;
+- ``--input``, where the loader's frames come from: ``pool`` (raw uint8 frames memory-mapped,
+  what a raw cache costs), or a real jpeg cache of generated clips written by the preprocess
+  stage's ``write_cache`` and read by the train stage's ``CachedClipDataset``: ``jpeg``
+  decodes in the workers (``train.jpeg_decode: worker``), ``jpeg-device`` has the workers
+  slice bytes and the step decode the batch on its device (``device``; nvJPEG on CUDA, so
+  its time is part of the step's).
 
 The ratios compare median step times. On a CPU all rows of a preset take turns step by step
 (``--interleave``), so load from other work, which drifts within seconds on a shared machine,
@@ -38,6 +44,9 @@ cores − 1, at most 16):
     python benchmarks/train.py --attention all --presets tiny   # + FlexAttention
     python benchmarks/train.py --attention both --no-loader --overlay params/ours-closest.yaml \\
         --overlay-batch 32 --presets overlay --profile 15 --json reports/bench_train.json
+    python benchmarks/train.py --attention sdpa --overlay params/ours-closest.yaml \\
+        --overlay-batch 32 --presets overlay --modes eager --precisions bf16 --workers 15 \\
+        --input jpeg-device             # the input path the train stage takes on CUDA
 """
 
 from __future__ import annotations
@@ -56,15 +65,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 from torch import nn
 from torch.utils.data import default_collate
 
-from emotions.config import Params, load_params
+from emotions.config import Params, PreprocessConfig, load_params
 from emotions.models.avcanet import count_parameters, estimate_flops
 from emotions.models.settings import paper_size, without_weights
 from emotions.params_overlay import apply_overlay
-from emotions.training.dataset import SpecAugment, make_sample
+from emotions.training.dataset import CachedClipDataset, SpecAugment, make_sample
 from emotions.training.runtime import Runtime
 from emotions.training.samplers import EpochSampler
 from emotions.training.throughput import EpochThroughput, ThroughputMeter, mfu, peak_tflops
@@ -74,6 +84,9 @@ REPO = Path(__file__).resolve().parents[1]
 ATTENTION_CHOICES = ("torchvision", "sdpa", "flex")
 # Shorthands for --attention: "both" is the fused/torchvision pair, "all" adds FlexAttention.
 ATTENTION_ALIASES = {"both": ["torchvision", "sdpa"], "all": list(ATTENTION_CHOICES)}
+# --input: the loader's frames from a raw memory-mapped pool, or from a jpeg cache decoded in
+# the workers or on the training device.
+INPUTS = ("pool", "jpeg", "jpeg-device")
 
 
 @dataclass(frozen=True)
@@ -166,6 +179,7 @@ class ClipPool(torch.utils.data.Dataset):
             np.float32
         )
         self.size, self.pool, self.crop = size, pool, preset.crop
+        self.source = "pool"
         self.classes = len(preset.params.taxonomy_for(preset.params.ablate.dataset))
         self.augment = SpecAugment(time_mask=40, freq_mask=16)
         self._frames: np.ndarray | None = None
@@ -197,6 +211,102 @@ class ClipPool(torch.utils.data.Dataset):
             "has_audio": torch.tensor(True),
             "label": torch.tensor(i % self.classes),
         }
+
+
+class JpegCachePool(torch.utils.data.Dataset):
+    """``size`` keys over a real jpeg cache of ``pool`` generated clips at the preset's geometry,
+    read by the train stage's ``CachedClipDataset``: the workers decode (``on_device`` False)
+    or only slice each clip's JPEG bytes for the step to decode on its device (True).
+
+    Why a real cache: the jpeg paths' host work (shard reads, the crop draw, byte slicing,
+    the collate of variable-length bytes) and the device's decode are the train stage's own
+    code, so their cost here is the cost in training.
+    """
+
+    def __init__(
+        self, folder: Path, preset: Preset, size: int, *, on_device: bool, pool: int = 16
+    ) -> None:
+        # Imported here: the preprocess stage needs pebble, which the pool input does without.
+        from loader import generated_outcomes  # benchmarks/loader.py: camera-like clips
+
+        from emotions.stages.preprocess import write_cache
+
+        pre = preset.params.preprocess
+        audio = pre.audio.model_copy(
+            update={"target_frames": preset.audio_frames, "n_mels": preset.mel_bins}
+        )
+        config = PreprocessConfig.model_validate(
+            {
+                **pre.model_dump(),
+                "num_frames": preset.frames,
+                "snippet_frames": pre.snippet_frames
+                if preset.frames % pre.snippet_frames == 0
+                else 1,
+                "resize": preset.cached,
+                "crop": preset.crop,
+                "audio": audio.model_dump(),
+                "cache_format": "jpeg",
+            }
+        )
+        classes = list(preset.params.taxonomy_for(preset.params.ablate.dataset))
+        pool = min(pool, size)
+        table = pd.DataFrame(
+            {
+                "clip_id": [f"f{i:05d}" for i in range(pool)],
+                "path": [f"f{i:05d}.mp4" for i in range(pool)],
+                "label": [classes[i % len(classes)] for i in range(pool)],
+                "polarity": "negative",
+                "agreement": 1.0,
+                "split": "train",
+            }
+        )
+        cache = folder / f"{preset.name}-jpeg-cache"
+        split_file = folder / f"{preset.name}-split.parquet"
+        table.to_parquet(split_file, index=False)
+        write_cache(
+            cache,
+            generated_outcomes(pool, config),
+            clips=table,
+            train_ids=set(table["clip_id"]),
+            config=config,
+            meta={},
+        )
+        self.dataset = CachedClipDataset(
+            cache,
+            split_file,
+            "train",
+            crop=preset.crop,
+            train=True,
+            classes=classes,
+            spec_augment=SpecAugment(time_mask=40, freq_mask=16),
+            defer_decode=on_device,
+        )
+        self.size = size
+        self.source = "jpeg-device" if on_device else "jpeg"
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __getitem__(self, key: tuple[int, int]) -> dict[str, Any]:
+        epoch, i = key
+        return self.dataset[(epoch, i % len(self.dataset))]
+
+    @property
+    def collate_fn(self):
+        return self.dataset.collate_fn
+
+
+def input_pool(folder: Path, preset: Preset, size: int, source: str) -> ClipPool | JpegCachePool:
+    """The loader's dataset for ``--input`` ``source``."""
+    if source == "pool":
+        return ClipPool(folder, preset, size)
+    return JpegCachePool(folder, preset, size, on_device=source == "jpeg-device")
+
+
+def collated(pool: torch.utils.data.Dataset, n: int) -> dict[str, Any]:
+    """The first ``n`` samples as the loader would batch them."""
+    collate = getattr(pool, "collate_fn", None) or default_collate
+    return collate([pool[(0, i)] for i in range(n)])
 
 
 def synthetic(batch: dict[str, Any], steps: int) -> Iterator[dict[str, Any]]:
@@ -244,7 +354,7 @@ class Bench:
     def __init__(
         self,
         preset: Preset,
-        pool: ClipPool,
+        pool: ClipPool | JpegCachePool,
         device: torch.device,
         setting: Setting,
         args: argparse.Namespace,
@@ -263,14 +373,15 @@ class Bench:
             }
         )
         self.preset, self.setting, self.device, self.args = preset, setting, device, args
+        self.pool = pool
         self.runtime = Runtime(device, bf16=setting.bf16)
         torch.manual_seed(0)
         polarity = list(self.params.taxonomy_for(self.params.ablate.dataset).values())
         self.model, self.criterion = build_training_modules(
             self.params, polarity, device, channels_last=device.type == "cuda"
         )
-        sample = pool[(0, 0)]
-        one = {k: sample[k].unsqueeze(0).to(device) for k in ("video", "audio")}
+        first = move_batch(collated(pool, 1), self.runtime)  # decoded, for a deferred batch
+        one = {k: first[k] for k in ("video", "audio")}
         one["has_audio"] = torch.ones(1, dtype=torch.bool, device=device)
         # An eager forward first, as the train stage's FLOP count runs before its first
         # compiled step (it also fills the fused attention's shift-mask cache).
@@ -288,8 +399,7 @@ class Bench:
         self.loader = None
         self.fixed = None
         if args.no_loader:
-            batch = default_collate([pool[(0, i)] for i in range(preset.batch)])
-            self.fixed = move_batch(batch, self.runtime)
+            self.fixed = move_batch(collated(pool, preset.batch), self.runtime)
         else:
             self.loader = make_loader(pool, self.sampler, self.params, self.runtime, drop_last=True)
 
@@ -331,6 +441,7 @@ class Bench:
             "precision": setting.precision,
             "batch": self.preset.batch,
             "input": "synthetic" if args.no_loader else "loader",
+            "frames_from": None if args.no_loader else self.pool.source,
             "workers": self.workers,
             "interleaved": len(rounds) > 1,
             "parameters_m": count_parameters(self.model) / 1e6,
@@ -356,7 +467,7 @@ class Bench:
 
 def measure(
     preset: Preset,
-    pool: ClipPool,
+    pool: ClipPool | JpegCachePool,
     device: torch.device,
     settings: list[Setting],
     args: argparse.Namespace,
@@ -398,7 +509,7 @@ def measure(
 
 def _ratio(rows: list[dict[str, Any]], row: dict[str, Any], vary: str, base: str) -> str:
     """The median step time of the row like ``row`` but with ``vary`` = ``base``, ÷ this row's."""
-    keys = ("preset", "attention", "mode", "precision")
+    keys = ("preset", "attention", "mode", "precision", "frames_from")
     for other in rows:
         if other[vary] == base and all(other[k] == row[k] for k in keys if k != vary):
             return f"{other['step_time_median_s'] / row['step_time_median_s']:.2f}×"
@@ -417,7 +528,11 @@ def table(rows: list[dict[str, Any]]) -> str:
     lines = [head, "|" + "---|" * 16]
     for r in rows:
         utilisation = "n/a" if r["mfu"] is None else f"{r['mfu']:.1%}"
-        source = "synthetic" if r["input"] == "synthetic" else f"loader ({r['workers']} w)"
+        source = (
+            "synthetic"
+            if r["input"] == "synthetic"
+            else f"loader, {r.get('frames_from') or 'pool'} ({r['workers']} w)"
+        )
         mode = r["mode"] if r["mode"] == "eager" else f"compiled ({r['compile_backend']})"
         fused = r["attention"] != "torchvision"
         torchvision = _ratio(rows, r, "attention", "torchvision") if fused else ""
@@ -483,7 +598,6 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="bench-train-") as scratch:
         for preset in presets(base, args, cuda):
             clips = preset.batch * (args.warmup + args.steps + 2 * args.profile + 1)
-            pool = ClipPool(Path(scratch), preset, clips)
             print(
                 f"{preset.name}: video {preset.frames}×{preset.crop}², audio "
                 f"{preset.audio_frames}×{preset.mel_bins}, batch {preset.batch}",
@@ -495,10 +609,13 @@ def main(argv: list[str] | None = None) -> int:
                 for precision in precisions
                 for attention in args.attention
             ]
-            for row in measure(preset, pool, device, settings, args):
-                rows.append(row)
-                short = {k: v for k, v in _short(row).items() if k != "top_kernels"}
-                print(f"  {json.dumps(short)}", flush=True)
+            # Without a loader the frames' source costs nothing per step: one suffices.
+            for source in args.input[:1] if args.no_loader else args.input:
+                pool = input_pool(Path(scratch), preset, clips, source)
+                for row in measure(preset, pool, device, settings, args):
+                    rows.append(row)
+                    short = {k: v for k, v in _short(row).items() if k != "top_kernels"}
+                    print(f"  {json.dumps(short)}", flush=True)
     command = "python benchmarks/train.py " + " ".join(argv if argv is not None else sys.argv[1:])
     print(f"\ndevice: {name} ({device.type}), {time.perf_counter() - started:.0f} s in all")
     print(table(rows))
@@ -595,6 +712,14 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--no-loader", action="store_true", help="one synthetic batch on the device: no input"
+    )
+    parser.add_argument(
+        "--input",
+        type=_choices(INPUTS),
+        default=["pool"],
+        help="comma-separated: where the loader's frames come from: pool (raw, memory-mapped), "
+        "jpeg (a jpeg cache decoded in the workers), jpeg-device (decoded in the step on its "
+        "device: nvJPEG on CUDA)",
     )
     parser.add_argument("--profile", type=int, default=0, help="top N kernels per row")
     parser.add_argument(
