@@ -263,6 +263,37 @@ def camera_like_clip(rng: np.random.Generator, frames: int, size: int) -> np.nda
     return out
 
 
+def generated_split(folder: Path, clips: int, labels: list[str]) -> tuple[pd.DataFrame, Path]:
+    """A split table of ``clips`` generated clips, all in "train", labels in turn, and the
+    parquet file it is written to in ``folder``."""
+    table = pd.DataFrame(
+        {
+            "clip_id": [f"f{i:05d}" for i in range(clips)],
+            "path": [f"f{i:05d}.mp4" for i in range(clips)],
+            "label": [labels[i % len(labels)] for i in range(clips)],
+            "polarity": "negative",
+            "agreement": 1.0,
+            "split": "train",
+        }
+    )
+    split_file = folder / "generated-split.parquet"
+    table.to_parquet(split_file, index=False)
+    return table, split_file
+
+
+def write_generated_cache(out: Path, table: pd.DataFrame, config: PreprocessConfig) -> None:
+    """The clips of ``table``, generated, into a cache at ``out`` by the preprocess stage's
+    own ``write_cache``."""
+    write_cache(
+        out,
+        generated_outcomes(len(table), config),
+        clips=table,
+        train_ids=set(table["clip_id"]),
+        config=config,
+        meta={},
+    )
+
+
 def generated_outcomes(clips: int, config: PreprocessConfig):
     """``clips`` camera-like clips at the cache geometry of ``config``, as decode results:
     what ``write_cache`` takes (also benchmarks/train.py's jpeg inputs)."""
@@ -356,18 +387,7 @@ def format_table(args: argparse.Namespace, scratch: Path) -> dict:
         workers=1,
     )
     clips = args.format_clips
-    table = pd.DataFrame(
-        {
-            "clip_id": [f"f{i:05d}" for i in range(clips)],
-            "path": [f"f{i:05d}.mp4" for i in range(clips)],
-            "label": [LABELS[i % len(LABELS)] for i in range(clips)],
-            "polarity": "negative",
-            "agreement": 1.0,
-            "split": "train",
-        }
-    )
-    split_file = scratch / "formats-split.parquet"
-    table.to_parquet(split_file, index=False)
+    table, split_file = generated_split(scratch, clips, LABELS)
     print(
         f"\ncache formats: {clips} generated clips × {base.num_frames} frames × "
         f"{base.resize}², jpeg quality {args.jpeg_quality}",
@@ -383,14 +403,7 @@ def format_table(args: argparse.Namespace, scratch: Path) -> dict:
         config = base.model_copy(update={"cache_format": name, "jpeg_quality": args.jpeg_quality})
         out = scratch / f"formats-{name}"
         started = time.perf_counter()
-        write_cache(
-            out,
-            generated_outcomes(clips, config),
-            clips=table,
-            train_ids=set(table["clip_id"]),
-            config=config,
-            meta={},
-        )
+        write_generated_cache(out, table, config)
         build_s = time.perf_counter() - started
         frames_bytes = sum(
             p.stat().st_size

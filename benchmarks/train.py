@@ -65,7 +65,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import torch
 from torch import nn
 from torch.utils.data import default_collate
@@ -227,9 +226,7 @@ class JpegCachePool(torch.utils.data.Dataset):
         self, folder: Path, preset: Preset, size: int, *, on_device: bool, pool: int = 16
     ) -> None:
         # Imported here: the preprocess stage needs pebble, which the pool input does without.
-        from loader import generated_outcomes  # benchmarks/loader.py: camera-like clips
-
-        from emotions.stages.preprocess import write_cache
+        from loader import generated_split, write_generated_cache  # benchmarks/loader.py
 
         pre = preset.params.preprocess
         audio = pre.audio.model_copy(
@@ -249,28 +246,10 @@ class JpegCachePool(torch.utils.data.Dataset):
             }
         )
         classes = list(preset.params.taxonomy_for(preset.params.ablate.dataset))
-        pool = min(pool, size)
-        table = pd.DataFrame(
-            {
-                "clip_id": [f"f{i:05d}" for i in range(pool)],
-                "path": [f"f{i:05d}.mp4" for i in range(pool)],
-                "label": [classes[i % len(classes)] for i in range(pool)],
-                "polarity": "negative",
-                "agreement": 1.0,
-                "split": "train",
-            }
-        )
-        cache = folder / f"{preset.name}-jpeg-cache"
-        split_file = folder / f"{preset.name}-split.parquet"
-        table.to_parquet(split_file, index=False)
-        write_cache(
-            cache,
-            generated_outcomes(pool, config),
-            clips=table,
-            train_ids=set(table["clip_id"]),
-            config=config,
-            meta={},
-        )
+        table, split_file = generated_split(folder, min(pool, size), classes)
+        self.source = "jpeg-device" if on_device else "jpeg"
+        cache = folder / f"{preset.name}-{self.source}-cache"
+        write_generated_cache(cache, table, config)
         self.dataset = CachedClipDataset(
             cache,
             split_file,
@@ -282,7 +261,6 @@ class JpegCachePool(torch.utils.data.Dataset):
             defer_decode=on_device,
         )
         self.size = size
-        self.source = "jpeg-device" if on_device else "jpeg"
 
     def __len__(self) -> int:
         return self.size

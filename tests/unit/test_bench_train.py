@@ -7,25 +7,17 @@ what is checked is its JSON record and its refusal, not its figures.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
+
+from smallcorpus import run_python
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "benchmarks" / "train.py"
 
 
 def bench(*args: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": f"{REPO / 'src'}{os.pathsep}{REPO}"}
-    return subprocess.run(
-        [sys.executable, str(SCRIPT), "--cpu", *args],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    return run_python([str(SCRIPT), "--cpu", *args], tmp_path)
 
 
 def test_each_input_is_a_row_of_the_real_train_step(tmp_path: Path) -> None:
