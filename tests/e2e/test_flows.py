@@ -17,6 +17,7 @@ import threading
 import time
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -86,6 +87,19 @@ def _flow_env() -> dict[str, str]:
         # This checkout's code, also where the venv's editable install points elsewhere.
         "PYTHONPATH": os.pathsep.join([str(REPO / "src"), str(REPO)]),
     }
+
+
+def _start_flow(
+    repo: Path, env: dict[str, str] | None = None, **popen: Any
+) -> subprocess.Popen[str]:
+    """`python -m flows.pipeline --repo REPO` in a process of its own (``env``: the flow's
+    environment, this module's test server by default)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "flows.pipeline", "--repo", str(repo)],
+        env=_flow_env() if env is None else env,
+        text=True,
+        **popen,
+    )
 
 
 def _wait_for(path: Path, timeout: float = 120) -> None:
@@ -241,13 +255,7 @@ def test_a_second_flow_run_fails_clearly_or_waits_and_the_repo_stays_consistent(
         },
         lock_wait_s=0,
     )
-    first = subprocess.Popen(
-        [sys.executable, "-m", "flows.pipeline", "--repo", str(repo)],
-        env=_flow_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    first = _start_flow(repo, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     release = threading.Timer(3.0, (repo / "release").touch)
     try:
         _wait_for(repo / "slow.started")
@@ -290,9 +298,8 @@ def test_a_killed_flow_run_resumes_without_redoing_finished_stages(tmp_path):
         retries=5,
         retry_delay_s=1,
     )
-    doomed = subprocess.Popen(
-        [sys.executable, "-m", "flows.pipeline", "--repo", str(repo)],
-        env=_flow_env(),
+    doomed = _start_flow(
+        repo,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,  # its own process group: kill the flow, dvc and the stage
@@ -414,13 +421,7 @@ def test_a_killed_pipeline_stops_its_temporary_server_and_its_stage(tmp_path, si
     # DVC runs the stage under $SHELL -c. bash execs a lone command; dash (/bin/sh, DVC's
     # choice when SHELL is unset, as in CI) keeps a shell between DVC and the stage.
     env.pop("SHELL", None)
-    flow = subprocess.Popen(
-        [sys.executable, "-m", "flows.pipeline", "--repo", str(repo)],
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    flow = _start_flow(repo, env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     started: list[psutil.Process] = []
     try:
         deadline = time.monotonic() + 300
