@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Issue 19's figures still unmeasured on a GPU, as one device call: the input path at the
 # params/ours-closest.yaml setting (does the loader keep up: data wait with 15 workers, from
-# raw frames, a jpeg cache decoded in the workers, and one decoded on the device by nvJPEG),
+# raw frames, a jpeg cache decoded in the workers, and one decoded on the device by nvJPEG,
+# each with the prefetch thread and without),
 # then inductor's max-autotune against its default mode, model only.
 #
 # Prepared for the device tool (one H200; 15 minutes of device time per session, 10 a
@@ -37,23 +38,23 @@ fi
 
 source benchmarks/on_device_step.sh  # step NAME SECONDS COMMAND...
 
-# 1. The input path: eager bf16 (the step the loader must keep up with is the compiled one,
-#    so a data wait under 5 % here is the harder test), one row per source of frames.
-step input 180 $PY benchmarks/train.py --attention sdpa "${PRESET[@]}" --modes eager \
+# 1. The input path: eager bf16, one row per source of frames, each with the next batches
+#    moved (and decoded) in the prefetch thread and without (train.device_prefetch).
+step input 240 $PY benchmarks/train.py --attention sdpa "${PRESET[@]}" --modes eager \
     --precisions bf16 --workers "$WORKERS" --no-interleave --steps "$STEPS" \
-    --input pool,jpeg,jpeg-device --json "$OUT/input.json"
+    --input pool,jpeg,jpeg-device --device-prefetch on,off --json "$OUT/input.json"
 
 # 2. Inductor's modes, model only: default, then max-autotune (its warm-up includes the
 #    autotuning; the default row's was 134 s at this size on an H200).
-step compiled_default 190 $PY benchmarks/train.py --attention sdpa "${PRESET[@]}" \
+step compiled_default 170 $PY benchmarks/train.py --attention sdpa "${PRESET[@]}" \
     --modes compiled --precisions bf16 --no-loader --steps "$STEPS" "${COMPILE[@]}" \
     --json "$OUT/compiled_default.json"
 if [ "$DEVICE" = cuda ]; then
-    step max_autotune 200 $PY benchmarks/train.py --attention sdpa "${PRESET[@]}" \
+    step max_autotune 170 $PY benchmarks/train.py --attention sdpa "${PRESET[@]}" \
         --modes compiled --precisions bf16 --no-loader --steps "$STEPS" "${COMPILE[@]}" \
         --compile-mode max-autotune --json "$OUT/max_autotune.json"
 fi
 for log in input compiled_default max_autotune; do
-    [ -f "$OUT/$log.log" ] && grep -E "^\| " "$OUT/$log.log" | tail -4
+    [ -f "$OUT/$log.log" ] && grep -E "^\| " "$OUT/$log.log" | tail -7
 done
 echo "done in ${SECONDS}s" | tee -a "$OUT/status.txt"

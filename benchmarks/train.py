@@ -74,6 +74,7 @@ from emotions.models.avcanet import count_parameters, estimate_flops
 from emotions.models.settings import paper_size, without_weights
 from emotions.params_overlay import apply_overlay
 from emotions.training.dataset import CachedClipDataset, SpecAugment, make_sample
+from emotions.training.prefetch import prefetched, prefetches
 from emotions.training.runtime import Runtime
 from emotions.training.samplers import EpochSampler
 from emotions.training.throughput import EpochThroughput, ThroughputMeter, mfu, peak_tflops
@@ -107,6 +108,8 @@ class Setting:
     attention: str
     compiled: bool
     bf16: bool
+    # The loader's next batches moved and decoded in a thread (train.device_prefetch).
+    prefetch: bool = False
 
     @property
     def mode(self) -> str:
@@ -394,8 +397,10 @@ class Bench:
             self.sampler.set_epoch(epoch)
             batches = self.loader
         self.model.train()
+        if self.setting.prefetch and self.fixed is None:
+            batches = prefetched(batches, self.runtime)
         for done, batch in enumerate(meter.wrap(batches), start=1):
-            batch = move_batch(batch, self.runtime)
+            batch = move_batch(batch, self.runtime)  # a no-op for a prefetched batch
             loss = training_loss(self.stepped, self.criterion, batch, self.params, self.runtime)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -420,6 +425,7 @@ class Bench:
             "batch": self.preset.batch,
             "input": "synthetic" if args.no_loader else "loader",
             "frames_from": None if args.no_loader else self.pool.source,
+            "device_prefetch": setting.prefetch and not args.no_loader,
             "workers": self.workers,
             "interleaved": len(rounds) > 1,
             "parameters_m": count_parameters(self.model) / 1e6,
@@ -487,7 +493,7 @@ def measure(
 
 def _ratio(rows: list[dict[str, Any]], row: dict[str, Any], vary: str, base: str) -> str:
     """The median step time of the row like ``row`` but with ``vary`` = ``base``, ÷ this row's."""
-    keys = ("preset", "attention", "mode", "precision", "frames_from")
+    keys = ("preset", "attention", "mode", "precision", "frames_from", "device_prefetch")
     for other in rows:
         if other[vary] == base and all(other[k] == row[k] for k in keys if k != vary):
             return f"{other['step_time_median_s'] / row['step_time_median_s']:.2f}×"
@@ -510,6 +516,7 @@ def table(rows: list[dict[str, Any]]) -> str:
             "synthetic"
             if r["input"] == "synthetic"
             else f"loader, {r.get('frames_from') or 'pool'} ({r['workers']} w)"
+            + (", prefetched" if r.get("device_prefetch") else "")
         )
         mode = r["mode"] if r["mode"] == "eager" else f"compiled ({r['compile_backend']})"
         fused = r["attention"] != "torchvision"
@@ -581,11 +588,17 @@ def main(argv: list[str] | None = None) -> int:
                 f"{preset.audio_frames}×{preset.mel_bins}, batch {preset.batch}",
                 flush=True,
             )
+            # Without a loader there is nothing to move ahead: one prefetch choice suffices.
+            choices = args.device_prefetch[:1] if args.no_loader else args.device_prefetch
+            prefetch = sorted(
+                {prefetches("auto" if c == "auto" else c == "on", device) for c in choices}
+            )
             settings = [
-                Setting(attention, mode == "compiled", precision == "bf16")
+                Setting(attention, mode == "compiled", precision == "bf16", ahead)
                 for mode in args.modes
                 for precision in precisions
                 for attention in args.attention
+                for ahead in prefetch
             ]
             # Without a loader the frames' source costs nothing per step: one suffices.
             for source in args.input[:1] if args.no_loader else args.input:
@@ -698,6 +711,13 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         help="comma-separated: where the loader's frames come from: pool (raw, memory-mapped), "
         "jpeg (a jpeg cache decoded in the workers), jpeg-device (decoded in the step on its "
         "device: nvJPEG on CUDA)",
+    )
+    parser.add_argument(
+        "--device-prefetch",
+        type=_choices(("auto", "on", "off")),
+        default=["auto"],
+        help="comma-separated: the loader's next batches moved (and jpeg-device decoded) in a "
+        "thread, as train.device_prefetch (auto: on CUDA)",
     )
     parser.add_argument("--profile", type=int, default=0, help="top N kernels per row")
     parser.add_argument(

@@ -261,6 +261,9 @@ class TrainConfig(Strict):
     # training device (nvJPEG on CUDA: the workers then only slice bytes). auto = on the device
     # when it is CUDA and train.spatial is ours (the authors' crops transform on the host).
     jpeg_decode: Literal["auto", "worker", "device"] = "auto"
+    # Move (and, for device-decoded jpeg, decode) the next batches on the training device in a
+    # background thread while the step runs (emotions.training.prefetch). auto = on CUDA.
+    device_prefetch: Literal["auto"] | bool = "auto"
     # The spatial sampling of a clip's frames (emotions.training.transforms): ours, a random
     # crop square of the cached square + flip p 0.5 (centre crop to evaluate); authors, the
     # full short side at the centre or a corner resized to the crop + one of flip / rotation /
@@ -313,6 +316,7 @@ TRAIN_EXECUTION_FIELDS = (
     "log_every_n_steps",
     "checkpoint_every_n_steps",
     "jpeg_decode",
+    "device_prefetch",
     "peak_tflops",
     "device",
     "precision",

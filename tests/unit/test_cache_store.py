@@ -166,6 +166,14 @@ def test_training_on_a_jpeg_cache_of_the_small_corpus(tmp_path_factory, tmp_path
     with keep_torch_threads():
         deferred = train_run(on_device, RUN, paths=moved, progress=False)
     assert deferred["history"] == summary["history"]
+    # ... and moved and decoded ahead by the prefetch thread (train.device_prefetch): same.
+    ahead = on_device.model_copy(
+        update={"train": on_device.train.model_copy(update={"device_prefetch": True})}
+    )
+    early = RunPaths(cache=cache, split=spec.split, model_dir=tmp_path / "model-prefetch")
+    with keep_torch_threads():
+        prefetched = train_run(ahead, RUN, paths=early, progress=False)
+    assert prefetched["history"] == summary["history"]
 
 
 def test_deferred_batches_decode_on_the_device_to_the_worker_result(clips, tmp_path):

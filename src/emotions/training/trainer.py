@@ -54,6 +54,7 @@ from emotions.training.checkpoints import (
 from emotions.training.dataset import build_dataset
 from emotions.training.optim import build_optimizer, ddp_sync, micro_group
 from emotions.training.predict import move_batch, predict_split
+from emotions.training.prefetch import prefetched, prefetches
 from emotions.training.reporting import (
     forward_flops_per_clip,
     live_row,
@@ -316,6 +317,7 @@ class Trainer:
         set_input_stats(self.model, paths)
         self.optimizer = build_optimizer(self.model, cfg)  # param groups: emotions.training.optim
         self._build_loaders(val_set)
+        self.prefetch = prefetches(cfg.device_prefetch, runtime.device)
         # Micro-batches of a whole epoch (the loader's length shrinks while a resume skips
         # some); optimizer steps, not micro-batches, drive the schedule under accumulation.
         self.batches_per_epoch = len(self.loader)
@@ -446,8 +448,9 @@ class Trainer:
         self.wrapped.train()
         losses: list[torch.Tensor] = []
         meter = ThroughputMeter(self.runtime.device)
+        batches = prefetched(self.loader, self.runtime) if self.prefetch else self.loader
         bar = tqdm(
-            meter.wrap(self.loader),
+            meter.wrap(batches),
             total=len(self.loader),
             desc=f"{self.run} epoch {state.epoch + 1}/{cfg.epochs}",
             leave=False,
@@ -480,7 +483,7 @@ class Trainer:
         cfg = self.cfg
         group = micro_group(done - 1, self.batches_per_epoch, cfg.accumulate)
         final = done == group.stop
-        batch = move_batch(batch, self.runtime)
+        batch = move_batch(batch, self.runtime)  # a no-op for a prefetched batch
         with ddp_sync(self.wrapped, final):
             loss = training_loss(self.wrapped, self.criterion, batch, self.params, self.runtime)
             (loss / len(group)).backward()
