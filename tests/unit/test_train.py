@@ -318,7 +318,8 @@ def exited(pid: int, wait_s: float = 60) -> bool:
 def test_ddp_on_gloo_with_two_processes(corpus: SmallCorpus, tmp_path):
     epochs = 2
     # 16 per batch but only ~9 train clips per rank: each rank must still get its one batch.
-    work = corpus.workdir(tmp_path / "ddp", epochs=epochs, batch_size=16)
+    # Each rank reads its loader through the prefetch thread, as DDP on CUDA does by default.
+    work = corpus.workdir(tmp_path / "ddp", epochs=epochs, batch_size=16, device_prefetch=True)
     torchrun = Path(sys.executable).parent / "torchrun"
     # `-m --`: torchrun's own parser would take `--run` for an abbreviation of its
     # `--run-path` and stop; after `--` everything is handed to the module unparsed.
