@@ -410,6 +410,12 @@ class Trainer:
         if runtime.is_main and runtime.device.type != "meta":
             word = "on" if choice else "off"
             print(f"train {self.run}: torch.compile {word} ({choice.reason})")
+            if self.prefetch:
+                setting = str(cfg.device_prefetch).lower()
+                print(
+                    f"train {self.run}: next batches moved to {runtime.device.type} ahead of "
+                    f"the step in a thread (train.device_prefetch: {setting})"
+                )
         if choice:
             self.wrapped = torch.compile(
                 self.wrapped, backend=cfg.compile_backend, mode=cfg.compile_mode
