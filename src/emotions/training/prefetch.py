@@ -62,6 +62,8 @@ def prefetched(
     def produce() -> None:
         on_side = torch.cuda.stream(side) if side is not None else contextlib.nullcontext()
         try:
+            if side is not None:  # a new thread starts on device 0; a DDP rank's is another
+                torch.cuda.set_device(side.device)
             with on_side:
                 for batch in batches:
                     moved = move_batch(batch, runtime)
