@@ -53,4 +53,17 @@ step eager 170 $PY benchmarks/train.py --attention all "${PRESET[@]}" --modes ea
 step compiled 270 $PY benchmarks/train.py --attention flex "${PRESET[@]}" --modes compiled \
     --precisions bf16 --steps "$STEPS" "${COMPILE[@]}" --json "$OUT/compiled.json"
 
+# 4. bf16 against fp32 at every preset (issue 19, part 2), fused attention, eager, no loader:
+#    tiny (params.yaml) and paper (paper_size(): Swin-T 32 × 224², AST-base); the overlay
+#    preset's pair is in the H200 table of benchmarks/README.md.
+if [ "$DEVICE" = cuda ]; then
+    step precisions 150 $PY benchmarks/train.py --attention sdpa --presets tiny,paper \
+        --modes eager --precisions bf16,fp32 --no-loader --steps "$STEPS" \
+        --json "$OUT/precisions.json"
+else
+    step precisions 60 $PY benchmarks/train.py --attention sdpa --presets tiny --cpu \
+        --modes eager --precisions bf16,fp32 --no-loader --steps "$STEPS" \
+        --json "$OUT/precisions.json"
+fi
+
 echo "done in ${SECONDS}s" | tee -a "$OUT/status.txt"
