@@ -13,24 +13,17 @@
 set -u
 OUT=${OUT:-reports/on_device_attention}
 DEVICE=${DEVICE:-cuda}
-mkdir -p "$OUT"
-export PYTHONUNBUFFERED=1
+source benchmarks/on_device_step.sh  # step, device_python
+device_python || exit 1
 if [ "$DEVICE" = cuda ]; then
-    source .gpu/on-device.sh >"$OUT/status.txt" 2>&1 || exit 1
-    export PYTHONPATH=$PWD/.gpu/site312:$PWD/.gpu/extra:$PWD/src:$PWD
-    PY=python3
     PRESET=(--overlay params/ours-closest.yaml --overlay-batch 32 --presets overlay --no-loader)
     COMPILE=(--compile-backend inductor)
     STEPS=10
 else
-    PY=${PY:-.venv/bin/python}
-    export PYTHONPATH=$PWD/src:$PWD
     PRESET=(--presets tiny --no-loader --cpu)
     COMPILE=(--compile-backend aot_eager)
     STEPS=3
 fi
-
-source benchmarks/on_device_step.sh  # step NAME SECONDS COMMAND...
 
 $PY -c "import torch; print('torch', torch.__version__)" >>"$OUT/status.txt" 2>&1
 

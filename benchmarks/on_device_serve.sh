@@ -19,21 +19,11 @@ DEVICE=${DEVICE:-cuda}
 OVERLAY=${OVERLAY-params/ours-closest.yaml}
 WORKERS=${WORKERS:-14}
 SECONDS_PER_POINT=${SECONDS_PER_POINT:-6}
-mkdir -p "$OUT"
-export PYTHONUNBUFFERED=1
-if [ "$DEVICE" = cuda ]; then
-    source .gpu/on-device.sh >"$OUT/status.txt" 2>&1 || exit 1
-    if [ ! -d .gpu/bento312 ]; then
-        for wheel in .gpu/wheels-bento/*.whl; do python3 -m zipfile -e "$wheel" .gpu/bento312/; done
-    fi
-    export PYTHONPATH=$PWD/.gpu/site312:$PWD/.gpu/bento312:$PWD/.gpu/extra:$PWD/src:$PWD
-    PY=python3
-else
-    PY=${PY:-.venv/bin/python}
-    export PYTHONPATH=$PWD/src:$PWD
+source benchmarks/on_device_step.sh  # step, device_python
+if [ "$DEVICE" = cuda ] && [ ! -d .gpu/bento312 ]; then
+    for wheel in .gpu/wheels-bento/*.whl; do python3 -m zipfile -e "$wheel" .gpu/bento312/; done
 fi
-
-source benchmarks/on_device_step.sh  # step NAME SECONDS COMMAND...
+device_python .gpu/bento312 || exit 1
 
 step imports 40 $PY -c "import bentoml, uvicorn, emotions.serve.predictor; print('bentoml', bentoml.__version__)"
 step servers 150 $PY benchmarks/serve.py --device "$DEVICE" ${OVERLAY:+--overlay "$OVERLAY"} \

@@ -17,26 +17,19 @@
 set -u
 OUT=${OUT:-reports/on_device_train}
 DEVICE=${DEVICE:-cuda}
-mkdir -p "$OUT"
-export PYTHONUNBUFFERED=1
+source benchmarks/on_device_step.sh  # step, device_python
+device_python || exit 1
 if [ "$DEVICE" = cuda ]; then
-    source .gpu/on-device.sh >"$OUT/status.txt" 2>&1 || exit 1
-    export PYTHONPATH=$PWD/.gpu/site312:$PWD/.gpu/extra:$PWD/src:$PWD
-    PY=python3
     PRESET=(--overlay params/ours-closest.yaml --overlay-batch 32 --presets overlay)
     WORKERS=15
     STEPS=20
     COMPILE=(--compile-backend inductor)
 else
-    PY=${PY:-.venv/bin/python}
-    export PYTHONPATH=$PWD/src:$PWD
     PRESET=(--presets tiny --cpu)
     WORKERS=1
     STEPS=4
     COMPILE=(--compile-backend aot_eager)
 fi
-
-source benchmarks/on_device_step.sh  # step NAME SECONDS COMMAND...
 
 # 1. The input path: eager bf16, one row per source of frames, each with the next batches
 #    moved (and decoded) in the prefetch thread and without (train.device_prefetch).
