@@ -397,10 +397,12 @@ class Bench:
             self.sampler.set_epoch(epoch)
             batches = self.loader
         self.model.train()
-        if self.setting.prefetch and self.fixed is None:
+        ahead = self.setting.prefetch and self.fixed is None
+        if ahead:
             batches = prefetched(batches, self.runtime)
         for done, batch in enumerate(meter.wrap(batches), start=1):
-            batch = move_batch(batch, self.runtime)  # a no-op for a prefetched batch
+            if not ahead:  # the prefetch thread has moved it already
+                batch = move_batch(batch, self.runtime)
             loss = training_loss(self.stepped, self.criterion, batch, self.params, self.runtime)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()

@@ -27,6 +27,7 @@ def move_batch(batch: dict[str, Any], runtime: Runtime) -> dict[str, Any]:
     }
     if "jpeg" in batch:  # a deferred jpeg batch: decoded here, on the device, in one call
         moved["video"] = decode_deferred(batch, device)
+        del moved["jpeg"]  # consumed: a moved batch is never decoded again
     return moved
 
 

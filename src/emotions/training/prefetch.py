@@ -67,7 +67,6 @@ def prefetched(
             with on_side:
                 for batch in batches:
                     moved = move_batch(batch, runtime)
-                    moved.pop("jpeg", None)  # decoded into "video": nothing left to move
                     event = None
                     if side is not None:
                         event = torch.cuda.Event()

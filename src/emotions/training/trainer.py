@@ -489,7 +489,8 @@ class Trainer:
         cfg = self.cfg
         group = micro_group(done - 1, self.batches_per_epoch, cfg.accumulate)
         final = done == group.stop
-        batch = move_batch(batch, self.runtime)  # a no-op for a prefetched batch
+        if not self.prefetch:  # the prefetch thread has moved it already
+            batch = move_batch(batch, self.runtime)
         with ddp_sync(self.wrapped, final):
             loss = training_loss(self.wrapped, self.criterion, batch, self.params, self.runtime)
             (loss / len(group)).backward()
